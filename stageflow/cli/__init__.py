@@ -1,0 +1,80 @@
+"""The ``stageflow`` command line.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function that adds
+its parser and sets ``func`` to a callable taking the parsed arguments and returning the
+exit status.
+
+Exit statuses (documented in the README):
+
+=====  ==============================================================================
+0      success
+1      records were dead-lettered beyond ``--max-errors``
+2      bad usage, an invalid pipeline, or an unreadable input file
+3      the engine could not run (workers failed to start or kept dying)
+130    interrupted by SIGINT or SIGTERM
+=====  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from stageflow.errors import EngineError, PipelineError, PluginError, StageflowError
+
+EXIT_OK = 0
+EXIT_RECORDS_FAILED = 1
+EXIT_INVALID = 2
+EXIT_ENGINE = 3
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stageflow import __version__
+    from stageflow.cli import graph, plugins, run, schema, validate
+
+    parser = argparse.ArgumentParser(
+        prog="stageflow",
+        description="Run, check and draw staged data-processing pipelines.",
+    )
+    parser.add_argument("--version", action="version", version=f"stageflow {__version__}")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="log only warnings and errors to stderr"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (run, validate, graph, plugins, schema):
+        module.register(subparsers)
+    return parser
+
+
+def fail(message: str) -> None:
+    """Print one error sentence to stderr, the way every command reports user errors."""
+    print(f"stageflow: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
+    try:
+        status: int = args.func(args)
+    except (PipelineError, PluginError) as exc:
+        fail(str(exc))
+        return EXIT_INVALID
+    except EngineError as exc:
+        fail(str(exc))
+        return EXIT_ENGINE
+    except StageflowError as exc:
+        fail(str(exc))
+        return EXIT_RECORDS_FAILED
+    except KeyboardInterrupt:
+        fail("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`); nothing left to say.
+        return EXIT_OK
+    return status

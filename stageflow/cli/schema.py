@@ -1,0 +1,9 @@
+"""``stageflow schema``: being written (see the open issue)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    subparsers.add_parser("schema", help="(in progress)").set_defaults(func=lambda args: 2)

@@ -1,0 +1,26 @@
+"""``stageflow validate PIPELINE``: every static check, nothing started."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from stageflow.pipeline import Pipeline
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check a pipeline file without running it",
+        description="Resolve every stage, validate every config block and check that each "
+        "stage's Output satisfies the next stage's Input. Exit status 2 on the first problem.",
+    )
+    parser.add_argument("pipeline", help="the pipeline YAML file")
+    parser.set_defaults(func=validate)
+
+
+def validate(args: argparse.Namespace) -> int:
+    pipeline = Pipeline.from_file(args.pipeline)
+    chain = " → ".join(stage.name for stage in pipeline.stages)
+    print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({chain})")
+    return 0

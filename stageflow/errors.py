@@ -1,0 +1,66 @@
+"""Every exception stageflow raises on purpose.
+
+The tree::
+
+    StageflowError
+    ├── PluginError              a plugin or stage class is unusable
+    ├── PipelineError            a pipeline file or definition is invalid (CLI exit status 2)
+    │   ├── UnknownStageError    `uses:` names no registered stage and no importable class
+    │   ├── StageConfigError     a stage's `config:` block fails the stage's Config model
+    │   └── SchemaMismatchError  a stage's Output cannot satisfy the next stage's Input
+    ├── EngineError              the engine could not run the pipeline (CLI exit status 3)
+    └── RecordsFailedError       a run ended with more dead-lettered records than allowed
+                                 (CLI exit status 1)
+
+Each message is one sentence that names the problem and how to fix it, fit to print to a
+user without a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stageflow.engine.report import RunReport
+
+
+class StageflowError(Exception):
+    """Base class of every error stageflow raises on purpose."""
+
+
+class PluginError(StageflowError):
+    """Raised when a stage class breaks the stage contract (missing name, Input or Output)."""
+
+
+class PipelineError(StageflowError):
+    """Raised when a pipeline file or definition cannot be used, before anything starts."""
+
+
+class UnknownStageError(PipelineError):
+    """Raised when a stage's `uses:` matches no registered stage and no importable class."""
+
+
+class StageConfigError(PipelineError):
+    """Raised when a stage's `config:` block does not validate against the stage's Config."""
+
+
+class SchemaMismatchError(PipelineError):
+    """Raised when one stage's Output model cannot satisfy the next stage's Input model."""
+
+
+class EngineError(StageflowError):
+    """Raised when the engine cannot start or keep running its worker processes."""
+
+
+class RecordsFailedError(StageflowError):
+    """Raised at the end of a run that dead-lettered more records than `max_errors` allows.
+
+    The run's report is in :attr:`report`; the results already yielded stay valid.
+    """
+
+    def __init__(self, message: str, report: RunReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.report))

@@ -1,0 +1,243 @@
+"""Pipeline definitions: plain data, validated eagerly, before anything runs.
+
+A pipeline is a named chain of stages. :class:`Pipeline` resolves every stage against the
+installed plugins, validates every ``config:`` block and checks that each stage's Output
+can satisfy the next stage's Input, all in its constructor. Running it is the engine's job
+(:mod:`stageflow.engine`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stageflow.compat import check_edge
+from stageflow.errors import PipelineError, SchemaMismatchError, StageConfigError
+from stageflow.plugins import StageEntry, StageRegistry, load_registry
+from stageflow.stage import Stage
+
+if TYPE_CHECKING:
+    from stageflow.engine.run import Run
+
+__all__ = ["BoundStage", "Pipeline", "PipelineSpec", "StageSpec"]
+
+
+class StageSpec(BaseModel):
+    """One stage of a pipeline file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Unique name of this stage within the pipeline.")
+    uses: str = Field(
+        min_length=1,
+        description='A registered stage name, or "package.module:Class".',
+    )
+    workers: int = Field(default=1, ge=1, le=256, description="Worker processes for this stage.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Validated by the stage's Config model."
+    )
+    retries: int = Field(
+        default=2, ge=0, description="Extra attempts when process() raises, before dead-lettering."
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds one process() call may take before its record is dead-lettered.",
+    )
+
+
+class PipelineSpec(BaseModel):
+    """A pipeline file: a name and the stages in the order records flow through them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="stageflow pipeline")
+
+    name: str = Field(min_length=1, description="The pipeline's name.")
+    stages: tuple[StageSpec, ...] = Field(min_length=1, description="Stages in flow order.")
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_names(cls, stages: tuple[StageSpec, ...]) -> tuple[StageSpec, ...]:
+        seen: set[str] = set()
+        for stage in stages:
+            if stage.name in seen:
+                raise ValueError(f"stage name {stage.name!r} is used twice; stage names must be unique")
+            seen.add(stage.name)
+        return stages
+
+
+@dataclass(frozen=True)
+class BoundStage:
+    """A stage spec resolved to its class, with its validated config."""
+
+    spec: StageSpec
+    entry: StageEntry
+    config: BaseModel | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def cls(self) -> type[Stage]:
+        return self.entry.cls
+
+    @property
+    def workers(self) -> int:
+        return self.spec.workers
+
+    def config_json(self) -> str:
+        return self.config.model_dump_json() if self.config is not None else "null"
+
+
+StageLike = StageSpec | Mapping[str, Any]
+
+
+class Pipeline:
+    """A validated pipeline, ready to run.
+
+    Build one from a file with :meth:`from_file`, from a mapping with :meth:`from_dict`, or
+    from Python objects::
+
+        Pipeline("counts", [{"name": "count", "uses": WordCount, "workers": 2}])
+
+    where ``uses`` may be a :class:`Stage` subclass. Every check runs here; an invalid
+    pipeline raises a :class:`~stageflow.errors.PipelineError` subclass.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stages: Sequence[StageLike],
+        *,
+        registry: StageRegistry | None = None,
+        source: str | None = None,
+    ) -> None:
+        classes: dict[str, type[Stage]] = {}
+        raw: list[Any] = []
+        for stage in stages:
+            if isinstance(stage, Mapping) and isinstance(stage.get("uses"), type):
+                cls = stage["uses"]
+                if not issubclass(cls, Stage):
+                    raise PipelineError(f"{cls!r} given as `uses` is not a stageflow.Stage subclass")
+                cls.check_definition()
+                reference = f"{cls.__module__}:{cls.__qualname__}"
+                classes[reference] = cls
+                stage = {**stage, "uses": reference}
+            raw.append(stage)
+        self.source = source
+        self.spec = _validate_spec({"name": name, "stages": raw}, source)
+        if registry is None and any(":" not in s.uses for s in self.spec.stages):
+            registry = load_registry()
+        self.registry = registry or StageRegistry()
+        self.stages: tuple[BoundStage, ...] = tuple(
+            self._bind(spec, classes) for spec in self.spec.stages
+        )
+        for upstream, downstream in zip(self.stages, self.stages[1:]):
+            problems = check_edge(
+                upstream.name, upstream.cls.Output, downstream.name, downstream.cls.Input
+            )
+            if problems:
+                raise SchemaMismatchError(problems[0])
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, *, registry: StageRegistry | None = None, source: str | None = None
+    ) -> Pipeline:
+        """Build a pipeline from the parsed content of a pipeline file."""
+        spec = _validate_spec(data, source)
+        return cls(
+            spec.name,
+            list(spec.stages),
+            registry=registry,
+            source=source,
+        )
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], *, registry: StageRegistry | None = None
+    ) -> Pipeline:
+        """Read and validate a YAML pipeline file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PipelineError(
+                f"cannot read pipeline file {str(path)!r}: {exc.strerror or exc}; check the path"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise PipelineError(
+                f"pipeline file {str(path)!r} is not UTF-8 text; save it as UTF-8 YAML"
+            ) from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise PipelineError(
+                f"pipeline file {str(path)!r} is not valid YAML{where}: {problem}; fix the syntax"
+            ) from exc
+        return cls.from_dict(data, registry=registry, source=str(path))
+
+    def _bind(self, spec: StageSpec, classes: Mapping[str, type[Stage]]) -> BoundStage:
+        if spec.uses in classes:
+            entry = StageEntry(classes[spec.uses])
+        else:
+            entry = self.registry.resolve(spec.uses)
+        config: BaseModel | None = None
+        config_model = entry.cls.Config
+        if config_model is not None:
+            try:
+                config = config_model.model_validate(spec.config)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first["loc"]) or "(the whole block)"
+                raise StageConfigError(
+                    f"stage {spec.name!r} ({spec.uses}): config field {field!r}: {first['msg']}; "
+                    f"fix the stage's `config:` block"
+                ) from exc
+        elif spec.config:
+            raise StageConfigError(
+                f"stage {spec.name!r} ({spec.uses}) takes no configuration but `config:` sets "
+                f"{', '.join(sorted(spec.config))}; remove the `config:` block"
+            )
+        return BoundStage(spec, entry, config)
+
+    def run(self, items: Iterable[Any], **options: Any) -> Run:
+        """Run the pipeline over ``items`` and iterate over the last stage's Outputs.
+
+        ``items`` are dicts, Input models of the first stage, or JSON ``bytes``/``str``.
+        See :class:`stageflow.engine.run.Run` for the options and the report.
+        """
+        from stageflow.engine.run import Run
+
+        return Run(self, items, **options)
+
+    def __repr__(self) -> str:
+        chain = " -> ".join(f"{s.name}[{s.spec.uses}x{s.workers}]" for s in self.stages)
+        return f"<Pipeline {self.name!r}: {chain}>"
+
+
+def _validate_spec(data: Any, source: str | None) -> PipelineSpec:
+    where = f"pipeline file {source!r}" if source else "pipeline definition"
+    if not isinstance(data, Mapping):
+        raise PipelineError(
+            f"{where} must be a mapping with `name:` and `stages:`; "
+            f"found {type(data).__name__}"
+        )
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise PipelineError(f"{where}: {loc}: {first['msg']}") from exc
