@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stageflow.compat import check_edge
+from stageflow.compat import Mismatch, check_edge
 from stageflow.errors import PipelineError, SchemaMismatchError, StageConfigError
 from stageflow.plugins import StageEntry, StageRegistry, load_registry
 from stageflow.stage import Stage
@@ -107,7 +107,9 @@ class Pipeline:
         Pipeline("counts", [{"name": "count", "uses": WordCount, "workers": 2}])
 
     where ``uses`` may be a :class:`Stage` subclass. Every check runs here; an invalid
-    pipeline raises a :class:`~stageflow.errors.PipelineError` subclass.
+    pipeline raises a :class:`~stageflow.errors.PipelineError` subclass. With
+    ``check_schemas=False`` an Output→Input mismatch is kept in :attr:`mismatches` instead
+    of raised, so that tools such as ``stageflow graph`` can still draw the pipeline.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class Pipeline:
         *,
         registry: StageRegistry | None = None,
         source: str | None = None,
+        check_schemas: bool = True,
     ) -> None:
         classes: dict[str, type[Stage]] = {}
         raw: list[Any] = []
@@ -138,12 +141,15 @@ class Pipeline:
         self.stages: tuple[BoundStage, ...] = tuple(
             self._bind(spec, classes) for spec in self.spec.stages
         )
-        for upstream, downstream in zip(self.stages, self.stages[1:]):
-            problems = check_edge(
+        self.mismatches: tuple[Mismatch, ...] = tuple(
+            mismatch
+            for upstream, downstream in zip(self.stages, self.stages[1:])
+            for mismatch in check_edge(
                 upstream.name, upstream.cls.Output, downstream.name, downstream.cls.Input
             )
-            if problems:
-                raise SchemaMismatchError(problems[0])
+        )
+        if check_schemas and self.mismatches:
+            raise SchemaMismatchError(str(self.mismatches[0]))
 
     @property
     def name(self) -> str:
@@ -151,7 +157,12 @@ class Pipeline:
 
     @classmethod
     def from_dict(
-        cls, data: Any, *, registry: StageRegistry | None = None, source: str | None = None
+        cls,
+        data: Any,
+        *,
+        registry: StageRegistry | None = None,
+        source: str | None = None,
+        check_schemas: bool = True,
     ) -> Pipeline:
         """Build a pipeline from the parsed content of a pipeline file."""
         spec = _validate_spec(data, source)
@@ -160,11 +171,16 @@ class Pipeline:
             list(spec.stages),
             registry=registry,
             source=source,
+            check_schemas=check_schemas,
         )
 
     @classmethod
     def from_file(
-        cls, path: str | os.PathLike[str], *, registry: StageRegistry | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        registry: StageRegistry | None = None,
+        check_schemas: bool = True,
     ) -> Pipeline:
         """Read and validate a YAML pipeline file."""
         path = Path(path)
@@ -187,7 +203,7 @@ class Pipeline:
             raise PipelineError(
                 f"pipeline file {str(path)!r} is not valid YAML{where}: {problem}; fix the syntax"
             ) from exc
-        return cls.from_dict(data, registry=registry, source=str(path))
+        return cls.from_dict(data, registry=registry, source=str(path), check_schemas=check_schemas)
 
     def _bind(self, spec: StageSpec, classes: Mapping[str, type[Stage]]) -> BoundStage:
         if spec.uses in classes:
