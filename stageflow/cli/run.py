@@ -1,9 +1,224 @@
-"""``stageflow run``: being written (see the open issue)."""
+"""``stageflow run PIPELINE``: JSON Lines in, JSON Lines out, dead letters aside."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import logging
+import os
+import queue
+import signal
+import stat
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from stageflow.cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_RECORDS_FAILED, fail
+from stageflow.engine.coordinator import WAIT
+from stageflow.engine.run import Run
+from stageflow.errors import RecordsFailedError
+from stageflow.pipeline import Pipeline
+
+log = logging.getLogger("stageflow")
+
+_FLUSH_EVERY = 0.2
 
 
 def register(subparsers: Any) -> None:
-    subparsers.add_parser("run", help="(in progress)").set_defaults(func=lambda args: 2)
+    parser = subparsers.add_parser(
+        "run",
+        help="run a pipeline over JSON Lines",
+        description="Run PIPELINE over JSON Lines input (one record of the first stage's Input "
+        "per line) and write the last stage's Outputs as JSON Lines. Records that fail go to "
+        "the dead-letter output with their reason; the rest of the run goes on.",
+    )
+    parser.add_argument("pipeline", help="the pipeline YAML file")
+    parser.add_argument(
+        "-i", "--input", default="-", metavar="FILE", help="input JSON Lines file, or - for stdin"
+    )
+    parser.add_argument(
+        "-o", "--output", default="-", metavar="FILE", help="output JSON Lines file, or - for stdout"
+    )
+    parser.add_argument(
+        "--dead-letter",
+        metavar="PATH",
+        help="write every record that could not be processed, with its reason, to this JSON "
+        "Lines file",
+    )
+    parser.add_argument(
+        "--max-errors",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="exit 0 even if up to N records were dead-lettered (default 0)",
+    )
+    parser.add_argument(
+        "--skip",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="skip the first N input lines (to resume a stopped run)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=256, metavar="N", help="records per frame (256)"
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=_positive,
+        default=8192,
+        metavar="N",
+        help="input records in flight at once; bounds memory (8192)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not positive; give 1 or more")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    pipeline = Pipeline.from_file(args.pipeline)
+    try:
+        source = _open_input(args.input)
+        output = _open_output(args.output)
+    except OSError as exc:
+        fail(f"cannot open {exc.filename!r}: {exc.strerror}; check the path")
+        return EXIT_INVALID
+    the_run = Run(
+        pipeline,
+        _lines(source, args.skip),
+        dead_letter=args.dead_letter,
+        max_errors=args.max_errors,
+        numbered=True,
+        batch_size=args.batch_size,
+        max_in_flight=args.max_in_flight,
+        log_level=logging.getLogger().getEffectiveLevel(),
+    )
+    signals = _GracefulStop(the_run)
+    status = EXIT_OK
+    try:
+        last_flush = time.monotonic()
+        write = output.write
+        for line in the_run.lines():
+            write(line)
+            write(b"\n")
+            now = time.monotonic()
+            if now - last_flush > _FLUSH_EVERY:
+                output.flush()
+                last_flush = now
+    except RecordsFailedError as exc:
+        fail(str(exc))
+        status = EXIT_RECORDS_FAILED
+    except KeyboardInterrupt:
+        fail("stopped at once on a second signal; records in flight were abandoned")
+        return EXIT_INTERRUPTED
+    finally:
+        signals.restore()
+        try:
+            output.flush()
+        except BrokenPipeError:
+            pass
+        if output is not sys.stdout.buffer:
+            output.close()
+    report = the_run.report
+    log.info("%s", report.summary())
+    if report.interrupted:
+        fail(
+            f"stopped early: the first {report.last_line_read} input lines are fully processed; "
+            f"resume with --skip {report.last_line_read}"
+        )
+        return EXIT_INTERRUPTED
+    return status
+
+
+class _GracefulStop:
+    """First SIGINT/SIGTERM: stop reading and drain. Second: stop at once."""
+
+    def __init__(self, the_run: Run) -> None:
+        self.run = the_run
+        self.count = 0
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.handle)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            log.warning(
+                "received %s: finishing the records in flight; send it again to stop at once",
+                signal.Signals(signum).name,
+            )
+            self.run.stop()
+            return
+        self.run.abort()
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    return open(path, "rb")
+
+
+def _open_output(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdout.buffer
+    return open(path, "wb")
+
+
+def _lines(source: IO[bytes], skip: int) -> Iterator[Any]:
+    """Numbered non-blank lines; a pipe or terminal is read in a thread so it never blocks."""
+    try:
+        regular = stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (OSError, ValueError):
+        regular = True
+    lines: Iterator[bytes] = iter(source) if regular else _threaded(source)
+    number = 0
+    for line in lines:
+        if line is WAIT:
+            yield WAIT
+            continue
+        number += 1
+        if number <= skip:
+            continue
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield number, line
+
+
+def _threaded(source: IO[bytes]) -> Iterator[Any]:
+    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=4096)
+
+    def read() -> None:
+        try:
+            for line in source:
+                lines.put(line)
+        finally:
+            lines.put(None)
+
+    threading.Thread(target=read, name="stageflow-stdin", daemon=True).start()
+    while True:
+        try:
+            line = lines.get_nowait()
+        except queue.Empty:
+            yield WAIT
+            continue
+        if line is None:
+            return
+        yield line

@@ -1,0 +1,15 @@
+"""The engine: worker processes wired with PUSH/PULL, and the coordinator that runs them.
+
+Modules, by job:
+
+- :mod:`~stageflow.engine.wire`: the frame format records travel in.
+- :mod:`~stageflow.engine.runner`: one stage's per-batch work (validate, process, serialise),
+  free of I/O.
+- :mod:`~stageflow.engine.worker`: the worker process: a runner on its own reactor, with
+  :mod:`stageflow.transport` connections.
+- :mod:`~stageflow.engine.tracker`: follows every input record, and all it fans out into,
+  until its last output is written.
+- :mod:`~stageflow.engine.coordinator`: starts, wires, feeds and supervises the workers.
+- :mod:`~stageflow.engine.run`: the iterator :meth:`stageflow.Pipeline.run` returns.
+- :mod:`~stageflow.engine.report`: what a run reports when it ends.
+"""

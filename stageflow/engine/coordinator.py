@@ -1,0 +1,601 @@
+"""The coordinator: starts the workers, wires them, feeds them and watches them.
+
+It runs in the caller's process and thread on plain pyzmq sockets with no Twisted reactor,
+so a pipeline can run many times in one process, from a thread, a notebook or an asyncio
+program. The reactors live in the worker processes.
+
+Topology, for stages ``0..n-1`` with any number of workers each::
+
+    feed[0] PUSH ──► stage 0 workers ──► stage 1 workers ──► ... ──► results PULL
+                        │                    │                           (coordinator)
+                        └──── control PUSH ──┴──► control PULL (coordinator)
+
+Every PULL socket is bound to ``tcp://127.0.0.1:*`` and its address read back; the PUSH
+side connects to all addresses of the next stage before any record flows, so ZeroMQ's
+round-robin spreads records evenly from the first one (no slow-joiner skew).
+
+Reliability: the coordinator keeps every input record until everything it turned into has
+been written (:mod:`stageflow.engine.tracker`). When a worker dies it is restarted with
+backoff and rewired, and every record still in flight is delivered again under a new
+attempt; results of older attempts are discarded, so results stay exactly-once. The worker
+tells, through a small shared file, which record it was inside ``process()`` for; a record
+that was there when ``max_deaths`` workers died is dead-lettered as poison.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import zmq
+
+from stageflow.engine import wire
+from stageflow.engine.report import RunReport
+from stageflow.engine.runner import CurrentRecord, dead_letter
+from stageflow.engine.tracker import Root, Tracker
+from stageflow.errors import EngineError
+from stageflow.pipeline import Pipeline
+
+__all__ = ["WAIT", "Coordinator", "EngineOptions"]
+
+log = logging.getLogger("stageflow.engine")
+
+#: Yielded by an input source that has nothing ready yet (e.g. a slow stdin).
+WAIT = object()
+
+_LOOPBACK = "tcp://127.0.0.1:*"
+_SUPERVISE_EVERY = 0.05
+
+
+@dataclass
+class EngineOptions:
+    """Tuning and safety knobs of one run; every field has a safe default."""
+
+    batch_size: int = 256
+    max_in_flight: int = 8192
+    max_deaths: int = 3
+    start_timeout: float = 60.0
+    stop_timeout: float = 5.0
+    max_start_failures: int = 3
+    max_message_size: int = 64 * 1024 * 1024
+    bind: str = _LOOPBACK
+    log_level: int = logging.INFO
+
+
+@dataclass
+class _Slot:
+    """One worker position (stage, index); its process changes when it is restarted."""
+
+    stage: int
+    index: int
+    current_path: str
+    generation: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    address: str | None = None
+    ready: bool = False
+    start_failures: int = 0
+    consecutive_deaths: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+    finished: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}.{self.index}.{self.generation}"
+
+
+@dataclass
+class _Rewire:
+    """A restarted worker being wired in; replay waits until every peer confirmed."""
+
+    slot: _Slot
+    old_address: str | None
+    waiting: set[str] = field(default_factory=set)
+
+
+class Coordinator:
+    """Runs one pipeline over one input stream; use :meth:`run` once, then :meth:`close`."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        report: RunReport,
+        options: EngineOptions,
+        dead_letter_sink: IO[str] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.report = report
+        self.options = options
+        self.sink = dead_letter_sink
+        self.tracker = Tracker()
+        self.stopping = False
+        self.aborting = False
+        self._closed = False
+        self._rundir = tempfile.mkdtemp(prefix="stageflow-")
+        self._ctx = zmq.Context()
+        self._ctx.setsockopt(zmq.LINGER, 0)
+        self._control = self._bind(zmq.PULL)
+        self._results = self._bind(zmq.PULL)
+        self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
+        for feed in self._feeds:
+            feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
+        self._poller = zmq.Poller()
+        self._poller.register(self._control, zmq.POLLIN)
+        self._poller.register(self._results, zmq.POLLIN)
+        self.slots: list[list[_Slot]] = [
+            [
+                _Slot(s, j, os.path.join(self._rundir, f"current-{s}-{j}"))
+                for j in range(stage.workers)
+            ]
+            for s, stage in enumerate(pipeline.stages)
+        ]
+        self._by_key: dict[str, _Slot] = {}
+        self._rewires: list[_Rewire] = []
+        self._replay_due = False
+        self._finish_stage: int | None = None
+        self._next_synthetic = -1
+        self._last_supervise = 0.0
+
+    # -- sockets and processes ------------------------------------------------------------
+
+    def _bind(self, kind: int) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._ctx.socket(kind)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.options.max_message_size)
+        sock.bind(self.options.bind)
+        return sock
+
+    def _address(self, sock: zmq.Socket[bytes]) -> str:
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _spawn(self, slot: _Slot) -> None:
+        stage = self.pipeline.stages[slot.stage]
+        slot.generation += 1
+        slot.ready = False
+        slot.address = None
+        slot.finished = False
+        slot.started_at = time.monotonic()
+        main = sys.modules.get("__main__")
+        settings = {
+            "key": slot.key,
+            "stage": stage.name,
+            "index": slot.stage,
+            "slot": slot.index,
+            "uses": stage.entry.reference,
+            "main_path": getattr(main, "__file__", None),
+            "config": stage.config_json(),
+            "retries": stage.spec.retries,
+            "timeout": stage.spec.timeout,
+            "control": self._address(self._control),
+            "bind": self.options.bind,
+            "current_path": slot.current_path,
+            "max_message_size": self.options.max_message_size,
+            "log_level": self.options.log_level,
+            "sys_path": [p for p in sys.path if p and os.path.isdir(p)],
+        }
+        try:
+            stdout: int = sys.__stderr__.fileno() if sys.__stderr__ is not None else -1
+        except (AttributeError, OSError, ValueError):
+            stdout = -1
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stageflow.engine.worker"],
+            stdin=subprocess.PIPE,
+            stdout=stdout if stdout >= 0 else subprocess.DEVNULL,
+            close_fds=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(settings).encode() + b"\n")
+        proc.stdin.flush()
+        slot.proc = proc
+        self._by_key[slot.key] = slot
+
+    def _command(self, slot: _Slot, command: dict[str, Any]) -> bool:
+        proc = slot.proc
+        if proc is None or proc.stdin is None or proc.poll() is not None:
+            return False
+        try:
+            proc.stdin.write(json.dumps(command).encode() + b"\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return False
+        return True
+
+    def _downstream(self, stage: int) -> list[str]:
+        if stage + 1 == len(self.slots):
+            return [self._address(self._results)]
+        return [s.address for s in self.slots[stage + 1] if s.ready and s.address]
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every worker, wait until all are ready, then wire them together."""
+        for stage_slots in self.slots:
+            for slot in stage_slots:
+                self._spawn(slot)
+        deadline = time.monotonic() + self.options.start_timeout
+        all_slots = [slot for stage_slots in self.slots for slot in stage_slots]
+        while not all(slot.ready for slot in all_slots):
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    f"workers did not start within {self.options.start_timeout:.0f}s; "
+                    "check the stages' setup() and the machine's load"
+                )
+            self._wait_messages(0.05)
+            for slot in all_slots:
+                if slot.proc is not None and not slot.ready:
+                    code = slot.proc.poll()
+                    if code is not None:
+                        raise EngineError(
+                            f"the worker of stage {self.pipeline.stages[slot.stage].name!r} "
+                            f"exited with status {code} while starting; see its error above"
+                        )
+        waiting = set()
+        for s, stage_slots in enumerate(self.slots):
+            for feed_address in (slot.address for slot in stage_slots):
+                self._feeds[s].connect(feed_address or "")
+            for slot in stage_slots:
+                self._command(slot, {"cmd": "wire", "add": self._downstream(s)})
+                waiting.add(slot.key)
+        while waiting:
+            if time.monotonic() > deadline:
+                raise EngineError("workers did not confirm their connections in time")
+            for message, _ in self._receive_control(0.05):
+                if message["t"] == "wired":
+                    waiting.discard(message["w"])
+            self._supervise(starting=True)
+
+    def _wait_messages(self, timeout: float) -> None:
+        for _message, _body in self._receive_control(timeout):
+            pass
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, source: Iterator[Any]) -> Iterator[bytes]:
+        """Feed ``source`` (``(seq, record_bytes)`` pairs or WAIT) and yield result lines."""
+        exhausted = False
+        started = time.monotonic()
+        while True:
+            if not exhausted and not self.stopping:
+                exhausted = self._feed(source)
+            idle = (exhausted or self.stopping) and not self.tracker.roots
+            if idle and not self._rewires and not self._restarts_pending():
+                if not self._advance_finish():
+                    break
+            self._poll(0.0 if self.tracker.completed else 0.02)
+            self._supervise()
+            for root in self.tracker.take_completed():
+                yield from self._emit(root)
+            self.report.seconds = time.monotonic() - started
+        self.report.finished = exhausted and not self.stopping
+        self.report.interrupted = self.stopping
+        self.report.seconds = time.monotonic() - started
+
+    def _feed(self, source: Iterator[Any]) -> bool:
+        """Send what the in-flight window allows; return True once the source is exhausted."""
+        credit = self.options.max_in_flight - len(self.tracker.roots)
+        stage0 = self.slots[0]
+        chunk = min(credit, self.options.batch_size * len(stage0))
+        if chunk <= 0:
+            return False
+        taken: list[Root] = []
+        exhausted = False
+        for _ in range(chunk):
+            try:
+                item = next(source)
+            except StopIteration:
+                exhausted = True
+                break
+            if item is WAIT:
+                break
+            seq, record = item
+            taken.append(self.tracker.add(seq, record, 0))
+            self.report.records_in += 1
+            self.report.last_line_read = seq
+        if taken:
+            self._send_roots(0, taken)
+        return exhausted
+
+    def _send_roots(self, stage: int, roots: list[Root]) -> None:
+        # Split evenly over the stage's workers so round-robin gives each a fair share.
+        parts = max(1, min(len(self.slots[stage]), len(roots)))
+        size = -(-len(roots) // parts)
+        for start in range(0, len(roots), size):
+            group = roots[start : start + size]
+            ids: list[int] = []
+            for root in group:
+                ids += (root.seq, root.attempt, root.value)
+            self._feeds[stage].send_multipart(wire.encode_batch(ids, [r.record for r in group]))
+
+    def _poll(self, timeout: float) -> None:
+        events = dict(self._poller.poll(timeout * 1000))
+        if self._results in events:
+            self._receive_results()
+        if self._control in events:
+            for _ in self._receive_control(0):
+                pass
+
+    def _receive_results(self) -> None:
+        for _ in range(1000):
+            try:
+                parts = self._results.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                ids, records = wire.decode_batch(parts)
+            except wire.WireError as exc:
+                log.warning("dropped a malformed result frame: %s", exc)
+                continue
+            self.tracker.results(ids, records)
+
+    def _receive_control(self, timeout: float) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+        if timeout and not self._control.poll(timeout * 1000):
+            return
+        for _ in range(1000):
+            try:
+                parts = self._control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = wire.decode_control(parts[0])
+            except wire.WireError as exc:
+                log.warning("dropped a malformed control message: %s", exc)
+                continue
+            body = parts[1] if len(parts) > 1 else None
+            self._on_control(message, body)
+            yield message, body
+
+    def _on_control(self, message: dict[str, Any], body: bytes | None) -> None:
+        kind = message["t"]
+        slot = self._by_key.get(message.get("w", ""))
+        if kind == "ack":
+            for seq, attempt, entry in message.get("dead", ()):
+                self.tracker.dead(seq, attempt, entry)
+            self.tracker.ack(message.get("acks", []))
+            if slot is not None:
+                name = self.pipeline.stages[slot.stage].name
+                count = message.get("n", 0)
+                self.report.processed[name] = self.report.processed.get(name, 0) + count
+                worker = f"{name}#{slot.index}"
+                self.report.per_worker[worker] = self.report.per_worker.get(worker, 0) + count
+        elif slot is None or slot.key != message.get("w"):
+            return
+        elif kind == "ready":
+            slot.ready = True
+            slot.address = message["address"]
+            slot.start_failures = 0
+            for rewire in self._rewires:
+                if rewire.slot is slot:
+                    self._wire_in(rewire)
+        elif kind == "wired":
+            for rewire in self._rewires:
+                rewire.waiting.discard(slot.key)
+            self._rewires = [r for r in self._rewires if r.waiting or not r.slot.ready]
+            if not self._rewires and self._replay_due:
+                self._replay()
+        elif kind == "finished":
+            slot.finished = True
+            for entry in message.get("dead", ()):
+                self._dead_letter(entry)
+            records = body.split(b"\n") if body else []
+            if records:
+                self._inject(slot.stage + 1, records)
+
+    # -- end of stream --------------------------------------------------------------------
+
+    def _advance_finish(self) -> bool:
+        """Drive finish() stage by stage; return False once every stage has finished."""
+        if self._finish_stage is None:
+            self._finish_stage = 0
+            self._start_finish(0)
+            return True
+        stage_slots = self.slots[self._finish_stage]
+        if not all(slot.finished for slot in stage_slots):
+            return True
+        self._finish_stage += 1
+        if self._finish_stage == len(self.slots):
+            return False
+        self._start_finish(self._finish_stage)
+        return True
+
+    def _start_finish(self, stage: int) -> None:
+        for slot in self.slots[stage]:
+            if slot.ready:
+                self._command(slot, {"cmd": "finish"})
+
+    def _inject(self, stage: int, records: list[bytes]) -> None:
+        """Outputs of a stage's finish() enter the next stage as new roots."""
+        if stage == len(self.slots):
+            for record in records:
+                root = Root(0, record, stage)
+                root.results.append(record)
+                self.tracker.completed.append(root)
+            return
+        roots = []
+        for record in records:
+            roots.append(self.tracker.add(self._next_synthetic, record, stage))
+            self._next_synthetic -= 1
+        self._send_roots(stage, roots)
+
+    def _emit(self, root: Root) -> Iterator[bytes]:
+        for entry in root.dead:
+            self._dead_letter(entry)
+        if root.seq > 0:
+            self.report.records_done += 1
+        self.report.results += len(root.results)
+        yield from root.results
+
+    def _dead_letter(self, entry: dict[str, Any]) -> None:
+        self.report.add_dead_letter(entry)
+        where = f"line {entry['line']}" if entry.get("line") else "end of stream"
+        log.warning(
+            "dead-lettered (%s, stage %s): %s: %s",
+            where,
+            entry.get("stage"),
+            entry.get("error"),
+            entry.get("message"),
+        )
+        if self.sink is not None:
+            self.sink.write(json.dumps(entry, default=str) + "\n")
+
+    # -- supervision ----------------------------------------------------------------------
+
+    def _restarts_pending(self) -> bool:
+        return any(
+            slot.restart_at is not None or not slot.ready
+            for stage_slots in self.slots
+            for slot in stage_slots
+        )
+
+    def _supervise(self, starting: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._last_supervise < _SUPERVISE_EVERY:
+            return
+        self._last_supervise = now
+        for stage_slots in self.slots:
+            for slot in stage_slots:
+                if slot.restart_at is not None:
+                    if now >= slot.restart_at:
+                        slot.restart_at = None
+                        self._spawn(slot)
+                    continue
+                if slot.proc is not None and slot.proc.poll() is not None:
+                    if starting:
+                        raise EngineError(
+                            f"a worker of stage {self.pipeline.stages[slot.stage].name!r} "
+                            f"exited with status {slot.proc.returncode} while starting"
+                        )
+                    self._on_death(slot, now)
+
+    def _on_death(self, slot: _Slot, now: float) -> None:
+        assert slot.proc is not None
+        code = slot.proc.returncode
+        name = self.pipeline.stages[slot.stage].name
+        old_address = slot.address if slot.ready else None
+        if not slot.ready:
+            slot.start_failures += 1
+            if slot.start_failures >= self.options.max_start_failures:
+                raise EngineError(
+                    f"the worker of stage {name!r} failed to start {slot.start_failures} times "
+                    f"(last exit status {code}); see its error above"
+                )
+        if now - slot.started_at > 5.0:
+            slot.consecutive_deaths = 0
+        slot.consecutive_deaths += 1
+        delay = min(0.05 * 2 ** (slot.consecutive_deaths - 1), 2.0)
+        self.report.worker_restarts += 1
+        log.warning(
+            "worker %s#%d (pid %d) exited with status %s; restarting it in %.2fs",
+            name, slot.index, slot.proc.pid, code, delay,
+        )
+        self._blame(slot, code)
+        slot.proc = None
+        slot.ready = False
+        slot.restart_at = now + delay
+        for rewire in self._rewires:
+            rewire.waiting.discard(slot.key)
+        self._rewires = [r for r in self._rewires if r.slot is not slot]
+        self._rewires.append(_Rewire(slot, old_address))
+        self._replay_due = True
+        if self._finish_stage == slot.stage:
+            slot.finished = False
+
+    def _blame(self, slot: _Slot, code: int | None) -> None:
+        current = CurrentRecord.read(slot.current_path)
+        if current is None:
+            return
+        seq, attempt = current
+        root = self.tracker.roots.get(seq)
+        if root is None or root.attempt != attempt:
+            return
+        root.deaths += 1
+        if root.deaths >= self.options.max_deaths:
+            stage = self.pipeline.stages[slot.stage].name
+            self.tracker.give_up(
+                root,
+                dead_letter(
+                    seq,
+                    stage,
+                    "PoisonRecord",
+                    f"{root.deaths} workers died while processing this record "
+                    f"(last exit status {code}); it was set aside",
+                    root.record,
+                ),
+            )
+
+    def _wire_in(self, rewire: _Rewire) -> None:
+        """Connect a restarted worker: upstream drops the old address, adds the new one."""
+        slot = rewire.slot
+        stage = slot.stage
+        feed = self._feeds[stage]
+        if rewire.old_address:
+            try:
+                feed.disconnect(rewire.old_address)
+            except zmq.ZMQError:
+                pass
+        feed.connect(slot.address or "")
+        if stage > 0:
+            for upstream in self.slots[stage - 1]:
+                command = {"cmd": "wire", "add": [slot.address]}
+                if rewire.old_address:
+                    command["drop"] = [rewire.old_address]
+                if upstream.ready and self._command(upstream, command):
+                    rewire.waiting.add(upstream.key)
+        if self._command(slot, {"cmd": "wire", "add": self._downstream(stage)}):
+            rewire.waiting.add(slot.key)
+        if self._finish_stage == stage:
+            self._command(slot, {"cmd": "finish"})
+
+    def _replay(self) -> None:
+        """Deliver again every record still in flight, under a new attempt."""
+        self._replay_due = False
+        by_stage: dict[int, list[Root]] = {}
+        for root in self.tracker.roots.values():
+            self.tracker.redeliver(root)
+            by_stage.setdefault(root.stage, []).append(root)
+        for stage, roots in sorted(by_stage.items()):
+            log.info("redelivering %d records in flight to stage %s", len(roots), stage)
+            for start in range(0, len(roots), self.options.batch_size):
+                self._send_roots(stage, roots[start : start + self.options.batch_size])
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every worker (politely, then by force) and release sockets and files."""
+        if self._closed:
+            return
+        if self.aborting:
+            for stage_slots in self.slots:
+                for slot in stage_slots:
+                    if slot.proc is not None and slot.proc.poll() is None:
+                        slot.proc.kill()
+        self._closed = True
+        procs = [
+            slot.proc for stage_slots in self.slots for slot in stage_slots if slot.proc is not None
+        ]
+        for proc in procs:
+            if proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + self.options.stop_timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for proc in procs:
+            if proc.returncode is None:
+                proc.wait()
+        for sock in (self._control, self._results, *self._feeds):
+            sock.close(linger=0)
+        self._ctx.term()
+        shutil.rmtree(self._rundir, ignore_errors=True)

@@ -1,0 +1,54 @@
+"""What a run reports: counts, dead letters, restarts, and whether it may count as success."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RunReport"]
+
+#: Dead-letter entries kept in memory on the report; the dead-letter file has them all.
+KEPT_DEAD_LETTERS = 1000
+
+
+@dataclass
+class RunReport:
+    """The outcome of one :meth:`stageflow.Pipeline.run`.
+
+    ``ok`` is true only when the run reached the end of its input, was not interrupted and
+    dead-lettered no more records than ``max_errors`` allowed.
+    """
+
+    pipeline: str
+    max_errors: int = 0
+    records_in: int = 0
+    records_done: int = 0
+    results: int = 0
+    dead_lettered: int = 0
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    worker_restarts: int = 0
+    processed: dict[str, int] = field(default_factory=dict)
+    per_worker: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
+    interrupted: bool = False
+    last_line_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.finished and not self.interrupted and self.dead_lettered <= self.max_errors
+
+    def add_dead_letter(self, entry: dict[str, Any]) -> None:
+        self.dead_lettered += 1
+        if len(self.dead_letters) < KEPT_DEAD_LETTERS:
+            self.dead_letters.append(entry)
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.records_done} of {self.records_in} input records processed",
+            f"{self.results} results written",
+            f"{self.dead_lettered} dead-lettered",
+        ]
+        if self.worker_restarts:
+            parts.append(f"{self.worker_restarts} worker restarts")
+        return f"pipeline {self.pipeline!r}: " + ", ".join(parts) + f" in {self.seconds:.2f}s"

@@ -1,0 +1,233 @@
+"""The worker process: one stage instance on its own Twisted reactor.
+
+Started by the coordinator as ``python -m stageflow.engine.worker``. The first line on
+stdin is the worker's settings (JSON); later lines are commands. stdin reaching end of file
+means the coordinator is gone or wants us to stop, so a worker never outlives its pipeline,
+even when the coordinator is killed with SIGKILL.
+
+Sockets (all through :mod:`stageflow.transport`):
+
+- ``inbox``: PULL, bound to ``tcp://127.0.0.1:*``; data frames from the upstream stage.
+- ``outbox``: PUSH, connected to every worker of the next stage (or to the coordinator's
+  results socket after the last stage); flow control pauses the inbox while it is full.
+- ``control``: PUSH to the coordinator: ready, wired, acknowledgements, dead letters and
+  finish outputs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import runpy
+import signal
+import sys
+from typing import Any
+
+from stageflow.engine import wire
+from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
+from stageflow.stage import Stage
+
+log = logging.getLogger("stageflow.worker")
+
+#: Flush what a worker produced once this many records are pending, even while busy.
+FLUSH_RECORDS = 512
+
+
+def load_stage_class(reference: str, main_path: str | None) -> type[Stage]:
+    """Import ``module:QualName``; a class from the caller's script is found by its path."""
+    module_name, _, qualname = reference.partition(":")
+    namespace: Any
+    if module_name == "__main__":
+        if not main_path:
+            raise ImportError(
+                f"stage {qualname} is defined in an interactive session; move it into a module"
+            )
+        namespace = runpy.run_path(main_path, run_name="__stageflow_main__")
+        obj: Any = namespace[qualname.split(".")[0]]
+        parts = qualname.split(".")[1:]
+    else:
+        obj = importlib.import_module(module_name)
+        parts = qualname.split(".")
+    for part in parts:
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Stage)):
+        raise ImportError(f"{reference} is not a stageflow.Stage subclass")
+    return obj
+
+
+class Worker:
+    """Wires a :class:`StageRunner` to its sockets and to the coordinator's commands."""
+
+    def __init__(self, settings: dict[str, Any], reactor: Any) -> None:
+        from stageflow.transport import (
+            ZmqEndpoint,
+            ZmqEndpointType,
+            ZmqFactory,
+            ZmqPullConnection,
+            ZmqPushConnection,
+        )
+
+        self.key: str = settings["key"]
+        self.reactor = reactor
+        self.settings = settings
+        cls = load_stage_class(settings["uses"], settings.get("main_path"))
+        config = None
+        if cls.Config is not None:
+            config = cls.Config.model_validate_json(settings["config"])
+        self.runner = StageRunner(
+            cls,
+            settings["stage"],
+            config,
+            retries=settings["retries"],
+            timeout=settings["timeout"],
+            trusted_input=settings["index"] > 0,
+            current=CurrentRecord(settings["current_path"]),
+        )
+        self.pending = Pending()
+        self._flush_call: Any = None
+        self._endpoint = ZmqEndpoint
+        self._connect = ZmqEndpointType.connect
+
+        worker = self
+
+        class Inbox(ZmqPullConnection):
+            def onPull(self, message: list[bytes]) -> None:
+                worker.on_frame(message)
+
+        self.factory = ZmqFactory(reactor=reactor)
+        self.control = ZmqPushConnection(
+            self.factory, ZmqEndpoint(ZmqEndpointType.connect, settings["control"])
+        )
+        self.outbox = ZmqPushConnection(self.factory)
+        self.inbox = Inbox(self.factory, ZmqEndpoint(ZmqEndpointType.bind, settings["bind"]))
+        self.outbox.registerProducer(self.inbox, True)
+
+    def start(self) -> None:
+        self.runner.setup()
+        self.send_control({"t": "ready", "pid": os.getpid(), "address": self.inbox.addresses[0]})
+
+    # -- data ------------------------------------------------------------------------------
+
+    def on_frame(self, message: list[bytes]) -> None:
+        try:
+            ids, records = wire.decode_batch(message)
+        except wire.WireError as exc:
+            log.warning("worker %s dropped a malformed frame: %s", self.key, exc)
+            return
+        self.runner.run_batch(ids, records, self.pending)
+        if len(self.pending.records) >= FLUSH_RECORDS:
+            self.flush()
+        elif self._flush_call is None:
+            # Flush once the reactor has drained what is readable now: busy means bigger
+            # batches, idle means each record leaves at once.
+            self._flush_call = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        batch = self.pending.take()
+        if batch.records:
+            self.outbox.push(wire.encode_batch(batch.ids, batch.records))
+        if batch.acks or batch.dead:
+            self.send_control(
+                {"t": "ack", "acks": batch.acks, "dead": batch.dead, "n": batch.processed}
+            )
+
+    # -- commands --------------------------------------------------------------------------
+
+    def on_command(self, command: dict[str, Any]) -> None:
+        kind = command.get("cmd")
+        if kind == "wire":
+            for address in command.get("drop", ()):
+                self.outbox.remove_endpoint(address)
+            self.outbox.addEndpoints(
+                [self._endpoint(self._connect, address) for address in command.get("add", ())]
+            )
+            self.send_control({"t": "wired"})
+        elif kind == "finish":
+            self.flush()
+            records, dead = self.runner.finish()
+            self.send_control({"t": "finished", "dead": dead}, body=b"\n".join(records))
+        else:
+            log.warning("worker %s ignored unknown command %r", self.key, kind)
+
+    def send_control(self, message: dict[str, Any], body: bytes | None = None) -> None:
+        message["w"] = self.key
+        parts = [wire.encode_control(message)]
+        if body is not None:
+            parts.append(body)
+        self.control.push(parts)
+
+    def stop(self) -> None:
+        """Flush, hand everything to ZeroMQ, close the sockets and stop the reactor."""
+        self.flush()
+        deferred = self.outbox.flushed()
+        deferred.addBoth(lambda _: self.control.flushed())
+        deferred.addBoth(lambda _: self.factory.shutdown())
+        deferred.addBoth(lambda _: self.reactor.stop())
+
+
+def _commands(worker: Worker, reactor: Any) -> None:
+    """Read commands from stdin; end of file stops the worker."""
+    from twisted.internet import stdio
+    from twisted.protocols.basic import LineOnlyReceiver
+
+    class Commands(LineOnlyReceiver):
+        delimiter = b"\n"
+        MAX_LENGTH = 1 << 24
+
+        def lineReceived(self, line: bytes) -> None:
+            if line.strip():
+                worker.on_command(json.loads(line))
+
+        def connectionLost(self, reason: Any = None) -> None:
+            worker.stop()
+
+    stdio.StandardIO(Commands(), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor)
+
+
+def _read_first_line(fd: int) -> bytes:
+    # Unbuffered on purpose: later lines belong to the reactor's reader of the same fd.
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        line += chunk
+    return bytes(line)
+
+
+def main() -> int:
+    # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = json.loads(_read_first_line(0))
+    logging.basicConfig(
+        level=settings.get("log_level", logging.INFO),
+        format=f"stageflow[{settings['stage']}#{settings['slot']}]: %(message)s",
+        stream=sys.stderr,
+    )
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+
+    try:
+        worker = Worker(settings, reactor)
+        worker.start()
+    except Exception as exc:  # setup failures are reported, then the coordinator decides
+        log.error(
+            "stage %r could not start: %s: %s", settings["stage"], type(exc).__name__, exc,
+            exc_info=settings.get("log_level", logging.INFO) <= logging.DEBUG,
+        )
+        return 3
+    _commands(worker, reactor)
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
