@@ -205,6 +205,8 @@ def main() -> int:
     # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = json.loads(_read_first_line(0))
+    # The caller's import path, so stages from its modules (or its script) import here too.
+    sys.path[:0] = [p for p in settings.get("sys_path", ()) if p not in sys.path]
     logging.basicConfig(
         level=settings.get("log_level", logging.INFO),
         format=f"stageflow[{settings['stage']}#{settings['slot']}]: %(message)s",

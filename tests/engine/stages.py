@@ -1,0 +1,128 @@
+"""Stages the engine tests run in real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+from pydantic import BaseModel, Field
+
+import stageflow
+
+
+class Line(BaseModel):
+    id: str
+    text: str
+
+
+class Words(BaseModel):
+    id: str
+    words: list[str]
+
+
+class Count(BaseModel):
+    id: str
+    words: int
+
+
+class Total(BaseModel):
+    id: str
+    total: int
+
+
+class SplitConfig(BaseModel):
+    lowercase: bool = False
+    crash_on: str | None = Field(default=None, description="SIGKILL the worker on this text")
+    fail_on: str | None = Field(default=None, description="raise on this text")
+    hang_on: str | None = Field(default=None, description="sleep forever on this text")
+
+
+class Split(stageflow.Stage):
+    """Line -> Words, with switches to misbehave on chosen records."""
+
+    name = "test-split"
+    Input = Line
+    Output = Words
+    Config = SplitConfig
+
+    def process(self, item: Line) -> Words:
+        config = self.config
+        if item.text == config.crash_on:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if item.text == config.fail_on:
+            raise RuntimeError(f"cannot split {item.text!r}")
+        if item.text == config.hang_on:
+            time.sleep(3600)
+        text = item.text.lower() if config.lowercase else item.text
+        return Words(id=item.id, words=text.split())
+
+
+class CountWords(stageflow.Stage):
+    """Words -> Count."""
+
+    name = "test-count"
+    Input = Words
+    Output = Count
+
+    def process(self, item: Words) -> Count:
+        return Count(id=item.id, words=len(item.words))
+
+
+class FanOut(stageflow.Stage):
+    """Words -> one Line per word (a generator)."""
+
+    name = "test-fanout"
+    Input = Words
+    Output = Line
+
+    def process(self, item: Words) -> Iterator[Line]:
+        for index, word in enumerate(item.words):
+            yield Line(id=f"{item.id}.{index}", text=word)
+
+
+class DropEmpty(stageflow.Stage):
+    """Words -> Words, dropping records without words (returns None)."""
+
+    name = "test-drop-empty"
+    Input = Words
+    Output = Words
+
+    def process(self, item: Words) -> Words | None:
+        return item if item.words else None
+
+
+class Sum(stageflow.Stage):
+    """Count -> nothing per record; one Total per worker at the end (finish)."""
+
+    name = "test-sum"
+    Input = Count
+    Output = Total
+
+    def setup(self) -> None:
+        self.total = 0
+        self.setups = getattr(self, "setups", 0) + 1
+
+    def process(self, item: Count) -> None:
+        self.total += item.words
+        return None
+
+    def finish(self) -> Total:
+        return Total(id=f"sum-{os.getpid()}", total=self.total)
+
+
+class Pid(BaseModel):
+    id: str
+    pid: int
+
+
+class WhoAmI(stageflow.Stage):
+    """Line -> Pid: which worker process handled each record."""
+
+    name = "test-whoami"
+    Input = Line
+    Output = Pid
+
+    def process(self, item: Line) -> Pid:
+        return Pid(id=item.id, pid=os.getpid())

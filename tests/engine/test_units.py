@@ -1,0 +1,147 @@
+"""The engine's pieces that need no process: wire format, tracker and stage runner."""
+
+from __future__ import annotations
+
+import pytest
+
+from stageflow.engine import wire
+from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
+from stageflow.engine.tracker import Tracker
+from tests.engine.stages import CountWords, FanOut, Split, SplitConfig
+
+
+def test_batch_round_trip() -> None:
+    """A frame carries its ids and records unchanged, newlines separating records."""
+    ids = [1, 0, 11, 2, 0, 22]
+    parts = wire.encode_batch(ids, [b'{"a":1}', b'{"b":"x y"}'])
+    assert wire.decode_batch(parts) == (ids, [b'{"a":1}', b'{"b":"x y"}'])
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [b"garbage"],
+        [b"not json", b"{}"],
+        [b'{"v": 2, "ids": []}', b""],
+        [b'{"v": 1, "ids": [1, 2]}', b"{}"],
+        [b'{"v": 1, "ids": [1, 0, "x"]}', b"{}"],
+        [b'{"v": 1, "ids": [1, 0, 5]}', b"{}\n{}"],
+        [b"[1]", b""],
+    ],
+)
+def test_malformed_frames_are_rejected(parts: list[bytes]) -> None:
+    """Every malformed frame raises WireError, never anything else."""
+    with pytest.raises(wire.WireError):
+        wire.decode_batch(parts)
+
+
+def test_tracker_completes_in_any_report_order() -> None:
+    """A root completes only when every descendant is both created and consumed."""
+    tracker = Tracker()
+    start = tracker.add(1, b"{}").value
+    a, b = 0x1234, 0x5678
+    tracker.results([1, 0, a], [b"A"])  # a result arrives before the ack that created it
+    assert not list(tracker.take_completed())
+    tracker.ack([1, 0, start ^ a ^ b])
+    assert not list(tracker.take_completed())
+    tracker.results([1, 0, b], [b"B"])
+    done = list(tracker.take_completed())
+    assert [r.seq for r in done] == [1] and done[0].results == [b"A", b"B"]
+
+
+def test_tracker_ignores_old_attempts() -> None:
+    """After redelivery, reports of the earlier attempt change nothing."""
+    tracker = Tracker()
+    root = tracker.add(7, b"{}")
+    old = root.value
+    tracker.redeliver(root)
+    tracker.ack([7, 0, old])
+    tracker.results([7, 0, 99], [b"stale"])
+    assert 7 in tracker.roots and root.results == []
+    tracker.ack([7, 1, root.value])
+    assert [r.seq for r in tracker.take_completed()] == [7]
+
+
+def _run(runner: StageRunner, records: list[bytes]) -> Pending:
+    ids: list[int] = []
+    for seq in range(1, len(records) + 1):
+        ids += (seq, 0, 1000 + seq)
+    pending = Pending()
+    runner.run_batch(ids, records, pending)
+    return pending
+
+
+def test_runner_validates_processes_and_acks() -> None:
+    """Each record yields its output and an ack XOR-ing its tag with its children's."""
+    pending = _run(StageRunner(Split, "split", SplitConfig()), [b'{"id":"1","text":"a b"}'])
+    assert pending.records == [b'{"id":"1","words":["a","b"]}']
+    root, attempt, child = pending.ids
+    assert (root, attempt) == (1, 0)
+    assert pending.acks == [1, 0, 1001 ^ child]
+
+
+def test_runner_dead_letters_bad_records_and_goes_on() -> None:
+    """Invalid JSON and a failing Input become dead letters; good records still pass."""
+    pending = _run(
+        StageRunner(Split, "split", SplitConfig()),
+        [b"{oops", b'{"id":"2"}', b'{"id":"3","text":"ok"}'],
+    )
+    assert len(pending.records) == 1
+    entries = [entry for _, _, entry in pending.dead]
+    assert [e["line"] for e in entries] == [1, 2]
+    assert entries[0]["record"] == "{oops" and entries[0]["error"] == "ValidationError"
+    assert entries[1]["errors"][0]["loc"] == ["text"]
+    assert pending.acks[0:3] == [1, 0, 1001] and pending.acks[3:6] == [2, 0, 1002]
+
+
+def test_runner_retries_then_dead_letters() -> None:
+    """An exception in process() is retried `retries` times, then dead-lettered."""
+    runner = StageRunner(Split, "split", SplitConfig(fail_on="bad"), retries=2)
+    pending = _run(runner, [b'{"id":"1","text":"bad"}'])
+    ((_, _, entry),) = pending.dead
+    assert entry["error"] == "RuntimeError" and "after 3 attempts" in entry["message"]
+    assert "Traceback" in entry["traceback"]
+    assert pending.acks == [1, 0, 1001]
+
+
+def test_runner_times_out_a_hanging_record() -> None:
+    """A process() call longer than the timeout is dead-lettered, not retried."""
+    runner = StageRunner(Split, "split", SplitConfig(hang_on="zzz"), timeout=0.2)
+    pending = _run(runner, [b'{"id":"1","text":"zzz"}', b'{"id":"2","text":"fine"}'])
+    ((_, _, entry),) = pending.dead
+    assert entry["error"] == "RecordTimeout"
+    assert len(pending.records) == 1
+
+
+def test_runner_fan_out_and_trusted_batches() -> None:
+    """A generator fans out; a batch from another stage validates in one call."""
+    runner = StageRunner(FanOut, "fan", trusted_input=True)
+    pending = _run(runner, [b'{"id":"1","words":["x","y","z"]}', b'{"id":"2","words":[]}'])
+    assert len(pending.records) == 3
+    xor = 1001
+    for index in range(0, 9, 3):
+        xor ^= pending.ids[index + 2]
+    assert pending.acks == [1, 0, xor, 2, 0, 1002]
+
+
+def test_runner_rejects_wrong_output_type() -> None:
+    """process() returning something other than its Output is a dead letter naming both."""
+
+    class Wrong(CountWords):
+        def process(self, item):  # type: ignore[no-untyped-def]
+            return 42
+
+    pending = _run(StageRunner(Wrong, "count"), [b'{"id":"1","words":[]}'])
+    ((_, _, entry),) = pending.dead
+    assert "returned int, expected Count" in entry["message"]
+
+
+def test_current_record_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The shared file tells which record a worker is inside process() for."""
+    path = str(tmp_path / "current")
+    current = CurrentRecord(path)
+    assert CurrentRecord.read(path) is None
+    current.set(42, 3)
+    assert CurrentRecord.read(path) == (42, 3)
+    current.clear()
+    assert CurrentRecord.read(path) is None
