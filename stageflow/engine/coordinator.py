@@ -17,7 +17,8 @@ round-robin spreads records evenly from the first one (no slow-joiner skew).
 Reliability: the coordinator keeps every input record until everything it turned into has
 been written (:mod:`stageflow.engine.tracker`). When a worker dies it is restarted with
 backoff and rewired, and every record still in flight is delivered again under a new
-attempt; results of older attempts are discarded, so results stay exactly-once. The worker
+attempt; the first attempt to complete wins and the others are ignored, so results stay
+exactly-once. The worker
 tells, through a small shared file, which record it was inside ``process()`` for; a record
 that was there when ``max_deaths`` workers died is dead-lettered as poison.
 """
@@ -98,7 +99,6 @@ class _Rewire:
     """A restarted worker being wired in; replay waits until every peer confirmed."""
 
     slot: _Slot
-    old_address: str | None
     waiting: set[str] = field(default_factory=set)
 
 
@@ -217,40 +217,51 @@ class Coordinator:
 
     def start(self) -> None:
         """Start every worker, wait until all are ready, then wire them together."""
-        for stage_slots in self.slots:
-            for slot in stage_slots:
-                self._spawn(slot)
-        deadline = time.monotonic() + self.options.start_timeout
         all_slots = [slot for stage_slots in self.slots for slot in stage_slots]
+        for slot in all_slots:
+            self._spawn(slot)
+        deadline = time.monotonic() + self.options.start_timeout
         while not all(slot.ready for slot in all_slots):
-            if time.monotonic() > deadline:
-                raise EngineError(
-                    f"workers did not start within {self.options.start_timeout:.0f}s; "
-                    "check the stages' setup() and the machine's load"
-                )
+            self._check_deadline(deadline)
             self._wait_messages(0.05)
             for slot in all_slots:
-                if slot.proc is not None and not slot.ready:
-                    code = slot.proc.poll()
-                    if code is not None:
-                        raise EngineError(
-                            f"the worker of stage {self.pipeline.stages[slot.stage].name!r} "
-                            f"exited with status {code} while starting; see its error above"
-                        )
-        waiting = set()
+                if slot.proc is not None and not slot.ready and slot.proc.poll() is not None:
+                    self._start_failed(slot)
+                    self._spawn(slot)
         for s, stage_slots in enumerate(self.slots):
-            for feed_address in (slot.address for slot in stage_slots):
-                self._feeds[s].connect(feed_address or "")
+            for slot in stage_slots:
+                self._feeds[s].connect(slot.address or "")
             for slot in stage_slots:
                 self._command(slot, {"cmd": "wire", "add": self._downstream(s)})
-                waiting.add(slot.key)
+        # Records flow only once every PUSH socket is connected to all of its peers.
+        waiting = {slot.key for slot in all_slots}
         while waiting:
-            if time.monotonic() > deadline:
-                raise EngineError("workers did not confirm their connections in time")
+            self._check_deadline(deadline)
             for message, _ in self._receive_control(0.05):
                 if message["t"] == "wired":
                     waiting.discard(message["w"])
-            self._supervise(starting=True)
+            self._supervise()
+            live = {slot.key for slot in all_slots if slot.proc is not None}
+            waiting &= live
+
+    def _check_deadline(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise EngineError(
+                f"workers did not start within {self.options.start_timeout:.0f}s; "
+                "check the stages' setup() and the machine's load"
+            )
+
+    def _start_failed(self, slot: _Slot) -> None:
+        assert slot.proc is not None
+        if slot.proc.returncode is not None and slot.proc.returncode < 0:
+            return  # killed from outside while starting: not the stage's fault, start again
+        slot.start_failures += 1
+        if slot.start_failures >= self.options.max_start_failures:
+            raise EngineError(
+                f"the worker of stage {self.pipeline.stages[slot.stage].name!r} failed to "
+                f"start {slot.start_failures} times (last exit status {slot.proc.returncode}); "
+                "see its error above"
+            )
 
     def _wait_messages(self, timeout: float) -> None:
         for _message, _body in self._receive_control(timeout):
@@ -311,7 +322,7 @@ class Coordinator:
             group = roots[start : start + size]
             ids: list[int] = []
             for root in group:
-                ids += (root.seq, root.attempt, root.value)
+                ids += (root.seq, root.attempt, root.tag)
             self._feeds[stage].send_multipart(wire.encode_batch(ids, [r.record for r in group]))
 
     def _poll(self, timeout: float) -> None:
@@ -454,7 +465,7 @@ class Coordinator:
             for slot in stage_slots
         )
 
-    def _supervise(self, starting: bool = False) -> None:
+    def _supervise(self) -> None:
         now = time.monotonic()
         if now - self._last_supervise < _SUPERVISE_EVERY:
             return
@@ -467,25 +478,15 @@ class Coordinator:
                         self._spawn(slot)
                     continue
                 if slot.proc is not None and slot.proc.poll() is not None:
-                    if starting:
-                        raise EngineError(
-                            f"a worker of stage {self.pipeline.stages[slot.stage].name!r} "
-                            f"exited with status {slot.proc.returncode} while starting"
-                        )
                     self._on_death(slot, now)
 
     def _on_death(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
         code = slot.proc.returncode
         name = self.pipeline.stages[slot.stage].name
-        old_address = slot.address if slot.ready else None
+        old_address = slot.address
         if not slot.ready:
-            slot.start_failures += 1
-            if slot.start_failures >= self.options.max_start_failures:
-                raise EngineError(
-                    f"the worker of stage {name!r} failed to start {slot.start_failures} times "
-                    f"(last exit status {code}); see its error above"
-                )
+            self._start_failed(slot)
         if now - slot.started_at > 5.0:
             slot.consecutive_deaths = 0
         slot.consecutive_deaths += 1
@@ -499,10 +500,18 @@ class Coordinator:
         slot.proc = None
         slot.ready = False
         slot.restart_at = now + delay
+        if old_address:
+            # Stop routing records into the dead worker's pipes at once; what they held is
+            # delivered again once the replacement is wired in.
+            self._feeds[slot.stage].disconnect(old_address)
+            if slot.stage > 0:
+                for upstream in self.slots[slot.stage - 1]:
+                    if upstream.ready:
+                        self._command(upstream, {"cmd": "wire", "drop": [old_address]})
         for rewire in self._rewires:
             rewire.waiting.discard(slot.key)
         self._rewires = [r for r in self._rewires if r.slot is not slot]
-        self._rewires.append(_Rewire(slot, old_address))
+        self._rewires.append(_Rewire(slot))
         self._replay_due = True
         if self._finish_stage == slot.stage:
             slot.finished = False
@@ -513,7 +522,7 @@ class Coordinator:
             return
         seq, attempt = current
         root = self.tracker.roots.get(seq)
-        if root is None or root.attempt != attempt:
+        if root is None or attempt not in root.attempts:
             return
         root.deaths += 1
         if root.deaths >= self.options.max_deaths:
@@ -531,21 +540,13 @@ class Coordinator:
             )
 
     def _wire_in(self, rewire: _Rewire) -> None:
-        """Connect a restarted worker: upstream drops the old address, adds the new one."""
+        """Connect a restarted worker to its upstream and downstream peers."""
         slot = rewire.slot
         stage = slot.stage
-        feed = self._feeds[stage]
-        if rewire.old_address:
-            try:
-                feed.disconnect(rewire.old_address)
-            except zmq.ZMQError:
-                pass
-        feed.connect(slot.address or "")
+        self._feeds[stage].connect(slot.address or "")
         if stage > 0:
             for upstream in self.slots[stage - 1]:
                 command = {"cmd": "wire", "add": [slot.address]}
-                if rewire.old_address:
-                    command["drop"] = [rewire.old_address]
                 if upstream.ready and self._command(upstream, command):
                     rewire.waiting.add(upstream.key)
         if self._command(slot, {"cmd": "wire", "add": self._downstream(stage)}):

@@ -7,9 +7,10 @@ each result's tag in when it receives the result. The value returns to zero exac
 every descendant has been both created and consumed, in whatever order those reports
 arrive (the scheme Apache Storm's acker uses), so one integer per root is enough.
 
-A root that must be delivered again (its worker died) gets a new attempt; reports that
-carry an older attempt are ignored, and its buffered results are dropped, which is what
-keeps results exactly-once.
+A root that must be delivered again (its worker died) gets a new attempt with a fresh tag,
+while the older attempts stay tracked: whichever attempt completes first wins, its results
+are handed out once, and everything the others produce afterwards is ignored. So a redelivery
+never throws away progress, and results stay exactly-once.
 """
 
 from __future__ import annotations
@@ -23,17 +24,29 @@ from typing import Any
 __all__ = ["Root", "Tracker"]
 
 
-class Root:
-    """One input record in flight."""
+class _Attempt:
+    """What one delivery of a root has produced so far."""
 
-    __slots__ = ("seq", "record", "stage", "attempt", "value", "results", "dead", "deaths")
+    __slots__ = ("value", "results", "dead")
+
+    def __init__(self, tag: int) -> None:
+        self.value = tag
+        self.results: list[bytes] = []
+        self.dead: list[dict[str, Any]] = []
+
+
+class Root:
+    """One input record in flight, or completed with its outcome."""
+
+    __slots__ = ("seq", "record", "stage", "attempt", "tag", "attempts", "results", "dead", "deaths")
 
     def __init__(self, seq: int, record: bytes, stage: int) -> None:
         self.seq = seq
         self.record = record
         self.stage = stage
-        self.attempt = 0
-        self.value = 0
+        self.attempt = -1  # the latest attempt, the one to send
+        self.tag = 0  # the latest attempt's tag
+        self.attempts: dict[int, _Attempt] = {}
         self.results: list[bytes] = []
         self.dead: list[dict[str, Any]] = []
         self.deaths = 0
@@ -52,54 +65,64 @@ class Tracker:
 
     def add(self, seq: int, record: bytes, stage: int = 0) -> Root:
         root = Root(seq, record, stage)
-        root.value = self._tags(63)
         self.roots[seq] = root
+        self.redeliver(root)
         return root
 
     def redeliver(self, root: Root) -> None:
-        """Start a new attempt: forget what the old one produced."""
+        """Open a new attempt for ``root``; send it with ``root.attempt`` and ``root.tag``."""
         root.attempt += 1
-        root.value = self._tags(63)
-        root.results.clear()
-        root.dead.clear()
+        root.tag = self._tags(63)
+        root.attempts[root.attempt] = _Attempt(root.tag)
 
     def ack(self, acks: list[int]) -> None:
         """Apply a worker's flat [root, attempt, xor, ...] acknowledgements."""
         roots = self.roots
         for index in range(0, len(acks), 3):
             root = roots.get(acks[index])
-            if root is None or root.attempt != acks[index + 1]:
+            if root is None:
                 continue
-            root.value ^= acks[index + 2]
-            if not root.value:
-                self._complete(root)
+            attempt = root.attempts.get(acks[index + 1])
+            if attempt is None:
+                continue
+            attempt.value ^= acks[index + 2]
+            if not attempt.value:
+                self._complete(root, attempt)
 
     def results(self, ids: list[int], records: list[bytes]) -> None:
-        """Take the last stage's outputs; they count once their root completes."""
+        """Take the last stage's outputs; they count once their attempt completes."""
         roots = self.roots
         for index, record in enumerate(records):
             base = index * 3
             root = roots.get(ids[base])
-            if root is None or root.attempt != ids[base + 1]:
+            if root is None:
                 continue
-            root.results.append(record)
-            root.value ^= ids[base + 2]
-            if not root.value:
-                self._complete(root)
+            attempt = root.attempts.get(ids[base + 1])
+            if attempt is None:
+                continue
+            attempt.results.append(record)
+            attempt.value ^= ids[base + 2]
+            if not attempt.value:
+                self._complete(root, attempt)
 
-    def dead(self, seq: int, attempt: int, entry: dict[str, Any]) -> None:
+    def dead(self, seq: int, attempt_number: int, entry: dict[str, Any]) -> None:
         root = self.roots.get(seq)
-        if root is not None and root.attempt == attempt:
-            root.dead.append(entry)
+        if root is not None:
+            attempt = root.attempts.get(attempt_number)
+            if attempt is not None:
+                attempt.dead.append(entry)
 
     def give_up(self, root: Root, entry: dict[str, Any]) -> None:
-        """Dead-letter a whole root (poison) and complete it without its results."""
-        root.results.clear()
-        root.dead.append(entry)
-        self._complete(root)
+        """Dead-letter a whole root (poison) and complete it without results."""
+        attempt = _Attempt(0)
+        attempt.dead.append(entry)
+        self._complete(root, attempt)
 
-    def _complete(self, root: Root) -> None:
+    def _complete(self, root: Root, attempt: _Attempt) -> None:
         del self.roots[root.seq]
+        root.results = attempt.results
+        root.dead = attempt.dead
+        root.attempts = {}
         self.completed.append(root)
 
     def take_completed(self) -> Iterator[Root]:

@@ -38,7 +38,7 @@ def test_malformed_frames_are_rejected(parts: list[bytes]) -> None:
 def test_tracker_completes_in_any_report_order() -> None:
     """A root completes only when every descendant is both created and consumed."""
     tracker = Tracker()
-    start = tracker.add(1, b"{}").value
+    start = tracker.add(1, b"{}").tag
     a, b = 0x1234, 0x5678
     tracker.results([1, 0, a], [b"A"])  # a result arrives before the ack that created it
     assert not list(tracker.take_completed())
@@ -49,17 +49,19 @@ def test_tracker_completes_in_any_report_order() -> None:
     assert [r.seq for r in done] == [1] and done[0].results == [b"A", b"B"]
 
 
-def test_tracker_ignores_old_attempts() -> None:
-    """After redelivery, reports of the earlier attempt change nothing."""
+def test_tracker_first_complete_attempt_wins() -> None:
+    """After redelivery, whichever attempt completes first is the only one handed out."""
     tracker = Tracker()
     root = tracker.add(7, b"{}")
-    old = root.value
+    first = root.tag
     tracker.redeliver(root)
-    tracker.ack([7, 0, old])
-    tracker.results([7, 0, 99], [b"stale"])
-    assert 7 in tracker.roots and root.results == []
-    tracker.ack([7, 1, root.value])
-    assert [r.seq for r in tracker.take_completed()] == [7]
+    tracker.results([7, 1, 5], [b"second"])
+    tracker.ack([7, 1, root.tag ^ 5])
+    done = list(tracker.take_completed())
+    assert [r.results for r in done] == [[b"second"]]
+    tracker.results([7, 0, 9], [b"first, too late"])
+    tracker.ack([7, 0, first ^ 9])
+    assert not list(tracker.take_completed()) and 7 not in tracker.roots
 
 
 def _run(runner: StageRunner, records: list[bytes]) -> Pending:
