@@ -64,7 +64,7 @@ class AnalysisResult(BaseModel):
 
 
 class CollectorConfig(BaseModel):
-    """Configuration of the ``collector`` stage."""
+    """Configuration of the collector stage."""
 
     progress_every: int = Field(
         default=1000, ge=1, description="Log a progress line every this many results."
