@@ -238,10 +238,13 @@ def _check(produced: Any, needed: Any, by_alias: bool) -> list[_Problem]:
     p_origin, c_origin = typing.get_origin(p), typing.get_origin(c)
 
     if _is_union(p_origin):
+        nested: list[_Problem] = []
         for member in typing.get_args(p):
-            if _check(member, c, by_alias):
+            problems = _check(member, c, by_alias)
+            if any(not problem.path for problem in problems):
                 return mismatch
-        return []
+            nested.extend(problem for problem in problems if problem not in nested)
+        return nested
     if _is_union(c_origin):
         detailed: list[_Problem] | None = None
         for member in typing.get_args(c):
