@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO = Path(__file__).parent.parent
+from tests.helpers import FIXTURES, run_stageflow
 
 
 def pip_install_target(source: Path, target: Path) -> Path:
@@ -51,24 +49,7 @@ def broken_plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return pip_install_target(FIXTURES / "broken_plugin", root / "site")
 
 
-def run_stageflow(
-    *args: str, pythonpath: Sequence[Path] = (), cwd: Path = REPO, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m stageflow ARGS`` in a fresh interpreter with extra PYTHONPATH entries."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
-    return subprocess.run(
-        [sys.executable, "-m", "stageflow", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture
 def stageflow_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """The ``run_stageflow`` helper, as a fixture for tests outside this module."""
+    """``python -m stageflow ARGS`` in a fresh interpreter (see tests.helpers.run_stageflow)."""
     return run_stageflow
