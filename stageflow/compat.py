@@ -26,10 +26,11 @@ The rules, for a value the producer declares as ``P`` and the consumer needs as 
   against the producer model's, recursively, and problems carry a dotted path
   (``meta.source``; ``[]`` marks the elements of an array or the values of a mapping).
 
-Fields are matched by the key the JSON carries: the producer's serialization alias (or its
-field name), which the consumer accepts under its validation alias, its alias, or its field
-name when ``populate_by_name`` / ``validate_by_name`` allows it. Consumer fields with a
-default may be missing upstream.
+Fields are matched by the key the JSON carries: the producer's field name, or its
+serialization alias when the producer model serializes by alias (``serialize_by_alias=True``
+in its ``model_config``, which the engine's serializer honours). The consumer accepts a key
+under its validation alias, its alias, or its field name when ``populate_by_name`` /
+``validate_by_name`` allows it. Consumer fields with a default may be missing upstream.
 """
 
 from __future__ import annotations
@@ -85,12 +86,13 @@ def check_edge(
     downstream: str,
     input_: type[BaseModel],
     *,
-    by_alias: bool = True,
+    by_alias: bool | None = None,
 ) -> list[Mismatch]:
     """Return one :class:`Mismatch` per Input field the upstream Output cannot satisfy.
 
     ``by_alias`` says whether the producer's records are serialized under their
-    serialization aliases (what the engine does) or under their field names.
+    serialization aliases (True) or their field names (False); None, the default, follows
+    each producer model's ``serialize_by_alias`` setting, as the engine's serializer does.
     """
     mismatches = []
     for problem in _check_models(output, input_, by_alias):
@@ -160,8 +162,10 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _producer_fields(model: type[BaseModel], by_alias: bool) -> dict[str, Any]:
+def _producer_fields(model: type[BaseModel], by_alias: bool | None) -> dict[str, Any]:
     """Map every key the producer's JSON carries to the annotation of its value."""
+    if by_alias is None:
+        by_alias = bool(model.model_config.get("serialize_by_alias", False))
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         if info.exclude:
@@ -196,7 +200,7 @@ def _consumer_keys(model: type[BaseModel], name: str) -> list[str]:
 
 
 def _check_models(
-    producer: type[BaseModel], consumer: type[BaseModel], by_alias: bool
+    producer: type[BaseModel], consumer: type[BaseModel], by_alias: bool | None
 ) -> list[_Problem]:
     if issubclass(producer, consumer):
         return []
@@ -220,7 +224,7 @@ def _check_models(
     return problems
 
 
-def _check(produced: Any, needed: Any, by_alias: bool) -> list[_Problem]:
+def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
     """Problems with feeding values of type ``produced`` to a field of type ``needed``.
 
     An empty list means compatible. A problem with an empty path is a mismatch of the two

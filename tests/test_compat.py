@@ -247,9 +247,13 @@ def test_model_against_plain_types() -> None:
 
 
 def test_aliases_match_by_the_key_the_json_carries() -> None:
-    """The producer's serialization alias must match a key the consumer validates."""
+    """Fields match by the key the producer's JSON carries against the keys the consumer reads."""
 
     class Out(BaseModel):
+        word_count: int = Field(serialization_alias="wordCount")
+
+    class OutByAlias(BaseModel):
+        model_config = ConfigDict(serialize_by_alias=True)
         word_count: int = Field(serialization_alias="wordCount")
 
     class InByAlias(BaseModel):
@@ -261,12 +265,30 @@ def test_aliases_match_by_the_key_the_json_carries() -> None:
     class InByName(BaseModel):
         word_count: int
 
-    assert check_edge("a", Out, "b", InByAlias) == []
-    assert check_edge("a", Out, "b", InByValidationAlias) == []
-    [missing] = check_edge("a", Out, "b", InByName)
-    assert missing.field == "word_count"
-    # Records serialized under field names (by_alias=False) match by field name instead.
-    assert check_edge("a", Out, "b", InByName, by_alias=False) == []
+    # A model that does not serialize by alias writes its field names.
+    assert check_edge("a", Out, "b", InByName) == []
+    assert [m.field for m in check_edge("a", Out, "b", InByAlias)] == ["count"]
+    # serialize_by_alias=True writes the aliases, which alias-reading consumers accept.
+    assert check_edge("a", OutByAlias, "b", InByAlias) == []
+    assert check_edge("a", OutByAlias, "b", InByValidationAlias) == []
+    assert [m.field for m in check_edge("a", OutByAlias, "b", InByName)] == ["word_count"]
+    # The caller can say how records are serialized, overriding the models' setting.
+    assert check_edge("a", Out, "b", InByAlias, by_alias=True) == []
+    assert check_edge("a", OutByAlias, "b", InByName, by_alias=False) == []
+
+
+def test_nested_models_follow_their_own_alias_setting() -> None:
+    """A nested producer model's own serialize_by_alias decides the keys inside it."""
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(serialize_by_alias=True)
+        value: int = Field(serialization_alias="v")
+
+    class Wanted(BaseModel):
+        v: int
+
+    assert edge(Inner, Wanted) == []
+    assert [m.field for m in edge(Inner, model("ByName", value=int))] == ["x.value"]
 
 
 def test_consumer_alias_with_populate_by_name_accepts_the_field_name() -> None:
