@@ -11,7 +11,7 @@ from pydantic import BaseModel
 import stageflow
 from stageflow.errors import PluginError, UnknownStageError
 from stageflow.plugins import load_registry, make_plugin_manager
-from tests.helpers import run_stageflow
+from tests.helpers import FIXTURES, REPO, run_stageflow
 
 
 class Text(BaseModel):
@@ -213,3 +213,16 @@ def test_validate_without_the_plugin_names_the_missing_stage() -> None:
     result = run_stageflow("validate", str(pipeline))
     assert result.returncode == 2
     assert result.stderr.startswith("stageflow: error: unknown stage 'wordcount'")
+
+
+def test_readme_plugin_example_is_the_fixture() -> None:
+    """The plugin shown in the README is the fixture distribution the tests install and run."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    fixture = FIXTURES / "wordcount_plugin"
+    for name, lang in (("pyproject.toml", "toml"), ("stageflow_wordcount/__init__.py", "python")):
+        marker = f"`{name}`:\n\n```{lang}\n"
+        assert marker in readme, f"README.md no longer shows {name}"
+        block = readme.split(marker, 1)[1].split("```\n", 1)[0]
+        assert block == (fixture / name).read_text(encoding="utf-8"), (
+            f"README.md's {name} differs from tests/fixtures/wordcount_plugin/{name}"
+        )
