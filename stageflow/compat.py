@@ -14,8 +14,10 @@ The rules, for a value the producer declares as ``P`` and the consumer needs as 
 * ``P`` a union (``int | None``): *every* member the producer can emit must be acceptable.
   ``C`` a union: ``P`` must be acceptable to at least one member.
 * Plain classes: ``P`` a subclass of ``C``; and the JSON widenings pydantic always accepts:
-  ``bool`` → ``int`` → ``float``, and ``str`` ↔ ``bytes`` (bytes travel as text). Narrowing
-  (``float`` → ``int``, ``str`` → ``int``) is refused: it validates for some values only.
+  ``bool`` → ``int`` → ``float`` (and ``Decimal``), ``str`` ↔ ``bytes`` (bytes travel as
+  text), and types written as JSON strings (datetimes, UUIDs, paths, ``Decimal``, enums of
+  strings) → ``str``. Narrowing (``float`` → ``int``, ``str`` → ``int``, ``str`` →
+  ``datetime``) is refused: it validates for some values only.
 * ``Literal``: the producer's values must be a subset of the consumer's, or all be instances
   of the consumer's plain type.
 * ``list``/``tuple``/``set``/``frozenset``/``Sequence`` become JSON arrays, so any of them
@@ -36,9 +38,14 @@ under its validation alias, its alias, or its field name when ``populate_by_name
 from __future__ import annotations
 
 import collections.abc as cabc
+import datetime
 import types
 import typing
+import uuid
 from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from pathlib import PurePath
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AliasChoices, AliasPath, BaseModel
@@ -74,10 +81,41 @@ class _Problem:
 
 
 _MISSING: Any = object()
-_ARRAYS = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set,
-           cabc.MutableSet, cabc.Collection, cabc.Iterable)
+_ARRAYS = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    cabc.Sequence,
+    cabc.MutableSequence,
+    cabc.Set,
+    cabc.MutableSet,
+    cabc.Collection,
+    cabc.Iterable,
+)
 _MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
-_WIDENINGS = {(bool, int), (bool, float), (int, float), (str, bytes), (bytes, str)}
+_WIDENINGS = {
+    (bool, int),
+    (bool, float),
+    (int, float),
+    (bool, Decimal),
+    (int, Decimal),
+    (float, Decimal),
+    (Decimal, float),  # written as a numeric string, which float fields accept
+    (str, bytes),
+    (bytes, str),
+}
+# Types pydantic writes to JSON as strings, which any str (or bytes) field then accepts.
+_JSON_STRINGS = (
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    Decimal,
+    PurePath,
+    Enum,  # only when its values are strings; checked below
+)
 
 
 def check_edge(
@@ -330,6 +368,8 @@ def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
     if isinstance(p, type) and isinstance(c, type):
         if issubclass(p, c) or (p, c) in _WIDENINGS:
             return []
+        if c in (str, bytes) and _is_json_string(p):
+            return []
         return mismatch
     return []  # a construct this checker does not model: do not block the pipeline on it
 
@@ -344,6 +384,12 @@ def _nested(problems: list[_Problem], needed: Any, produced: Any) -> list[_Probl
         _Problem(("[]", *problem.path), problem.needed, problem.provided, problem.owner)
         for problem in problems
     ]
+
+
+def _is_json_string(tp: type) -> bool:
+    if issubclass(tp, Enum):
+        return all(isinstance(member.value, str) for member in tp)
+    return issubclass(tp, _JSON_STRINGS)
 
 
 def _is_union(origin: Any) -> bool:

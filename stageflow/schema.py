@@ -58,9 +58,7 @@ def stage_schemas(cls: type[Stage]) -> dict[str, dict[str, Any]]:
         schemas["config"] = cls.Config.model_json_schema(mode="validation")
     for kind, schema in schemas.items():
         schema["$schema"] = DIALECT
-        schema.setdefault(
-            "description", f"The {kind} model of stageflow stage {cls.name!r}."
-        )
+        schema.setdefault("description", f"The {kind} model of stageflow stage {cls.name!r}.")
     return schemas
 
 

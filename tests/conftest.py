@@ -22,8 +22,16 @@ def pip_install_target(source: Path, target: Path) -> Path:
     shutil.copytree(source, build_copy, ignore=shutil.ignore_patterns("*.egg-info", "build"))
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--no-deps", "--target", str(target), str(build_copy),
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(build_copy),
         ],
         check=True,
         capture_output=True,

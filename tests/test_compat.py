@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
+import uuid
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Optional, Union
 
 import pytest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
 from stageflow.compat import Mismatch, check_edge, type_name
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
 
 
 def model(name: str, **fields: Any) -> type[BaseModel]:
@@ -109,6 +121,12 @@ def test_optional_consumer_field_may_be_missing() -> None:
         (Literal[1, 2], float),
         (Literal[True], bool),
         (list[Literal["x"]], list[str]),
+        (datetime.datetime, str),
+        (uuid.UUID, str),
+        (Decimal, str),
+        (Color, str),
+        (int, Decimal),
+        (Decimal, float),
     ],
     ids=lambda t: type_name(t),
 )
@@ -146,6 +164,9 @@ def test_compatible_types(produced: Any, needed: Any) -> None:
         (Literal["a"], int),
         (Annotated[float, "meta"], int),
         (list[int | None], list[int]),
+        (str, datetime.datetime),
+        (Decimal, int),
+        (Level, str),  # an enum of ints is written as numbers
     ],
     ids=lambda t: type_name(t),
 )

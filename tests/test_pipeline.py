@@ -154,7 +154,8 @@ def test_validate_missing_file(tmp_path: Path) -> None:
 def test_pipeline_from_python_classes() -> None:
     """`uses=` may be a Stage class; the config is validated and bound per stage."""
     pipeline = Pipeline(
-        "counts", [{"name": "count", "uses": WordCount, "workers": 3, "config": {"lowercase": False}}]
+        "counts",
+        [{"name": "count", "uses": WordCount, "workers": 3, "config": {"lowercase": False}}],
     )
     [stage] = pipeline.stages
     assert (stage.name, stage.cls, stage.workers) == ("count", WordCount, 3)

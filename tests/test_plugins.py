@@ -163,11 +163,11 @@ def test_plugins_command_lists_seed_stages() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "seed  [stageflow-seed 0.1.0]" in lines
-    assert (
-        "  preprocessor: RawSeries → Preprocessed  (stageflow_seed.stages:Preprocessor)" in lines
-    )
+    assert "  preprocessor: RawSeries → Preprocessed  (stageflow_seed.stages:Preprocessor)" in lines
     assert "  analyzer: Preprocessed → AnalysisResult  (stageflow_seed.stages:Analyzer)" in lines
-    assert "  collector: AnalysisResult → AnalysisResult  (stageflow_seed.stages:Collector)" in lines
+    assert (
+        "  collector: AnalysisResult → AnalysisResult  (stageflow_seed.stages:Collector)" in lines
+    )
 
 
 def test_plugins_command_discovers_installed_fixture(wordcount_plugin_path: Path) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from stageflow_seed import Collector, Preprocessor, stageflow_register_stages
 
 from stageflow.pipeline import PipelineSpec
 from stageflow.schema import pipeline_schema, render_all, stage_schemas
-from stageflow_seed import Collector, Preprocessor, stageflow_register_stages
 from tests.helpers import REPO, run_stageflow
 
 SCHEMAS = REPO / "schemas"

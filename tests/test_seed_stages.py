@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-
-from stageflow.pipeline import Pipeline
-from stageflow.stage import iter_outputs
 from stageflow_seed import (
     AnalysisResult,
     Analyzer,
@@ -23,6 +20,9 @@ from stageflow_seed import (
     RawSeries,
     stageflow_register_stages,
 )
+
+from stageflow.pipeline import Pipeline
+from stageflow.stage import iter_outputs
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "seed"
 
@@ -65,7 +65,9 @@ def test_plugin_hook_registers_three_stages() -> None:
         ([-4.0, 2.0], [-2.0, 1.0]),
     ],
 )
-def test_preprocessor_divides_by_a_positive_maximum(raw: list[float], expected: list[float]) -> None:
+def test_preprocessor_divides_by_a_positive_maximum(
+    raw: list[float], expected: list[float]
+) -> None:
     """Values are divided by their max when it is positive, else passed through unchanged."""
     before = time.time()
     [out] = run_stage(Preprocessor, [{"id": "r1", "raw_values": raw, "metadata": {"batch": 3}}])
@@ -133,7 +135,10 @@ def test_chain_over_the_bundled_sample() -> None:
         assert result.mean == pytest.approx(float(mean), rel=1e-9, abs=1e-12)
         assert result.variance == pytest.approx(float(variance), rel=1e-9, abs=1e-12)
         expected_trend = (
-            "unknown" if len(raw) < 2 else "increasing" if normalized[-1] > normalized[0]
+            "unknown"
+            if len(raw) < 2
+            else "increasing"
+            if normalized[-1] > normalized[0]
             else "decreasing"
         )
         assert result.trend == expected_trend
