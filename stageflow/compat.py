@@ -42,7 +42,7 @@ import datetime
 import types
 import typing
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
@@ -78,6 +78,12 @@ class _Problem:
     needed: Any
     provided: Any  # _MISSING when the producer has no such field
     owner: type[BaseModel] | None = None  # the producer model the field is missing from
+
+
+@dataclass
+class _Context:
+    by_alias: bool | None
+    active: set[tuple[type[BaseModel], type[BaseModel]]] = field(default_factory=set)
 
 
 _MISSING: Any = object()
@@ -133,7 +139,7 @@ def check_edge(
     each producer model's ``serialize_by_alias`` setting, as the engine's serializer does.
     """
     mismatches = []
-    for problem in _check_models(output, input_, by_alias):
+    for problem in _check_models(output, input_, _Context(by_alias)):
         path = _join(problem.path)
         needed = type_name(problem.needed)
         if problem.provided is _MISSING:
@@ -238,11 +244,21 @@ def _consumer_keys(model: type[BaseModel], name: str) -> list[str]:
 
 
 def _check_models(
-    producer: type[BaseModel], consumer: type[BaseModel], by_alias: bool | None
+    producer: type[BaseModel], consumer: type[BaseModel], ctx: _Context
 ) -> list[_Problem]:
-    if issubclass(producer, consumer):
-        return []
-    provided = _producer_fields(producer, by_alias)
+    if issubclass(producer, consumer) or (producer, consumer) in ctx.active:
+        return []  # a recursive model pair already being compared: assume it fits
+    ctx.active.add((producer, consumer))
+    try:
+        return _compare_fields(producer, consumer, ctx)
+    finally:
+        ctx.active.discard((producer, consumer))
+
+
+def _compare_fields(
+    producer: type[BaseModel], consumer: type[BaseModel], ctx: _Context
+) -> list[_Problem]:
+    provided = _producer_fields(producer, ctx.by_alias)
     problems: list[_Problem] = []
     for name, info in consumer.model_fields.items():
         keys = _consumer_keys(consumer, name)
@@ -255,14 +271,14 @@ def _check_models(
         alias = info.validation_alias
         if isinstance(alias, AliasPath) and len(alias.path) > 1 and alias.path[0] == found:
             continue  # the value sits deeper inside the provided one; not statically known
-        for problem in _check(provided[found], inner, by_alias):
+        for problem in _check(provided[found], inner, ctx):
             problems.append(
                 _Problem((name, *problem.path), problem.needed, problem.provided, problem.owner)
             )
     return problems
 
 
-def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
+def _check(produced: Any, needed: Any, ctx: _Context) -> list[_Problem]:
     """Problems with feeding values of type ``produced`` to a field of type ``needed``.
 
     An empty list means compatible. A problem with an empty path is a mismatch of the two
@@ -282,7 +298,7 @@ def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
     if _is_union(p_origin):
         nested: list[_Problem] = []
         for member in typing.get_args(p):
-            problems = _check(member, c, by_alias)
+            problems = _check(member, c, ctx)
             if any(not problem.path for problem in problems):
                 return mismatch
             nested.extend(problem for problem in problems if problem not in nested)
@@ -290,7 +306,7 @@ def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
     if _is_union(c_origin):
         detailed: list[_Problem] | None = None
         for member in typing.get_args(c):
-            problems = _check(p, member, by_alias)
+            problems = _check(p, member, ctx)
             if not problems:
                 return []
             if all(pr.path for pr in problems) and _is_model(_unwrap(member)):
@@ -306,21 +322,21 @@ def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
         values = typing.get_args(p)
         if c_origin is Literal:
             return [] if set(values) <= set(typing.get_args(c)) else mismatch
-        return [] if all(not _check(type(v), c, by_alias) for v in values) else mismatch
+        return [] if all(not _check(type(v), c, ctx) for v in values) else mismatch
     if c_origin is Literal:
         return mismatch
 
     if _is_model(c):
         if _is_model(p):
-            return _check_models(p, c, by_alias)
+            return _check_models(p, c, ctx)
         return mismatch
     if _is_model(p):
         if _is_mapping(c_origin or c):
             key_type, value_type = _mapping_args(c)
-            if _check(str, key_type, by_alias):
+            if _check(str, key_type, ctx):
                 return mismatch
-            fields = _producer_fields(p, by_alias)
-            fits = all(not _check(t, value_type, by_alias) for t in fields.values())
+            fields = _producer_fields(p, ctx.by_alias)
+            fits = all(not _check(t, value_type, ctx) for t in fields.values())
             return [] if fits else mismatch
         return mismatch
 
@@ -328,9 +344,9 @@ def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
         if not _is_mapping(p_origin or p):
             return mismatch
         (pk, pv), (ck, cv) = _mapping_args(p), _mapping_args(c)
-        if _check(pk, ck, by_alias):
+        if _check(pk, ck, ctx):
             return mismatch
-        return _nested(_check(pv, cv, by_alias), needed, produced)
+        return _nested(_check(pv, cv, ctx), needed, produced)
 
     if _is_array(c_origin or c):
         if not _is_array(p_origin or p):
@@ -342,11 +358,11 @@ def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
                 return mismatch
             problems = []
             for p_item, c_item in zip(p_items, c_items):
-                problems.extend(_check(p_item, c_item, by_alias))
+                problems.extend(_check(p_item, c_item, ctx))
             return _nested(problems, needed, produced)
         problems = []
         for p_item in p_items:
-            problems.extend(_check(p_item, c_items[0], by_alias))
+            problems.extend(_check(p_item, c_items[0], ctx))
         return _nested(problems, needed, produced)
 
     if p_origin is not None or c_origin is not None:
@@ -362,7 +378,7 @@ def _check(produced: Any, needed: Any, by_alias: bool | None) -> list[_Problem]:
             return []
         problems = []
         for p_arg, c_arg in zip(p_args, c_args):
-            problems.extend(_check(p_arg, c_arg, by_alias))
+            problems.extend(_check(p_arg, c_arg, ctx))
         return mismatch if problems else []
 
     if isinstance(p, type) and isinstance(c, type):

@@ -35,6 +35,7 @@ def pip_install_target(source: Path, target: Path) -> Path:
         ],
         check=True,
         capture_output=True,
+        timeout=300,
     )
     return target
 

@@ -367,3 +367,24 @@ def test_seed_chain_is_compatible() -> None:
     assert check_edge("a", Analyzer.Output, "c", Collector.Input) == []
     wrong = check_edge("p", Preprocessor.Output, "c", Collector.Input)
     assert {m.field for m in wrong} >= {"mean", "variance", "trend"}
+
+
+class Tree(BaseModel):
+    label: str
+    children: list[Tree] = []
+
+
+class OtherTree(BaseModel):
+    label: str
+    children: list[OtherTree]
+
+
+class NumberTree(BaseModel):
+    label: int
+    children: list[NumberTree]
+
+
+def test_recursive_models_terminate() -> None:
+    """Self-referencing models are compared structurally without endless recursion."""
+    assert edge(OtherTree, Tree) == []
+    assert [m.field for m in edge(NumberTree, Tree)] == ["x.label"]
