@@ -262,9 +262,8 @@ def _validate_spec(data: Any, source: str | None) -> PipelineSpec:
         if stage is not None:
             loc += f" (stage {stage!r})"
         message = first["msg"].removeprefix("Value error, ")
-        raise PipelineError(
-            f"{where}: {loc}: {message}; fix the file (`stageflow schema` prints its format)"
-        ) from exc
+        fix = "fix the file (`stageflow schema` prints its format)" if source else "fix it"
+        raise PipelineError(f"{where}: {loc}: {message}; {fix}") from exc
 
 
 def _stage_name_at(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | None:
