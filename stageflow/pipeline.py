@@ -66,7 +66,9 @@ class PipelineSpec(BaseModel):
         seen: set[str] = set()
         for stage in stages:
             if stage.name in seen:
-                raise ValueError(f"stage name {stage.name!r} is used twice; stage names must be unique")
+                raise ValueError(
+                    f"stage name {stage.name!r} is used twice, but names must be unique"
+                )
             seen.add(stage.name)
         return stages
 
@@ -256,4 +258,21 @@ def _validate_spec(data: Any, source: str | None) -> PipelineSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise PipelineError(f"{where}: {loc}: {first['msg']}") from exc
+        stage = _stage_name_at(data, first["loc"])
+        if stage is not None:
+            loc += f" (stage {stage!r})"
+        message = first["msg"].removeprefix("Value error, ")
+        fix = "fix the file (`stageflow schema` prints its format)" if source else "fix it"
+        raise PipelineError(f"{where}: {loc}: {message}; {fix}") from exc
+
+
+def _stage_name_at(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | None:
+    """The name of the stage an error location such as ``stages.0.workers`` points into."""
+    if len(loc) < 2 or loc[0] != "stages" or not isinstance(loc[1], int):
+        return None
+    stages = data.get("stages")
+    if not isinstance(stages, Sequence) or not 0 <= loc[1] < len(stages):
+        return None
+    stage = stages[loc[1]]
+    name = stage.get("name") if isinstance(stage, Mapping) else None
+    return name if isinstance(name, str) else None

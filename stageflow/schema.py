@@ -1,0 +1,102 @@
+"""JSON Schemas of pipeline files and of stages' models, for editors and other tools.
+
+The pipeline-file schema comes from :class:`~stageflow.pipeline.PipelineSpec`; point an
+editor at it with a first line such as::
+
+    # yaml-language-server: $schema=../../schemas/pipeline.schema.json
+
+A stage's schemas are those of its ``Input`` (what it validates), its ``Output`` (what it
+emits, in serialization mode) and its ``Config``. Output is deterministic: :func:`dumps`
+sorts keys and ends with a newline, so generated files can be committed and compared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from stageflow.pipeline import PipelineSpec
+from stageflow.plugins import StageRegistry
+from stageflow.stage import Stage
+
+__all__ = [
+    "DIALECT",
+    "PIPELINE_SCHEMA_FILE",
+    "dumps",
+    "pipeline_schema",
+    "render_all",
+    "stage_schemas",
+    "write_all",
+]
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+PIPELINE_SCHEMA_FILE = "pipeline.schema.json"
+STAGES_DIR = "stages"
+_KINDS = ("input", "output", "config")
+
+
+def pipeline_schema() -> dict[str, Any]:
+    """The JSON Schema of a pipeline file."""
+    schema = PipelineSpec.model_json_schema(mode="validation")
+    schema["$schema"] = DIALECT
+    schema["description"] = (
+        "A stageflow pipeline file: a name and the stages records flow through, in order. "
+        "Check one with `stageflow validate FILE`."
+    )
+    return schema
+
+
+def stage_schemas(cls: type[Stage]) -> dict[str, dict[str, Any]]:
+    """The schemas of one stage's models: ``input``, ``output`` and, if it has one, ``config``."""
+    schemas = {
+        "input": cls.Input.model_json_schema(mode="validation"),
+        "output": cls.Output.model_json_schema(mode="serialization"),
+    }
+    if cls.Config is not None:
+        schemas["config"] = cls.Config.model_json_schema(mode="validation")
+    for kind, schema in schemas.items():
+        schema["$schema"] = DIALECT
+        schema.setdefault("description", f"The {kind} model of stageflow stage {cls.name!r}.")
+    return schemas
+
+
+def dumps(schema: dict[str, Any]) -> str:
+    """Serialize a schema deterministically: sorted keys, two-space indent, final newline."""
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def render_all(stages: Iterable[type[Stage]]) -> dict[str, str]:
+    """Every schema file for the pipeline format and ``stages``, by relative path."""
+    files = {PIPELINE_SCHEMA_FILE: dumps(pipeline_schema())}
+    for cls in sorted(stages, key=lambda c: c.name):
+        for kind, schema in stage_schemas(cls).items():
+            files[f"{STAGES_DIR}/{cls.name}.{kind}.json"] = dumps(schema)
+    return files
+
+
+def write_all(directory: str | Path, registry: StageRegistry) -> tuple[list[Path], list[Path]]:
+    """Write the schema files of the registry's stages under ``directory``.
+
+    Stage schema files already in ``directory/stages`` that no installed stage produces any
+    more are removed, so the directory mirrors the installed stages. Returns the paths
+    written and the paths removed.
+    """
+    root = Path(directory)
+    files = render_all(entry.cls for entry in registry.stages.values())
+    removed: list[Path] = []
+    stages_dir = root / STAGES_DIR
+    if stages_dir.is_dir():
+        suffixes = tuple(f".{kind}.json" for kind in _KINDS)
+        for old in sorted(stages_dir.glob("*.json")):
+            if f"{STAGES_DIR}/{old.name}" not in files and old.name.endswith(suffixes):
+                old.unlink()
+                removed.append(old)
+    written: list[Path] = []
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8", newline="\n")
+        written.append(path)
+    return written, removed
