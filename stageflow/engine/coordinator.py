@@ -503,7 +503,10 @@ class Coordinator:
         if old_address:
             # Stop routing records into the dead worker's pipes at once; what they held is
             # delivered again once the replacement is wired in.
-            self._feeds[slot.stage].disconnect(old_address)
+            try:
+                self._feeds[slot.stage].disconnect(old_address)
+            except zmq.ZMQError:
+                pass  # it was never connected: the worker died before the wiring
             if slot.stage > 0:
                 for upstream in self.slots[slot.stage - 1]:
                     if upstream.ready:
