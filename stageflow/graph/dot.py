@@ -1,0 +1,133 @@
+"""The ``dot``, ``svg`` and ``png`` formats: Graphviz source, and images rendered from it.
+
+Node ids are generated (``s0``, ``s1``, ``input``, ``output``) so that no user text ever
+reaches a DOT identifier; names only appear inside labels, escaped for the label syntax.
+Images are made by Graphviz's ``dot`` program in a subprocess, so it must be on PATH.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from html import escape
+from typing import Literal
+
+from stageflow.errors import StageflowError
+from stageflow.graph.model import Edge, Graph, StageNode, visible
+
+__all__ = ["MISMATCH_COLOR", "GraphvizError", "render_dot", "render_image"]
+
+MISMATCH_COLOR = "#c62828"
+"""Colour of an edge whose models do not fit, in every rendered image."""
+
+_FONT = "DejaVu Sans"
+_IMAGE_TIMEOUT = 60.0
+
+
+class GraphvizError(StageflowError):
+    """Raised when an image format is asked for and Graphviz's ``dot`` is missing or fails."""
+
+
+def render_dot(graph: Graph) -> str:
+    """Return Graphviz DOT source for ``graph``, top to bottom in pipeline order."""
+    graph_attrs = f"rankdir=TB, label={_quote(_caption(graph))}, labelloc=t, ranksep=0.5"
+    node_attrs = 'shape=box, style="rounded,filled", fillcolor="#eef3fb", color="#4a6fa5"'
+    io_attrs = 'shape=oval, style=dashed, fillcolor=none, fontcolor="#555555"'
+    lines = [
+        "digraph pipeline {",
+        f'  graph [{graph_attrs}, fontname="{_FONT}"];',
+        f'  node [{node_attrs}, fontname="{_FONT}", fontsize=11, margin="0.15,0.08"];',
+        f'  edge [fontname="{_FONT}", fontsize=10, color="#4a6fa5"];',
+        f'  input [id="pipeline-input", label="input", {io_attrs}];',
+        f'  output [id="pipeline-output", label="output", {io_attrs}];',
+    ]
+    lines += [f"  s{stage.index} [{_node_attrs(stage)}];" for stage in graph.stages]
+    lines.append(f"  input -> s0 [label={_quote(' ' + graph.input.name + ' ')}];")
+    lines += [f"  s{edge.source} -> s{edge.target} [{_edge_attrs(edge)}];" for edge in graph.edges]
+    last = len(graph.stages) - 1
+    lines.append(f"  s{last} -> output [label={_quote(' ' + graph.output.name + ' ')}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_image(graph: Graph, fmt: Literal["svg", "png"]) -> bytes:
+    """Render ``graph`` to SVG or PNG bytes with Graphviz's ``dot`` program."""
+    program = shutil.which("dot")
+    if program is None:
+        raise GraphvizError(
+            f"the {fmt} format needs Graphviz's `dot` program, which was not found on PATH; "
+            "install it with `apt-get install graphviz` (macOS: `brew install graphviz`) "
+            "or use --format dot, mermaid or text"
+        )
+    # 144 dpi makes a PNG that stays sharp on high-density screens and in slides.
+    options = ["-Gdpi=144"] if fmt == "png" else []
+    try:
+        done = subprocess.run(
+            [program, f"-T{fmt}", *options],
+            input=render_dot(graph).encode("utf-8"),
+            capture_output=True,
+            timeout=_IMAGE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GraphvizError(f"Graphviz's `dot` ({program}) could not render {fmt}: {exc}") from exc
+    if done.returncode != 0:
+        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = detail[0] if detail else f"exit status {done.returncode}"
+        raise GraphvizError(f"Graphviz's `dot` ({program}) could not render {fmt}: {reason}")
+    return done.stdout
+
+
+def _caption(graph: Graph) -> str:
+    return f"pipeline {graph.name}"
+
+
+def _node_attrs(stage: StageNode) -> str:
+    workers = f"{stage.workers} worker{'s' if stage.workers != 1 else ''}"
+    rows = [
+        f"<b>{_html(stage.name)}</b>",
+        f'<font point-size="9">uses: {_html(stage.uses)}</font>',
+        f'<font point-size="9">{workers} · {_html(stage.origin)}</font>',
+        f'<font point-size="9">{_html(stage.input.name)} → {_html(stage.output.name)}</font>',
+    ]
+    tooltip = f"{stage.name}: {stage.input.name} → {stage.output.name}"
+    return (
+        f'id="stage-{stage.index}", class="stage", label=<{"<br/>".join(rows)}>, '
+        f"tooltip={_quote(tooltip)}"
+    )
+
+
+def _edge_attrs(edge: Edge) -> str:
+    attrs = [f'id="edge-{edge.source}-{edge.target}"']
+    if edge.ok:
+        attrs.append(f"label={_quote(' ' + edge.label + ' ')}")
+        attrs.append(f"tooltip={_quote(edge.label)}")
+    else:
+        tooltip = "; ".join(problem.message for problem in edge.problems)
+        attrs += [
+            f"label={_quote(edge.label, *(problem.marker for problem in edge.problems))}",
+            f"tooltip={_quote(tooltip)}",
+            f'class="mismatch", color="{MISMATCH_COLOR}", fontcolor="{MISMATCH_COLOR}"',
+            "penwidth=2",
+        ]
+    return ", ".join(attrs)
+
+
+def _quote(*lines: str) -> str:
+    r"""Quote ``lines`` as one DOT string that a label shows literally, a line each.
+
+    Inside a DOT string only ``\"`` is a parser escape, but the label renderer then reads
+    backslash sequences (``\N``, ``\l``) and HTML entities (``&amp;``), so backslashes and
+    ampersands are escaped too. Control characters inside a line are made visible, so the
+    only line breaks are the ``\n`` placed between ``lines``.
+    """
+    escaped = (
+        visible(line).replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
+        for line in lines
+    )
+    return '"' + "\\n".join(escaped) + '"'
+
+
+def _html(text: str) -> str:
+    """Escape ``text`` for a Graphviz HTML-like label."""
+    return escape(visible(text), quote=False)

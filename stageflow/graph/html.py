@@ -1,0 +1,254 @@
+"""The ``html`` format: one self-contained page that draws the graph and shows schemas.
+
+The page needs no network: CSS, script, the drawing and the data are all inline, and a
+Content-Security-Policy forbids fetching anything. The drawing is Graphviz's SVG when the
+``dot`` program is on PATH, otherwise a plain HTML/CSS drawing of the same chain, so the
+format works everywhere. Clicking a stage (or Enter on a focused one) shows its Input,
+Output and Config JSON Schemas, read from the embedded ``stageflow-graph/1`` data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html import escape
+
+from stageflow.graph.dot import MISMATCH_COLOR, render_image
+from stageflow.graph.json import graph_to_dict
+from stageflow.graph.model import Graph, visible
+
+__all__ = ["render_html"]
+
+
+def render_html(graph: Graph, *, use_graphviz: bool | None = None) -> str:
+    """Return the page for ``graph``.
+
+    ``use_graphviz`` None draws with Graphviz when ``dot`` is on PATH; True requires it
+    (raising :class:`~stageflow.graph.dot.GraphvizError` without it); False never uses it.
+    """
+    if use_graphviz is None:
+        use_graphviz = shutil.which("dot") is not None
+    if use_graphviz:
+        drawing = _inline_svg(render_image(graph, "svg").decode("utf-8"))
+        note = ""
+    else:
+        drawing = _html_drawing(graph)
+        note = (
+            '<p class="note">Drawn without Graphviz (its <code>dot</code> program was not '
+            "found); install Graphviz for the full drawing.</p>"
+        )
+    return _PAGE.format(
+        title=_esc(f"pipeline {graph.name}"),
+        css=_CSS.replace("MISMATCH", MISMATCH_COLOR),
+        heading=_esc(graph.name),
+        summary=_esc(_summary(graph)),
+        note=note,
+        drawing=drawing,
+        data=_script_json(graph),
+        script=_SCRIPT,
+    )
+
+
+def _summary(graph: Graph) -> str:
+    count = len(graph.stages)
+    parts = [f"{count} stage{'s' if count != 1 else ''}"]
+    if graph.source:
+        parts.append(graph.source)
+    problems = len(graph.problems)
+    if problems:
+        parts.append(f"✗ {problems} schema mismatch{'es' if problems != 1 else ''}")
+    parts.append("click a stage to see its schemas")
+    return " · ".join(parts)
+
+
+def _inline_svg(svg: str) -> str:
+    """Drop the XML prolog and DOCTYPE Graphviz writes; inline SVG in HTML starts at <svg."""
+    return svg[svg.index("<svg") :]
+
+
+def _html_drawing(graph: Graph) -> str:
+    parts = ['<div class="flow">', '<div class="io">input</div>']
+    parts.append(_arrow(graph.input.name, []))
+    for stage in graph.stages:
+        workers = f"{stage.workers} worker{'s' if stage.workers != 1 else ''}"
+        parts.append(
+            f'<div class="stage box" data-stage-index="{stage.index}">'
+            f"<strong>{_esc(stage.name)}</strong>"
+            f"<span>uses: {_esc(stage.uses)}</span>"
+            f"<span>{workers} · {_esc(stage.origin)}</span>"
+            f"<span>{_esc(stage.input.name)} → {_esc(stage.output.name)}</span></div>"
+        )
+        if stage.index < len(graph.edges):
+            edge = graph.edges[stage.index]
+            parts.append(_arrow(edge.label, [problem.marker for problem in edge.problems]))
+    parts.append(_arrow(graph.output.name, []))
+    parts.append('<div class="io">output</div></div>')
+    return "\n".join(parts)
+
+
+def _arrow(label: str, markers: list[str]) -> str:
+    css = "arrow mismatch" if markers else "arrow"
+    spans = "".join(f'<span class="marker">{_esc(marker)}</span>' for marker in markers)
+    return f'<div class="{css}"><span>{_esc(label)}</span>{spans}</div>'
+
+
+def _esc(text: str) -> str:
+    return escape(visible(text), quote=True)
+
+
+def _script_json(graph: Graph) -> str:
+    # Inside <script> the HTML parser ends the element at any "</script"; escaping <, > and
+    # & as JSON \u escapes keeps every name inert while JSON.parse reads it back unchanged.
+    text = json.dumps(graph_to_dict(graph), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+_CSS = """
+:root { color-scheme: light; font-family: "DejaVu Sans", system-ui, sans-serif; }
+body { margin: 0; color: #1d2733; background: #fafbfc; }
+header { padding: 12px 20px; border-bottom: 1px solid #d8dee6; background: #fff; }
+h1 { margin: 0; font-size: 1.2rem; }
+.summary, .note { margin: 4px 0 0; color: #555; font-size: .9rem; }
+main { display: flex; gap: 16px; padding: 16px 20px; align-items: flex-start; }
+#graph { flex: 1 1 50%; overflow: auto; background: #fff; border: 1px solid #d8dee6;
+  border-radius: 6px; padding: 8px; }
+#graph svg { max-width: 100%; height: auto; }
+#details { flex: 1 1 50%; min-width: 0; }
+#details h2 { margin: 0 0 4px; font-size: 1.1rem; overflow-wrap: anywhere; }
+#details h3 { margin: 12px 0 4px; font-size: .95rem; }
+#details dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px;
+  margin: 0; font-size: .9rem; }
+#details dd { margin: 0; overflow-wrap: anywhere; }
+pre { margin: 0; padding: 8px; background: #fff; border: 1px solid #d8dee6; border-radius: 4px;
+  font-size: .8rem; overflow: auto; max-height: 40vh; }
+.problems { color: MISMATCH; white-space: pre-wrap; }
+pre:empty { display: none; }
+.stage { cursor: pointer; }
+.stage:focus { outline: 2px solid #4a6fa5; outline-offset: 2px; }
+g.stage.selected path, g.stage.selected polygon { stroke-width: 3px; fill: #d5e3f7; }
+.flow { display: flex; flex-direction: column; align-items: center; }
+.box { display: flex; flex-direction: column; gap: 2px; padding: 8px 14px; min-width: 14em;
+  border: 1px solid #4a6fa5; border-radius: 8px; background: #eef3fb; font-size: .85rem;
+  text-align: center; overflow-wrap: anywhere; }
+.box.selected { border-width: 3px; background: #d5e3f7; }
+.io { padding: 2px 14px; border: 1px dashed #888; border-radius: 999px; color: #555; }
+.arrow { display: flex; flex-direction: column; align-items: center; padding: 4px 0 14px;
+  border-left: 2px solid #4a6fa5; margin: 2px 0; font-size: .8rem; position: relative; }
+.arrow span { padding-left: 8px; }
+.arrow::after { content: "▼"; position: absolute; bottom: -6px; left: -7px; color: #4a6fa5; }
+.arrow.mismatch { border-left-color: MISMATCH; color: MISMATCH; }
+.arrow.mismatch::after { color: MISMATCH; }
+"""
+
+_SCRIPT = """
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("stageflow-graph-data").textContent);
+
+  function text(id, value) { document.getElementById(id).textContent = value; }
+
+  function schemaText(id) {
+    if (id === null) { return "(this stage takes no configuration)"; }
+    var model = data.models[id];
+    if (model.schema === null) { return "(no JSON Schema: " + model.schema_error + ")"; }
+    return JSON.stringify(model.schema, null, 2);
+  }
+
+  function modelName(id) { return id === null ? "none" : data.models[id].name; }
+
+  function show(index) {
+    var stage = data.stages[index];
+    text("detail-name", stage.name);
+    text("detail-uses", stage.uses);
+    text("detail-reference", stage.reference);
+    text("detail-workers", String(stage.workers));
+    var dist = [stage.distribution, stage.version].filter(Boolean).join(" ");
+    var plugin = stage.plugin ? "plugin " + stage.plugin : "";
+    text("detail-origin", dist ? (plugin ? dist + " (" + plugin + ")" : dist)
+      : (plugin || "local class"));
+    text("detail-config", stage.config === null ? "none" : JSON.stringify(stage.config));
+    text("input-name", modelName(stage.input));
+    text("output-name", modelName(stage.output));
+    text("config-name", modelName(stage.config_model));
+    text("schema-input", schemaText(stage.input));
+    text("schema-output", schemaText(stage.output));
+    text("schema-config", schemaText(stage.config_model));
+    var problems = [];
+    data.edges.forEach(function (edge) {
+      if (edge.from === index || edge.to === index) {
+        edge.mismatches.forEach(function (m) { problems.push("✗ " + m.message); });
+      }
+    });
+    text("detail-problems", problems.join("\\n"));
+    document.querySelectorAll(".stage.selected").forEach(function (el) {
+      el.classList.remove("selected");
+    });
+    document.querySelectorAll('[data-stage-index="' + index + '"]').forEach(function (el) {
+      el.classList.add("selected");
+    });
+    var panel = document.getElementById("details");
+    panel.hidden = false;
+    panel.setAttribute("data-stage", String(index));
+  }
+
+  // Graphviz writes each stage as <g id="stage-N" class="node stage">.
+  document.querySelectorAll('g.stage[id^="stage-"]').forEach(function (el) {
+    el.setAttribute("data-stage-index", el.id.slice("stage-".length));
+  });
+  document.querySelectorAll("[data-stage-index]").forEach(function (el) {
+    var index = Number(el.getAttribute("data-stage-index"));
+    el.setAttribute("tabindex", "0");
+    el.setAttribute("role", "button");
+    el.setAttribute("aria-label", "stage " + data.stages[index].name + ": show schemas");
+    el.addEventListener("click", function () { show(index); });
+    el.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); show(index); }
+    });
+  });
+})();
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; \
+style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="stageflow graph">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+<header>
+<h1>{heading}</h1>
+<p class="summary">{summary}</p>
+{note}
+</header>
+<main>
+<div id="graph">
+{drawing}
+</div>
+<section id="details" hidden aria-live="polite">
+<h2 id="detail-name"></h2>
+<dl>
+<dt>uses</dt><dd id="detail-uses"></dd>
+<dt>class</dt><dd id="detail-reference"></dd>
+<dt>workers</dt><dd id="detail-workers"></dd>
+<dt>from</dt><dd id="detail-origin"></dd>
+<dt>config</dt><dd id="detail-config"></dd>
+</dl>
+<pre id="detail-problems" class="problems"></pre>
+<h3>Input: <span id="input-name"></span></h3>
+<pre id="schema-input"></pre>
+<h3>Output: <span id="output-name"></span></h3>
+<pre id="schema-output"></pre>
+<h3>Config: <span id="config-name"></span></h3>
+<pre id="schema-config"></pre>
+</section>
+</main>
+<script type="application/json" id="stageflow-graph-data">{data}</script>
+<script>{script}</script>
+</body>
+</html>
+"""

@@ -1,0 +1,92 @@
+"""The ``mermaid`` format: a flowchart that renders inside a GitHub Markdown code block.
+
+Paste the output between a ```` ```mermaid ```` line and a ```` ``` ```` line. Node ids are
+generated; every label is a quoted string whose special characters are Mermaid entity
+codes (``#quot;``, ``#35;``), so no name can end a label or start a directive early.
+"""
+
+from __future__ import annotations
+
+from stageflow.graph.dot import MISMATCH_COLOR
+from stageflow.graph.model import Graph, StageNode, visible
+
+__all__ = ["render_mermaid"]
+
+# Mermaid reads `#...;` as an entity code, and inside a quoted label `<`, `>` and `&` may be
+# taken as HTML, a backtick as a Markdown string, and `"` ends the label. Brackets, braces
+# and pipes are node-shape and edge-label delimiters outside quotes; escaping them too
+# means a renderer that trips on them inside quotes still shows the text. Parentheses are
+# left alone: common in captions, and inert inside quotes.
+_ENTITIES = {
+    '"': "#quot;",
+    "#": "#35;",
+    "&": "#38;",
+    ";": "#59;",
+    "<": "#lt;",
+    ">": "#gt;",
+    "`": "#96;",
+    "|": "#124;",
+    "[": "#91;",
+    "]": "#93;",
+    "{": "#123;",
+    "}": "#125;",
+}
+
+
+def render_mermaid(graph: Graph) -> str:
+    """Return a Mermaid flowchart for ``graph``, top to bottom in pipeline order."""
+    lines = [
+        "---",
+        f"title: {_text('pipeline ' + graph.name, quote_yaml=True)}",
+        "---",
+        "flowchart TB",
+        '  input(["input"])',
+        *(f'  s{stage.index}["{_node_label(stage)}"]' for stage in graph.stages),
+        '  output(["output"])',
+        f'  input -->|"{_text(graph.input.name)}"| s0',
+    ]
+    for edge in graph.edges:
+        label = "<br/>".join(
+            [_text(edge.label), *(_text(problem.marker) for problem in edge.problems)]
+        )
+        lines.append(f'  s{edge.source} -->|"{label}"| s{edge.target}')
+    lines.append(f'  s{len(graph.stages) - 1} -->|"{_text(graph.output.name)}"| output')
+    lines.append("  classDef io stroke-dasharray:4 3,fill:none")
+    lines.append("  class input,output io")
+    # linkStyle counts links in the order they were written: input→s0 is link 0.
+    for number, edge in enumerate(graph.edges, start=1):
+        if not edge.ok:
+            lines.append(
+                f"  linkStyle {number} stroke:{MISMATCH_COLOR},stroke-width:2px,"
+                f"color:{MISMATCH_COLOR}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _node_label(stage: StageNode) -> str:
+    workers = f"{stage.workers} worker{'s' if stage.workers != 1 else ''}"
+    rows = [
+        f"<b>{_text(stage.name)}</b>",
+        f"uses: {_text(stage.uses)}",
+        f"{workers} · {_text(stage.origin)}",
+        f"{_text(stage.input.name)} → {_text(stage.output.name)}",
+    ]
+    return "<br/>".join(rows)
+
+
+def _text(text: str, *, quote_yaml: bool = False) -> str:
+    """Escape ``text`` for a quoted Mermaid label (or, with ``quote_yaml``, the title)."""
+    if quote_yaml:
+        # The title sits in YAML front matter, where entity codes are not decoded; a YAML
+        # double-quoted scalar with its own escapes keeps any name intact.
+        return '"' + visible(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    text = visible(text)
+    out = []
+    for index, char in enumerate(text):
+        if char == ":" and text[index + 1 : index + 2] not in (" ", ""):
+            # Mermaid pre-scans lines matching `style.*:\S*#.*;` and strips their `;`,
+            # which would break the entity codes; no colon directly followed by text, no match.
+            out.append("#58;")
+        else:
+            out.append(_ENTITIES.get(char, char))
+    return "".join(out)
