@@ -23,7 +23,7 @@ _ARROW_INDENT = "    "
 def render_text(graph: Graph) -> str:
     """Draw ``graph`` as text no wider than :data:`WIDTH` columns."""
     count = len(graph.stages)
-    header = f"pipeline {visible(graph.name)!r} · {count} stage{'s' if count != 1 else ''}"
+    header = f"pipeline '{visible(graph.name)}' · {count} stage{'s' if count != 1 else ''}"
     if graph.source:
         header += f" · {visible(graph.source)}"
     boxes = [_box_lines(stage) for stage in graph.stages]
