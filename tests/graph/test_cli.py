@@ -145,13 +145,16 @@ def test_png_refuses_a_terminal() -> None:
 
 GUARD = """
 import json, os, sys
-spawned = []
+import psutil
+spawned, sockets = [], []
 
 def audit(event, args):
     if event in ("subprocess.Popen", "os.posix_spawn", "os.exec", "os.spawn"):
         spawned.append(os.path.basename(str(args[0])))
     elif event in ("os.fork", "os.forkpty", "os.system"):
         spawned.append(event)
+    elif event in ("socket.bind", "socket.connect"):
+        sockets.append(event)
 
 sys.addaudithook(audit)
 from stageflow.cli import main
@@ -159,8 +162,11 @@ status = main(sys.argv[1:])
 report = {
     "status": status,
     "spawned": spawned,
-    "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("zmq", "twisted")
-                      or m.startswith(("stageflow.engine", "multiprocessing"))),
+    "sockets": sockets,
+    # A ZeroMQ context or a reactor thread pool would leave native threads behind.
+    "threads": psutil.Process().num_threads(),
+    "reactor": "twisted.internet.reactor" in sys.modules,
+    "children": len(psutil.Process().children(recursive=True)),
 }
 with open(os.environ["GRAPH_GUARD_REPORT"], "w") as f:
     json.dump(report, f)
@@ -169,7 +175,7 @@ with open(os.environ["GRAPH_GUARD_REPORT"], "w") as f:
 
 @pytest.mark.parametrize(("fmt", "allowed"), [("text", []), ("json", []), ("svg", ["dot"])])
 def test_runs_nothing(fmt: str, allowed: list[str], tmp_path: Path, dot_program: str) -> None:
-    """No worker, fork or server: only Graphviz's dot for images; no zmq, reactor or engine."""
+    """No worker, fork, socket, reactor or ZeroMQ thread; images spawn only Graphviz's dot."""
     report = tmp_path / "report.json"
     done = subprocess.run(
         [
@@ -190,7 +196,11 @@ def test_runs_nothing(fmt: str, allowed: list[str], tmp_path: Path, dot_program:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(report.read_text())
-    assert result["status"] == 0
-    assert result["spawned"] == allowed
-    assert result["modules"] == []
+    assert json.loads(report.read_text()) == {
+        "status": 0,
+        "spawned": allowed,
+        "sockets": [],
+        "threads": 1,
+        "reactor": False,
+        "children": 0,
+    }
