@@ -24,11 +24,11 @@ def render_text(graph: Graph) -> str:
     """Draw ``graph`` as text no wider than :data:`WIDTH` columns."""
     count = len(graph.stages)
     header = f"pipeline '{visible(graph.name)}' · {count} stage{'s' if count != 1 else ''}"
-    if graph.source:
-        header += f" · {visible(graph.source)}"
     boxes = [_box_lines(stage) for stage in graph.stages]
     inner = min(WIDTH - 4, max(_width(line) for box in boxes for line in box))
     lines = _wrap(header, WIDTH)
+    if graph.source:
+        lines += _wrap(f"file: {visible(graph.source)}", WIDTH, rest="  ")
     lines.append("")
     lines.append(f"{_ARROW_INDENT[:-2]}○ input")
     lines += _arrow([visible(graph.input.name)])
