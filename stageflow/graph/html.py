@@ -89,7 +89,7 @@ def _html_drawing(graph: Graph) -> str:
 def _arrow(label: str, markers: list[str]) -> str:
     css = "arrow mismatch" if markers else "arrow"
     spans = "".join(f'<span class="marker">{_esc(marker)}</span>' for marker in markers)
-    return f'<div class="{css}"><span>{_esc(label)}</span>{spans}</div>'
+    return f'<div class="{css}"><div class="labels"><span>{_esc(label)}</span>{spans}</div></div>'
 
 
 def _esc(text: str) -> str:
@@ -132,9 +132,9 @@ g.stage.selected path, g.stage.selected polygon { stroke-width: 3px; fill: #d5e3
   text-align: center; overflow-wrap: anywhere; }
 .box.selected { border-width: 3px; background: #d5e3f7; }
 .io { padding: 2px 14px; border: 1px dashed #888; border-radius: 999px; color: #555; }
-.arrow { display: flex; flex-direction: column; align-items: center; padding: 4px 0 14px;
-  border-left: 2px solid #4a6fa5; margin: 2px 0; font-size: .8rem; position: relative; }
-.arrow span { padding-left: 8px; }
+.arrow { width: 0; padding: 4px 0 14px; margin: 2px 0; border-left: 2px solid #4a6fa5;
+  font-size: .8rem; position: relative; }
+.arrow .labels { display: flex; flex-direction: column; width: max-content; padding-left: 8px; }
 .arrow::after { content: "▼"; position: absolute; bottom: -6px; left: -7px; color: #4a6fa5; }
 .arrow.mismatch { border-left-color: MISMATCH; color: MISMATCH; }
 .arrow.mismatch::after { color: MISMATCH; }
