@@ -30,7 +30,7 @@ class GraphvizError(StageflowError):
 
 def render_dot(graph: Graph) -> str:
     """Return Graphviz DOT source for ``graph``, top to bottom in pipeline order."""
-    graph_attrs = f"rankdir=TB, label={_quote(_caption(graph))}, labelloc=t, ranksep=0.5"
+    graph_attrs = f"rankdir=TB, label={_quote('pipeline ' + graph.name)}, labelloc=t, ranksep=0.5"
     node_attrs = 'shape=box, style="rounded,filled", fillcolor="#eef3fb", color="#4a6fa5"'
     io_attrs = 'shape=oval, style=dashed, fillcolor=none, fontcolor="#555555"'
     lines = [
@@ -42,6 +42,7 @@ def render_dot(graph: Graph) -> str:
         f'  output [id="pipeline-output", label="output", {io_attrs}];',
     ]
     lines += [f"  s{stage.index} [{_node_attrs(stage)}];" for stage in graph.stages]
+    # Labels on straight vertical edges are padded with a space so they do not touch the line.
     lines.append(f"  input -> s0 [label={_quote(' ' + graph.input.name + ' ')}];")
     lines += [f"  s{edge.source} -> s{edge.target} [{_edge_attrs(edge)}];" for edge in graph.edges]
     last = len(graph.stages) - 1
@@ -76,10 +77,6 @@ def render_image(graph: Graph, fmt: Literal["svg", "png"]) -> bytes:
         reason = detail[0] if detail else f"exit status {done.returncode}"
         raise GraphvizError(f"Graphviz's `dot` ({program}) could not render {fmt}: {reason}")
     return done.stdout
-
-
-def _caption(graph: Graph) -> str:
-    return f"pipeline {graph.name}"
 
 
 def _node_attrs(stage: StageNode) -> str:

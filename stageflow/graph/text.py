@@ -18,6 +18,7 @@ WIDTH = 80
 """Columns the drawing fits in; a standard terminal."""
 
 _ARROW_INDENT = "    "
+_IO_INDENT = "  "  # puts the ○ of input/output two columns left of the arrow
 
 
 def render_text(graph: Graph) -> str:
@@ -30,14 +31,14 @@ def render_text(graph: Graph) -> str:
     if graph.source:
         lines += _wrap(f"file: {visible(graph.source)}", WIDTH, rest="  ")
     lines.append("")
-    lines.append(f"{_ARROW_INDENT[:-2]}○ input")
+    lines.append(f"{_IO_INDENT}○ input")
     lines += _arrow([visible(graph.input.name)])
     for index, box in enumerate(boxes):
         lines += _frame(box, inner)
         if index < len(graph.edges):
             lines += _arrow(_edge_label(graph.edges[index]))
     lines += _arrow([visible(graph.output.name)])
-    lines.append(f"{_ARROW_INDENT[:-2]}○ output")
+    lines.append(f"{_IO_INDENT}○ output")
     problems = graph.problems
     if problems:
         lines.append("")
