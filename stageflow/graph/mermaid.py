@@ -16,7 +16,8 @@ __all__ = ["render_mermaid"]
 # taken as HTML, a backtick as a Markdown string, and `"` ends the label. Brackets, braces
 # and pipes are node-shape and edge-label delimiters outside quotes; escaping them too
 # means a renderer that trips on them inside quotes still shows the text. Parentheses are
-# left alone: common in captions, and inert inside quotes.
+# left alone: common in captions, and inert inside quotes. A backslash is escaped because
+# Mermaid turns `\n` in a label into a line break.
 _ENTITIES = {
     '"': "#quot;",
     "#": "#35;",
@@ -25,6 +26,7 @@ _ENTITIES = {
     "<": "#lt;",
     ">": "#gt;",
     "`": "#96;",
+    "\\": "#92;",
     "|": "#124;",
     "[": "#91;",
     "]": "#93;",
@@ -36,9 +38,10 @@ _ENTITIES = {
 def render_mermaid(graph: Graph) -> str:
     """Return a Mermaid flowchart for ``graph``, top to bottom in pipeline order."""
     lines = [
-        "---",
-        f"title: {_text('pipeline ' + graph.name, quote_yaml=True)}",
-        "---",
+        # A comment, not a front-matter title: Mermaid sanitises titles as HTML, which would
+        # mangle a name with markup characters, while a comment is never displayed. Its `%`
+        # are escaped because Mermaid finds `%%{...}%%` directives anywhere in the text.
+        f"%% pipeline {visible(graph.name).replace('%', '%25')}",
         "flowchart TB",
         '  input(["input"])',
         *(f'  s{stage.index}["{_node_label(stage)}"]' for stage in graph.stages),
@@ -74,12 +77,8 @@ def _node_label(stage: StageNode) -> str:
     return "<br/>".join(rows)
 
 
-def _text(text: str, *, quote_yaml: bool = False) -> str:
-    """Escape ``text`` for a quoted Mermaid label (or, with ``quote_yaml``, the title)."""
-    if quote_yaml:
-        # The title sits in YAML front matter, where entity codes are not decoded; a YAML
-        # double-quoted scalar with its own escapes keeps any name intact.
-        return '"' + visible(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _text(text: str) -> str:
+    """Escape ``text`` for a quoted Mermaid label."""
     text = visible(text)
     out = []
     for index, char in enumerate(text):

@@ -75,7 +75,10 @@ class Tally(Stage):
         return Counts(doc_id=item.doc_id, counts={w: 1 for w in item.words})
 
 
-HOSTILE = 'a"b<c>&d|e{f}[g]\\h\ni#j;k `l` ü→ 語</script><img src=x onerror=alert(1)>'
+HOSTILE = (
+    'a"b<c>&d|e{f}[g]\\h\ni#j;k `l` ü→ 語</script><img src=x onerror=alert(1)>'
+    '%%{init: {"theme": "dark"}}%%'
+)
 """Text with characters special to DOT, Mermaid, HTML, YAML and terminals."""
 
 Hostile = create_model(f"Model{HOSTILE}", __base__=BaseModel, value=(int, ...))

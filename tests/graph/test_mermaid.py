@@ -13,7 +13,7 @@ from tests.graph import cases, stages
 NODE = re.compile(r'^  (s\d+)\["([^"]*)"\]$')
 EDGE = re.compile(r'^  (input|s\d+) -->\|"([^"]*)"\| (s\d+|output)$')
 OTHER = re.compile(
-    r'^(---|title: ".*"|flowchart TB|  (input|output)\(\["(input|output)"\]\)'
+    r'^(%% pipeline [^\n]*|flowchart TB|  (input|output)\(\["(input|output)"\]\)'
     r"|  classDef io .*|  class input,output io|  linkStyle \d+ [^;]*)$"
 )
 
@@ -36,10 +36,11 @@ def test_hostile_names_are_entity_escaped() -> None:
     text = render_mermaid(cases.hostile())
     (node,) = [m for m in map(NODE.match, text.splitlines()) if m and m[1] == "s1"]
     label = node[2]
-    assert "#quot;" in label and "#35;" in label and "#59;" in label
-    for raw in '"<>`[]{}|':
+    assert "#quot;" in label and "#35;" in label and "#59;" in label and "#92;" in label
+    for raw in '"<>`[]{}|\\':
         assert raw not in label.replace("<b>", "").replace("</b>", "").replace("<br/>", "")
     assert re.search(r"#(?!\w+;)", label) is None, "a bare # would start an entity code"
+    assert "%%{" not in text, "Mermaid would read an init directive"
     first_row = decode(label.split("<br/>")[0].removeprefix("<b>").removesuffix("</b>"))
     assert first_row == visible(stages.HOSTILE)
 
