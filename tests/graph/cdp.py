@@ -13,6 +13,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,8 @@ class Browser:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own process group, so that a hung browser is ended with all its helpers.
+            start_new_session=True,
         )
         os.close(to_child)
         os.close(from_child)
@@ -138,7 +141,7 @@ class Browser:
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         os.close(self._write_fd)
         os.close(self._read_fd)
