@@ -18,7 +18,9 @@ Shape of ``stageflow-graph/1`` (keys are only ever added within one version)::
           "model": model id,        # what the upstream stage outputs
           "expects": model id,      # what the downstream stage reads it as
           "ok": bool,
-          "mismatches": [{"field": str, "kind": "missing" | "incompatible", "message": str}]
+          "mismatches": [{"field": dotted path, "kind": "missing" | "incompatible",
+                          "needed": type name, "provided": type name | null,
+                          "message": str}]
       }],
       "models": {model id: {"name": str, "schema": JSON Schema | null,
                             "schema_error": str | null}}
@@ -72,7 +74,14 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                 "expects": edge.expects.id,
                 "ok": edge.ok,
                 "mismatches": [
-                    {"field": p.field, "kind": p.kind, "message": p.message} for p in edge.problems
+                    {
+                        "field": p.field,
+                        "kind": p.kind,
+                        "needed": p.needed,
+                        "provided": p.provided,
+                        "message": p.message,
+                    }
+                    for p in edge.problems
                 ],
             }
             for edge in graph.edges

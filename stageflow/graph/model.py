@@ -65,15 +65,23 @@ class StageNode:
 
 @dataclass(frozen=True)
 class Problem:
-    """One reason the upstream Output does not satisfy the downstream Input."""
+    """One reason the upstream Output does not satisfy the downstream Input.
+
+    ``field`` is the dotted path in the downstream Input; ``needed`` and ``provided`` are
+    readable type names, ``provided`` None when the upstream Output lacks the field.
+    """
 
     field: str
     kind: Literal["missing", "incompatible"]
     message: str
+    needed: str = ""
+    provided: str | None = None
 
     @property
     def marker(self) -> str:
         """The short mark drawn on the edge, e.g. ``✗ mismatch: missing 'tokens'``."""
+        if self.kind == "incompatible" and self.provided and self.needed:
+            return f"✗ mismatch: incompatible {self.field!r} ({self.provided}, needs {self.needed})"
         return f"✗ mismatch: {self.kind} {self.field!r}"
 
 
@@ -141,9 +149,7 @@ def build_graph(pipeline: Pipeline) -> Graph:
         by_pair.setdefault((mismatch.upstream, mismatch.downstream), []).append(mismatch)
     edges = []
     for (index, up), down in zip(enumerate(pipeline.stages), pipeline.stages[1:]):
-        problems = tuple(
-            _problem(mismatch, up.cls.Output) for mismatch in by_pair.get((up.name, down.name), [])
-        )
+        problems = tuple(_problem(mismatch) for mismatch in by_pair.get((up.name, down.name), []))
         edges.append(
             Edge(index, index + 1, stages[index].output, stages[index + 1].input, problems)
         )
@@ -217,11 +223,8 @@ def _stage_node(index: int, bound: BoundStage, refs: _ModelRefs) -> StageNode:
     )
 
 
-def _problem(mismatch: Mismatch, output: type[BaseModel]) -> Problem:
-    # Mismatch does not say why a field fails; a field the Output has is there but of the
-    # wrong type, one it lacks is missing. The field may be a dotted path into a sub-model.
-    top = mismatch.field.split(".", 1)[0]
+def _problem(mismatch: Mismatch) -> Problem:
     kind: Literal["missing", "incompatible"] = (
-        "incompatible" if top in output.model_fields else "missing"
+        "missing" if mismatch.provided is None else "incompatible"
     )
-    return Problem(mismatch.field, kind, mismatch.message)
+    return Problem(mismatch.field, kind, mismatch.message, mismatch.needed, mismatch.provided)

@@ -35,7 +35,8 @@ def test_mismatch_is_listed_on_its_edge() -> None:
     (edge,) = json.loads(render_json(cases.mismatch()))["edges"]
     assert edge["ok"] is False
     (problem,) = edge["mismatches"]
-    assert problem["field"] == "words" and problem["kind"] == "missing"
+    assert (problem["field"], problem["kind"], problem["provided"]) == ("words", "missing", None)
+    assert problem["needed"] == "list[str]"
     assert "words" in problem["message"]
 
 
