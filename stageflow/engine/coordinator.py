@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -128,6 +129,7 @@ class Coordinator:
         self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
+        self._backlog: list[deque[list[bytes]]] = [deque() for _ in pipeline.stages]
         self._poller = zmq.Poller()
         self._poller.register(self._control, zmq.POLLIN)
         self._poller.register(self._results, zmq.POLLIN)
@@ -192,8 +194,11 @@ class Coordinator:
             close_fds=True,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps(settings).encode() + b"\n")
-        proc.stdin.flush()
+        try:
+            proc.stdin.write(json.dumps(settings).encode() + b"\n")
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once; supervision sees the exit and handles it like any death
         slot.proc = proc
         self._by_key[slot.key] = slot
 
@@ -280,6 +285,7 @@ class Coordinator:
             if idle and not self._rewires and not self._restarts_pending():
                 if not self._advance_finish():
                     break
+            self._flush_backlogs()
             self._poll(0.0 if self.tracker.completed else 0.02)
             self._supervise()
             for root in self.tracker.take_completed():
@@ -323,7 +329,29 @@ class Coordinator:
             ids: list[int] = []
             for root in group:
                 ids += (root.seq, root.attempt, root.tag)
-            self._feeds[stage].send_multipart(wire.encode_batch(ids, [r.record for r in group]))
+            self._send(stage, wire.encode_batch(ids, [r.record for r in group]))
+
+    def _send(self, stage: int, parts: list[bytes]) -> None:
+        # Never block: a stage whose workers are all being restarted has no peer to take
+        # the frame, and the loop must go on to restart them.
+        backlog = self._backlog[stage]
+        if not backlog:
+            try:
+                self._feeds[stage].send_multipart(parts, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+        backlog.append(parts)
+
+    def _flush_backlogs(self) -> None:
+        for stage, backlog in enumerate(self._backlog):
+            feed = self._feeds[stage]
+            while backlog:
+                try:
+                    feed.send_multipart(backlog[0], zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                backlog.popleft()
 
     def _poll(self, timeout: float) -> None:
         events = dict(self._poller.poll(timeout * 1000))
