@@ -3,8 +3,8 @@
 ``push()`` tries a direct non-blocking send. When ZeroMQ is at its high-water mark the
 message joins a bounded outgoing buffer (FIFO, so order is kept), which drains as the
 socket becomes writable. The connection is an IConsumer: a registered producer (typically
-the ZmqPullConnection of the same stage) is paused when the buffer is half full and
-resumed when it is empty, so a pull→push stage stops reading while its downstream is full.
+the ZmqPullConnection of the same stage) is paused as soon as a message has to wait
+and resumed when the buffer is empty again, so a pull→push stage stops reading while its downstream is full.
 
 Overflow: a caller that ignores flow control and fills the buffer to
 ``outgoingBufferLimit`` is *blocked* in ``push()``: it waits in a poll on the socket
@@ -85,13 +85,16 @@ class ZmqPushConnection(ZmqConnection):
         """
         if not self._buffer:
             try:
-                if isinstance(message, _SINGLE_FRAME):
+                # Exact type checks first: they are the common cases and the cheapest.
+                kind = type(message)
+                if kind is bytes:
                     self._send(message, _NOBLOCK)
-                    return
-                if len(message) == 1:
-                    self._send(message[0], _NOBLOCK)
-                    return
-                self._send_multipart(message)
+                elif kind is list and len(message) == 1:
+                    self._send(message[0], _NOBLOCK)  # type: ignore[index]
+                elif isinstance(message, _SINGLE_FRAME):
+                    self._send(message, _NOBLOCK)
+                else:
+                    self._send_multipart(message)
                 return
             except _Again:
                 pass
@@ -112,7 +115,7 @@ class ZmqPushConnection(ZmqConnection):
     # -- IConsumer ---------------------------------------------------------------------
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        """Let ``producer`` be paused while the buffer is half full, resumed when empty."""
+        """Let ``producer`` be paused while messages wait in the buffer, resumed when empty."""
         if self._producer is not None:
             raise RuntimeError(f"{self.logPrefix()} already has producer {self._producer!r}")
         self._producer = producer
@@ -150,12 +153,10 @@ class ZmqPushConnection(ZmqConnection):
         if was_empty:
             # The failed send may have spent the FD edge announcing free space.
             self._recheck_writable()
-        if (
-            self._producer is not None
-            and self._producer_streaming
-            and not self._producer_paused
-            and len(self._buffer) >= self.outgoingBufferLimit // 2
-        ):
+        if self._producer is not None and self._producer_streaming and not self._producer_paused:
+            # Pause at the first message that has to wait: ZeroMQ's queue (HWM) is full,
+            # so more reading upstream would only grow our buffer. ZeroMQ signals room
+            # again only once its peer has taken half the HWM, so this toggles rarely.
             self._producer_paused = True
             self._producer.pauseProducing()
 
