@@ -1,0 +1,211 @@
+"""Throughput of a 3-hop PUSH/PULL forward chain across processes over tcp loopback.
+
+    source ──▶ forwarder 1 ──▶ forwarder 2 ──▶ forwarder 3 ──▶ sink
+
+The source (a plain pyzmq process) and the sink (this process) are the same for every
+variant; only the three forwarder processes change:
+
+    stageflow   stageflow.transport pull→push, the push registered as the pull's consumer
+    pyzmq       a plain blocking loop: ``out.send(inp.recv())``
+    txzmq       txZMQ 1.0.0 pull→push, the same code as the stageflow forwarder
+
+Each forwarder binds its input on ``tcp://127.0.0.1:*`` and prints the address, so no port
+is fixed. The sink times first-to-last message; the best of ``--runs`` runs is reported.
+
+Run on demand (it is not a test)::
+
+    .venv/bin/python benchmarks/transport_chain.py [--messages 300000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import zmq
+
+HOPS = 3
+PAYLOAD = b"x" * 300
+VARIANTS = ("stageflow", "pyzmq", "txzmq")
+
+
+def forward_with_pyzmq(downstream: str) -> None:
+    context = zmq.Context()
+    inp = context.socket(zmq.PULL)
+    out = context.socket(zmq.PUSH)
+    out.connect(downstream)
+    inp.bind("tcp://127.0.0.1:*")
+    announce(inp.getsockopt_string(zmq.LAST_ENDPOINT))
+    recv, send = inp.recv, out.send
+    while True:
+        send(recv())
+
+
+def forward_with_stageflow(downstream: str) -> None:
+    from twisted.internet import reactor
+
+    from stageflow.transport import (
+        ZmqEndpoint,
+        ZmqEndpointType,
+        ZmqFactory,
+        ZmqPullConnection,
+        ZmqPushConnection,
+    )
+
+    class Forwarder(ZmqPullConnection):
+        def __init__(self, factory: ZmqFactory, endpoint: ZmqEndpoint, out: str) -> None:
+            super().__init__(factory, endpoint)
+            self.out = ZmqPushConnection(factory, ZmqEndpoint(ZmqEndpointType.connect, out))
+            self.out.registerProducer(self, streaming=True)
+            self.push = self.out.push
+
+        def onPull(self, message: list[bytes]) -> None:
+            self.push(message)
+
+    factory = ZmqFactory()
+    forwarder = Forwarder(
+        factory, ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*"), downstream
+    )
+    announce(forwarder.addresses[0])
+    reactor.run()  # type: ignore[attr-defined]
+
+
+def forward_with_txzmq(downstream: str) -> None:
+    from twisted.internet import reactor
+    from txzmq import (
+        ZmqEndpoint,
+        ZmqEndpointType,
+        ZmqFactory,
+        ZmqPullConnection,
+        ZmqPushConnection,
+    )
+
+    class Forwarder(ZmqPullConnection):  # type: ignore[misc]
+        def __init__(self, factory: ZmqFactory, endpoint: ZmqEndpoint, out: str) -> None:
+            super().__init__(factory, endpoint)
+            self.out = ZmqPushConnection(factory, ZmqEndpoint(ZmqEndpointType.connect, out))
+
+        def onPull(self, message: list[bytes]) -> None:
+            self.out.push(message)
+
+    factory = ZmqFactory()
+    # txZMQ binds the literal address, so a wildcard port is read back from the socket.
+    forwarder = Forwarder(
+        factory, ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*"), downstream
+    )
+    announce(forwarder.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+    reactor.run()  # type: ignore[attr-defined]
+
+
+def run_source(upstream: str, messages: int) -> None:
+    context = zmq.Context()
+    out = context.socket(zmq.PUSH)
+    out.connect(upstream)
+    send = out.send
+    for _ in range(messages):
+        send(PAYLOAD)
+    out.close(linger=-1)
+    context.term()
+
+
+def announce(address: str) -> None:
+    print(address, flush=True)
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
+    )
+
+
+def measure(variant: str, messages: int) -> float:
+    """Messages per second through the chain built with ``variant`` forwarders."""
+    context = zmq.Context()
+    sink = context.socket(zmq.PULL)
+    sink.bind("tcp://127.0.0.1:*")
+    downstream = sink.getsockopt_string(zmq.LAST_ENDPOINT)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(HOPS):
+            forwarder = spawn("--forwarder", variant, downstream)
+            processes.append(forwarder)
+            assert forwarder.stdout is not None
+            downstream = forwarder.stdout.readline().strip()
+        processes.append(spawn("--source", downstream, str(messages)))
+        recv = sink.recv
+        recv()
+        started = time.perf_counter()
+        for _ in range(messages - 1):
+            recv()
+        elapsed = time.perf_counter() - started
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
+        sink.close(linger=0)
+        context.term()
+    return (messages - 1) / elapsed
+
+
+def describe_machine() -> str:
+    import twisted
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"nproc {os.cpu_count()}, {model}; Python {platform.python_version()}, "
+        f"pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()}), Twisted {twisted.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=300_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--forwarder", nargs=2, metavar=("VARIANT", "DOWNSTREAM"))
+    parser.add_argument("--source", nargs=2, metavar=("UPSTREAM", "MESSAGES"))
+    args = parser.parse_args()
+    if args.forwarder:
+        variant, downstream = args.forwarder
+        {"stageflow": forward_with_stageflow, "pyzmq": forward_with_pyzmq,
+         "txzmq": forward_with_txzmq}[variant](downstream)
+        return
+    if args.source:
+        run_source(args.source[0], int(args.source[1]))
+        return
+
+    print(describe_machine())
+    print(f"{HOPS}-hop chain, {args.messages} messages of {len(PAYLOAD)} bytes, best of {args.runs}")
+    # Variants take turns within each round, so a change in machine load during the run
+    # hits them alike instead of skewing whichever variant ran at that moment.
+    rates: dict[str, list[float]] = {variant: [] for variant in args.variants}
+    for _ in range(args.runs):
+        for variant in args.variants:
+            rates[variant].append(measure(variant, args.messages))
+    best = {variant: max(found) for variant, found in rates.items()}
+    for variant, found in rates.items():
+        spread = ", ".join(f"{rate:,.0f}" for rate in found)
+        print(f"{variant:10s} {best[variant]:>10,.0f} msgs/s   (runs: {spread}; "
+              f"median {statistics.median(found):,.0f})")
+    if "stageflow" in best:
+        for other in ("pyzmq", "txzmq"):
+            if other in best:
+                print(f"stageflow / {other}: {best['stageflow'] / best[other]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
