@@ -37,6 +37,7 @@ class SplitConfig(BaseModel):
     crash_on: str | None = Field(default=None, description="SIGKILL the worker on this text")
     fail_on: str | None = Field(default=None, description="raise on this text")
     hang_on: str | None = Field(default=None, description="sleep forever on this text")
+    pause: float = Field(default=0.0, description="seconds to sleep per record, to slow a run")
 
 
 class Split(stageflow.Stage):
@@ -55,6 +56,8 @@ class Split(stageflow.Stage):
             raise RuntimeError(f"cannot split {item.text!r}")
         if item.text == config.hang_on:
             time.sleep(3600)
+        if config.pause:
+            time.sleep(config.pause)
         text = item.text.lower() if config.lowercase else item.text
         return Words(id=item.id, words=text.split())
 
@@ -100,16 +103,33 @@ class Sum(stageflow.Stage):
     Input = Count
     Output = Total
 
-    def setup(self) -> None:
+    def __init__(self, config: BaseModel | None = None) -> None:
+        super().__init__(config)
+        self.setups = 0
         self.total = 0
-        self.setups = getattr(self, "setups", 0) + 1
+
+    def setup(self) -> None:
+        self.setups += 1
 
     def process(self, item: Count) -> None:
         self.total += item.words
         return None
 
     def finish(self) -> Total:
-        return Total(id=f"sum-{os.getpid()}", total=self.total)
+        # The id tells how often setup() ran in this worker, so a test can check "once".
+        return Total(id=f"sum-{os.getpid()}-setups-{self.setups}", total=self.total)
+
+
+class Explode(stageflow.Stage):
+    """Line -> Line: a fan-out of `n` records from each input, n given in the text."""
+
+    name = "test-explode"
+    Input = Line
+    Output = Line
+
+    def process(self, item: Line) -> Iterator[Line]:
+        for index in range(int(item.text)):
+            yield Line(id=f"{item.id}.{index}", text=str(index))
 
 
 class Pid(BaseModel):

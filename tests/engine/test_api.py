@@ -1,0 +1,198 @@
+"""The embedding API: Pipeline(...).run(items) in real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stageflow import Pipeline, RecordsFailedError
+from tests.engine.conftest import live_children, wait_until
+from tests.engine.stages import (
+    CountWords,
+    DropEmpty,
+    Explode,
+    FanOut,
+    Line,
+    Split,
+    Sum,
+    WhoAmI,
+)
+from tests.helpers import REPO
+
+SEED = REPO / "examples" / "seed"
+
+
+def lines(n: int, words: int = 3) -> list[dict[str, str]]:
+    return [{"id": str(i), "text": " ".join(["w"] * (i % words))} for i in range(n)]
+
+
+def split_count(workers: int = 2) -> Pipeline:
+    return Pipeline(
+        "split-count",
+        [
+            {"name": "split", "uses": Split, "workers": workers},
+            {"name": "count", "uses": CountWords, "workers": workers},
+        ],
+    )
+
+
+def expected_seed(record: dict) -> dict:  # type: ignore[type-arg]
+    """The seed math, computed independently of the plugin."""
+    values = record["raw_values"]
+    top = max(values) if values else 0
+    norm = [v / top for v in values] if top > 0 else values
+    return {
+        "mean": statistics.fmean(norm) if norm else 0,
+        "variance": statistics.pvariance(norm) if norm else 0,
+        "trend": "unknown"
+        if len(norm) < 2
+        else ("increasing" if norm[-1] > norm[0] else "decreasing"),
+    }
+
+
+def test_seed_pipeline_matches_independent_math() -> None:
+    """The bundled seed pipeline, run from its file, gives the seed's numbers for every record."""
+    records = [json.loads(line) for line in (SEED / "sample.jsonl").read_text().splitlines()]
+    pipeline = Pipeline.from_file(SEED / "pipeline.yaml")
+    results = {result.id: result for result in pipeline.run(records)}
+    assert len(results) == len(records)
+    for record in records:
+        want = expected_seed(record)
+        got = results[record["id"]]
+        assert got.mean == pytest.approx(want["mean"], abs=1e-12)
+        assert got.variance == pytest.approx(want["variance"], abs=1e-12)
+        assert got.trend == want["trend"]
+        assert got.original_metadata == record.get("metadata", {})
+
+
+def test_results_are_models_and_inputs_may_be_models_or_json() -> None:
+    """Items may be dicts, Input models or JSON text; results are Output model instances."""
+    items = [{"id": "a", "text": "x y"}, Line(id="b", text="x"), '{"id": "c", "text": ""}']
+    results = {r.id: r.words for r in split_count(1).run(items)}
+    assert results == {"a": 2, "b": 1, "c": 0}
+    assert all(type(r).__name__ == "Count" for r in split_count(1).run(items[:1]))
+
+
+def test_runs_many_times_from_threads_and_asyncio() -> None:
+    """One process runs pipelines again and again: plainly, in a thread and under asyncio."""
+    pipeline = split_count(1)
+    assert len(list(pipeline.run(lines(100)))) == 100
+    assert len(list(pipeline.run(lines(50)))) == 50
+
+    box: list[int] = []
+    thread = threading.Thread(target=lambda: box.append(len(list(pipeline.run(lines(70))))))
+    thread.start()
+    thread.join(60)
+    assert box == [70]
+
+    async def main() -> int:
+        return await asyncio.to_thread(lambda: len(list(pipeline.run(lines(30)))))
+
+    assert asyncio.run(main()) == 30
+
+
+def test_abandoned_iteration_stops_every_worker() -> None:
+    """Leaving the loop early (and closing the iterator) ends all worker processes."""
+    iterator = iter(split_count(2).run(lines(100_000)))
+    next(iterator)
+    assert len(live_children()) == 4
+    iterator.close()  # type: ignore[attr-defined]
+    assert wait_until(lambda: not live_children(), timeout=10)
+
+
+def test_load_is_balanced_across_workers() -> None:
+    """3,000 records over 3 workers: none gets more than 1.5x its share."""
+    pipeline = Pipeline("who", [{"name": "who", "uses": WhoAmI, "workers": 3}])
+    shares = Counter(result.pid for result in pipeline.run(lines(3000)))
+    assert sum(shares.values()) == 3000 and len(shares) == 3
+    assert max(shares.values()) <= 1.5 * 1000
+
+
+def test_fan_out_filter_and_finish() -> None:
+    """Generators fan out, None filters, finish() emits once per worker after setup() once."""
+    pipeline = Pipeline(
+        "shapes",
+        [
+            {"name": "split", "uses": Split},
+            {"name": "drop", "uses": DropEmpty, "workers": 2},
+            {"name": "fan", "uses": FanOut, "workers": 2},
+            {"name": "resplit", "uses": Split},
+            {"name": "count", "uses": CountWords},
+            {"name": "sum", "uses": Sum, "workers": 2},
+        ],
+    )
+    items = lines(300, words=4)  # 0..3 words each
+    totals = list(pipeline.run(items))
+    assert len(totals) == 2  # one Total per worker of the last stage, from finish()
+    assert sum(t.total for t in totals) == sum(i % 4 for i in range(300))
+    assert all(t.id.endswith("-setups-1") for t in totals)
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        ([], 0),
+        ([{"id": "only", "text": "3"}], 3),
+        ([{"id": "zero", "text": "0"}] * 5, 0),
+        ([{"id": "big", "text": "10000"}], 10_000),
+    ],
+    ids=["empty-input", "single-record", "filters-everything", "fan-out-10k"],
+)
+def test_edge_cases(items: list[dict[str, str]], expected: int) -> None:
+    """Empty input, one record, a stage producing nothing, and a 10k fan-out are exact."""
+    pipeline = Pipeline("explode", [{"name": "explode", "uses": Explode, "workers": 2}])
+    results = [r.id for r in pipeline.run(items)]
+    assert len(results) == expected == len(set(results))
+
+
+def test_failed_records_raise_at_the_end_with_a_report() -> None:
+    """Dead letters end the iteration with RecordsFailedError unless max_errors allows them."""
+    pipeline = Pipeline(
+        "fail", [{"name": "split", "uses": Split, "config": {"fail_on": "bad"}, "retries": 1}]
+    )
+    items = [{"id": "1", "text": "ok"}, {"id": "2", "text": "bad"}, {"id": "3"}, "{nope"]
+    run = pipeline.run(items)
+    got = []
+    with pytest.raises(RecordsFailedError) as caught:
+        for result in run:
+            got.append(result.id)
+    assert got == ["1"]
+    report = caught.value.report
+    assert report is run.report and not report.ok
+    assert report.dead_lettered == 3 and report.records_done == 4
+    by_line = {entry["line"]: entry for entry in report.dead_letters}
+    assert by_line[2]["error"] == "RuntimeError" and "after 2 attempts" in by_line[2]["message"]
+    assert by_line[3]["error"] == "ValidationError" and by_line[3]["errors"][0]["loc"] == ["text"]
+    assert by_line[4]["record"] == "{nope"
+
+    tolerant = pipeline.run(items, max_errors=3)
+    assert [r.id for r in tolerant] == ["1"] and tolerant.report.ok
+
+
+def test_stage_defined_in_the_callers_script(tmp_path: Path) -> None:
+    """A stage class written in the running script itself works in the worker processes."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from pydantic import BaseModel\n"
+        "import stageflow\n"
+        "class Num(BaseModel):\n    n: int\n"
+        "class Double(stageflow.Stage):\n"
+        "    name = 'double'; Input = Num; Output = Num\n"
+        "    def process(self, item):\n        return Num(n=item.n * 2)\n"
+        "if __name__ == '__main__':\n"
+        "    p = stageflow.Pipeline('d', [{'name': 'double', 'uses': Double}])\n"
+        "    print(sorted(r.n for r in p.run({'n': i} for i in range(5))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 2, 4, 6, 8]"
