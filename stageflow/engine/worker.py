@@ -23,6 +23,7 @@ import os
 import runpy
 import signal
 import sys
+import time
 from typing import Any
 
 from stageflow.engine import wire
@@ -33,6 +34,11 @@ log = logging.getLogger("stageflow.worker")
 
 #: Flush what a worker produced once this many records are pending, even while busy.
 FLUSH_RECORDS = 512
+#: ...or once the oldest pending record has waited this long (seconds), so a slow stage
+#: still streams its results instead of holding a whole frame's worth back.
+FLUSH_AFTER = 0.05
+#: Records processed between two looks at the clock.
+_SLICE = 16
 
 
 def load_stage_class(reference: str, main_path: str | None) -> type[Stage]:
@@ -116,7 +122,16 @@ class Worker:
         except wire.WireError as exc:
             log.warning("worker %s dropped a malformed frame: %s", self.key, exc)
             return
-        self.runner.run_batch(ids, records, self.pending)
+        run_batch = self.runner.run_batch
+        if len(records) <= _SLICE:
+            run_batch(ids, records, self.pending)
+        else:
+            started = time.monotonic()
+            for start in range(0, len(records), _SLICE):
+                run_batch(ids[start * 3 : (start + _SLICE) * 3], records[start : start + _SLICE], self.pending)
+                if time.monotonic() - started > FLUSH_AFTER:
+                    self.flush()
+                    started = time.monotonic()
         if len(self.pending.records) >= FLUSH_RECORDS:
             self.flush()
         elif self._flush_call is None:

@@ -1,0 +1,202 @@
+"""`stageflow run` as users run it: real files, pipes, signals and exit statuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from tests.engine.conftest import wait_until
+from tests.helpers import REPO, run_stageflow
+
+SEED = REPO / "examples" / "seed"
+
+
+def write_pipeline(path: Path, stages: list[dict]) -> Path:  # type: ignore[type-arg]
+    path.write_text(json.dumps({"name": path.stem, "stages": stages}))  # JSON is YAML too
+    return path
+
+
+def write_lines(path: Path, n: int, start: int = 0) -> Path:
+    with path.open("w") as handle:
+        for i in range(start, start + n):
+            handle.write(json.dumps({"id": str(i), "text": "a b c"[: 1 + 2 * (i % 3)]}) + "\n")
+    return path
+
+
+def split_pipeline(tmp_path: Path, **split: object) -> Path:
+    return write_pipeline(
+        tmp_path / "pipe.yaml",
+        [
+            {"name": "split", "uses": "tests.engine.stages:Split", "workers": 2, **split},
+            {"name": "count", "uses": "tests.engine.stages:CountWords"},
+        ],
+    )
+
+
+def test_seed_main_job_on_bundled_sample(tmp_path: Path) -> None:
+    """The README's main job writes one result per sample record and exits 0."""
+    out = tmp_path / "out.jsonl"
+    done = run_stageflow(
+        "run", str(SEED / "pipeline.yaml"), "--input", str(SEED / "sample.jsonl"), "-o", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 2000
+    assert "2000 of 2000 input records processed" in done.stderr
+    assert "collected 2000 results" in done.stderr  # the collector's own summary
+
+
+def test_stdin_to_stdout(tmp_path: Path) -> None:
+    """Without --input/--output the command reads stdin and writes stdout."""
+    data = "".join(json.dumps({"id": str(i), "text": "x y"}) + "\n" for i in range(10))
+    done = subprocess.run(
+        [sys.executable, "-m", "stageflow", "run", str(split_pipeline(tmp_path))],
+        input=data,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(line)["id"] for line in done.stdout.splitlines()) == sorted(
+        str(i) for i in range(10)
+    )
+
+
+def test_bad_records_go_to_the_dead_letter_file(tmp_path: Path) -> None:
+    """Bad lines are dead-lettered with line, stage and reason; exit 1; no traceback."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        '{"id": "1", "text": "ok"}\n'
+        "not json\n"
+        "\n"
+        '{"id": "4"}\n'
+        '{"id": "5", "text": "boom"}\n'
+        '{"id": "6", "text": "fine too"}\n'
+    )
+    dead = tmp_path / "dead.jsonl"
+    out = tmp_path / "out.jsonl"
+    pipe = split_pipeline(tmp_path, config={"fail_on": "boom"})
+    args = ("run", str(pipe), "-i", str(source), "-o", str(out), "--dead-letter", str(dead))
+    done = run_stageflow(*args)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "3 records were dead-lettered" in done.stderr
+    assert sorted(json.loads(line)["id"] for line in out.read_text().splitlines()) == ["1", "6"]
+    entries = {e["line"]: e for e in map(json.loads, dead.read_text().splitlines())}
+    assert sorted(entries) == [2, 4, 5]
+    assert entries[2]["record"] == "not json" and entries[2]["stage"] == "split"
+    assert entries[4]["errors"][0]["type"] == "missing"
+    assert entries[5]["error"] == "RuntimeError" and entries[5]["record"]["text"] == "boom"
+
+    allowed = run_stageflow(*args, "--max-errors", "3")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_invalid_pipeline_exits_2_before_starting(tmp_path: Path) -> None:
+    """An unknown stage is one line on stderr and exit status 2."""
+    pipe = write_pipeline(tmp_path / "p.yaml", [{"name": "x", "uses": "no-such-stage"}])
+    done = run_stageflow("run", str(pipe), "-i", os.devnull)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "unknown stage 'no-such-stage'" in done.stderr
+
+
+def test_missing_input_file_exits_2(tmp_path: Path) -> None:
+    """A missing input file is one clear line and exit status 2."""
+    done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(tmp_path / "nope"))
+    assert done.returncode == 2 and "cannot open" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_installed_plugin_runs_through_its_entry_point(
+    tmp_path: Path, wordcount_plugin_path: Path
+) -> None:
+    """A plugin installed with pip is found through its entry point and runs."""
+    pipe = write_pipeline(tmp_path / "wc.yaml", [{"name": "wc", "uses": "wordcount", "workers": 2}])
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": str(i), "text": "a " * i}) + "\n" for i in range(20)))
+    out = tmp_path / "out.jsonl"
+    done = run_stageflow(
+        "run", str(pipe), "-i", str(source), "-o", str(out), pythonpath=[wordcount_plugin_path]
+    )
+    assert done.returncode == 0, done.stderr
+    counts = {r["id"]: r["words"] for r in map(json.loads, out.read_text().splitlines())}
+    assert counts == {str(i): i for i in range(20)}
+
+
+def start_run(tmp_path: Path, *args: str, stdin: int | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stageflow", "run", *args],
+        cwd=REPO,
+        stdin=stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigterm_drains_and_tells_where_to_resume(tmp_path: Path) -> None:
+    """SIGTERM finishes what is in flight, exits 130, and --skip resumes with nothing lost."""
+    source = write_lines(tmp_path / "in.jsonl", 20_000)
+    pipe = split_pipeline(tmp_path, config={"pause": 0.0005})
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(first))
+    assert wait_until(lambda: count_lines(first) > 500, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    stderr = err.decode()
+    assert proc.returncode == 130, stderr
+    skip = int(stderr.split("resume with --skip ")[1].split()[0])
+    assert 500 < skip < 20_000
+    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(second), "--skip", str(skip))
+    assert done.returncode == 0, done.stderr
+    ids = [json.loads(line)["id"] for path in (first, second) for line in path.read_text().splitlines()]
+    assert sorted(ids, key=int) == [str(i) for i in range(20_000)]
+    assert {json.loads(line)["id"] for line in first.read_text().splitlines()} == {
+        str(i) for i in range(skip)
+    }
+
+
+def test_second_signal_stops_at_once(tmp_path: Path) -> None:
+    """A second SIGINT abandons the drain and exits 130 promptly."""
+    source = write_lines(tmp_path / "in.jsonl", 2_000)
+    pipe = split_pipeline(tmp_path, config={"pause": 0.05})
+    out = tmp_path / "out.jsonl"
+    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(out))
+    assert wait_until(lambda: count_lines(out) > 0, timeout=60)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    seen = b""
+    while b"received SIGINT" not in seen:  # signals sent together would merge into one
+        seen += proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, (seen + err).decode()
+    assert "stopped at once" in err.decode()
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of `stageflow run` leaves no worker behind: they see stdin close and exit."""
+    proc = start_run(tmp_path, str(split_pipeline(tmp_path)), stdin=subprocess.PIPE)
+    parent = psutil.Process(proc.pid)
+    assert wait_until(lambda: len(parent.children()) == 3, timeout=60)
+    workers = parent.children()
+    proc.kill()
+    proc.wait()
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.stderr is not None
+    proc.stderr.close()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
