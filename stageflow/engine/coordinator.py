@@ -118,6 +118,7 @@ class Coordinator:
         self.options = options
         self.sink = dead_letter_sink
         self.tracker = Tracker()
+        self.secret = wire.new_key()
         self.stopping = False
         self.aborting = False
         self._closed = False
@@ -168,6 +169,7 @@ class Coordinator:
         main = sys.modules.get("__main__")
         settings = {
             "key": slot.key,
+            "secret": self.secret.hex(),
             "stage": stage.name,
             "index": slot.stage,
             "slot": slot.index,
@@ -232,6 +234,7 @@ class Coordinator:
             for slot in all_slots:
                 if slot.proc is not None and not slot.ready and slot.proc.poll() is not None:
                     self._start_failed(slot)
+                    _close_stdin(slot.proc)
                     self._spawn(slot)
         for s, stage_slots in enumerate(self.slots):
             for slot in stage_slots:
@@ -329,7 +332,7 @@ class Coordinator:
             ids: list[int] = []
             for root in group:
                 ids += (root.seq, root.attempt, root.tag)
-            self._send(stage, wire.encode_batch(ids, [r.record for r in group]))
+            self._send(stage, wire.encode_batch(ids, [r.record for r in group], self.secret))
 
     def _send(self, stage: int, parts: list[bytes]) -> None:
         # Never block: a stage whose workers are all being restarted has no peer to take
@@ -368,7 +371,7 @@ class Coordinator:
             except zmq.Again:
                 return
             try:
-                ids, records = wire.decode_batch(parts)
+                ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
                 log.warning("dropped a malformed result frame: %s", exc)
                 continue
@@ -383,11 +386,10 @@ class Coordinator:
             except zmq.Again:
                 return
             try:
-                message = wire.decode_control(parts[0])
+                message, body = wire.decode_control(parts, self.secret)
             except wire.WireError as exc:
                 log.warning("dropped a malformed control message: %s", exc)
                 continue
-            body = parts[1] if len(parts) > 1 else None
             self._on_control(message, body)
             yield message, body
 
@@ -525,6 +527,7 @@ class Coordinator:
             name, slot.index, slot.proc.pid, code, delay,
         )
         self._blame(slot, code)
+        _close_stdin(slot.proc)
         slot.proc = None
         slot.ready = False
         slot.restart_at = now + delay
@@ -613,11 +616,7 @@ class Coordinator:
             slot.proc for stage_slots in self.slots for slot in stage_slots if slot.proc is not None
         ]
         for proc in procs:
-            if proc.stdin is not None:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
+            _close_stdin(proc)
         deadline = time.monotonic() + self.options.stop_timeout
         for proc in procs:
             try:
@@ -631,3 +630,12 @@ class Coordinator:
             sock.close(linger=0)
         self._ctx.term()
         shutil.rmtree(self._rundir, ignore_errors=True)
+
+
+def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
+    """Close our end of a worker's command pipe; for a live worker that means "stop"."""
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass  # the worker is gone and the last command could not be flushed

@@ -76,6 +76,7 @@ class Worker:
         )
 
         self.key: str = settings["key"]
+        self.secret = bytes.fromhex(settings["secret"])
         self.reactor = reactor
         self.settings = settings
         cls = load_stage_class(settings["uses"], settings.get("main_path"))
@@ -118,7 +119,7 @@ class Worker:
 
     def on_frame(self, message: list[bytes]) -> None:
         try:
-            ids, records = wire.decode_batch(message)
+            ids, records = wire.decode_batch(message, self.secret)
         except wire.WireError as exc:
             log.warning("worker %s dropped a malformed frame: %s", self.key, exc)
             return
@@ -146,7 +147,7 @@ class Worker:
             self._flush_call = None
         batch = self.pending.take()
         if batch.records:
-            self.outbox.push(wire.encode_batch(batch.ids, batch.records))
+            self.outbox.push(wire.encode_batch(batch.ids, batch.records, self.secret))
         if batch.acks or batch.dead:
             self.send_control(
                 {"t": "ack", "acks": batch.acks, "dead": batch.dead, "n": batch.processed}
@@ -172,10 +173,7 @@ class Worker:
 
     def send_control(self, message: dict[str, Any], body: bytes | None = None) -> None:
         message["w"] = self.key
-        parts = [wire.encode_control(message)]
-        if body is not None:
-            parts.append(body)
-        self.control.push(parts)
+        self.control.push(wire.encode_control(message, self.secret, body))
 
     def stop(self) -> None:
         """Flush, hand everything to ZeroMQ, close the sockets and stop the reactor."""

@@ -10,11 +10,30 @@ from stageflow.engine.tracker import Tracker
 from tests.engine.stages import CountWords, FanOut, Split, SplitConfig
 
 
+KEY = wire.new_key()
+
+
 def test_batch_round_trip() -> None:
     """A frame carries its ids and records unchanged, newlines separating records."""
     ids = [1, 0, 11, 2, 0, 22]
-    parts = wire.encode_batch(ids, [b'{"a":1}', b'{"b":"x y"}'])
-    assert wire.decode_batch(parts) == (ids, [b'{"a":1}', b'{"b":"x y"}'])
+    parts = wire.encode_batch(ids, [b'{"a":1}', b'{"b":"x y"}'], KEY)
+    assert wire.decode_batch(parts, KEY) == (ids, [b'{"a":1}', b'{"b":"x y"}'])
+
+
+def test_frames_of_another_key_are_rejected() -> None:
+    """A frame signed with another run's key, or tampered with, never gets parsed."""
+    parts = wire.encode_batch([1, 0, 11], [b"{}"], wire.new_key())
+    with pytest.raises(wire.WireError, match="not signed"):
+        wire.decode_batch(parts, KEY)
+    good = wire.encode_batch([1, 0, 11], [b"{}"], KEY)
+    with pytest.raises(wire.WireError, match="not signed"):
+        wire.decode_batch([good[0], b'{"x":1}', good[2]], KEY)
+
+
+def test_control_round_trip() -> None:
+    """A control message keeps its fields and its optional body."""
+    parts = wire.encode_control({"t": "finished"}, KEY, b"a\nb")
+    assert wire.decode_control(parts, KEY) == ({"t": "finished"}, b"a\nb")
 
 
 @pytest.mark.parametrize(
@@ -30,9 +49,11 @@ def test_batch_round_trip() -> None:
     ],
 )
 def test_malformed_frames_are_rejected(parts: list[bytes]) -> None:
-    """Every malformed frame raises WireError, never anything else."""
+    """Every malformed frame raises WireError, never anything else, even when signed."""
     with pytest.raises(wire.WireError):
-        wire.decode_batch(parts)
+        wire.decode_batch(parts, KEY)
+    with pytest.raises(wire.WireError):
+        wire.decode_batch(wire.sign(list(parts), KEY), KEY)
 
 
 def test_tracker_completes_in_any_report_order() -> None:
