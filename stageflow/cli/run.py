@@ -12,13 +12,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from stageflow.cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_RECORDS_FAILED, fail
-from stageflow.engine.coordinator import WAIT
-from stageflow.engine.run import Run
 from stageflow.errors import RecordsFailedError
-from stageflow.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from stageflow.engine.run import Run
 
 log = logging.getLogger("stageflow")
 
@@ -88,6 +88,10 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here so that the other commands never load the engine or ZeroMQ.
+    from stageflow.engine.run import Run
+    from stageflow.pipeline import Pipeline
+
     pipeline = Pipeline.from_file(args.pipeline)
     try:
         source = _open_input(args.input)
@@ -188,6 +192,8 @@ def _lines(source: IO[bytes], skip: int) -> Iterator[Any]:
         regular = stat.S_ISREG(os.fstat(source.fileno()).st_mode)
     except (OSError, ValueError):
         regular = True
+    from stageflow.engine.coordinator import WAIT
+
     lines: Iterator[bytes] = iter(source) if regular else _threaded(source)
     number = 0
     for line in lines:
@@ -203,6 +209,8 @@ def _lines(source: IO[bytes], skip: int) -> Iterator[Any]:
 
 
 def _threaded(source: IO[bytes]) -> Iterator[Any]:
+    from stageflow.engine.coordinator import WAIT
+
     lines: queue.Queue[bytes | None] = queue.Queue(maxsize=4096)
 
     def read() -> None:

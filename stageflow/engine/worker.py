@@ -100,6 +100,8 @@ class Worker:
         worker = self
 
         class Inbox(ZmqPullConnection):
+            maxMessageSize = settings["max_message_size"]
+
             def onPull(self, message: list[bytes]) -> None:
                 worker.on_frame(message)
 

@@ -146,3 +146,17 @@ class WhoAmI(stageflow.Stage):
 
     def process(self, item: Line) -> Pid:
         return Pid(id=item.id, pid=os.getpid())
+
+
+class BrokenSetup(stageflow.Stage):
+    """A stage whose setup() always fails, as with a missing resource."""
+
+    name = "test-broken-setup"
+    Input = Line
+    Output = Line
+
+    def setup(self) -> None:
+        raise RuntimeError("the model file models/ner.bin is missing")
+
+    def process(self, item: Line) -> Line:
+        return item

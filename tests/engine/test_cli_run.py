@@ -113,6 +113,17 @@ def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot open" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_failing_setup_exits_3_with_the_reason(tmp_path: Path) -> None:
+    """A stage whose setup() raises stops the run with status 3 and the stage's own message."""
+    pipe = write_pipeline(
+        tmp_path / "p.yaml", [{"name": "ner", "uses": "tests.engine.stages:BrokenSetup"}]
+    )
+    done = run_stageflow("run", str(pipe), "-i", str(write_lines(tmp_path / "in.jsonl", 5)))
+    assert done.returncode == 3, done.stderr
+    assert "the model file models/ner.bin is missing" in done.stderr
+    assert "failed to start 3 times" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_installed_plugin_runs_through_its_entry_point(
     tmp_path: Path, wordcount_plugin_path: Path
 ) -> None:
