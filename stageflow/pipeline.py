@@ -9,6 +9,7 @@ can satisfy the next stage's Input, all in its constructor. Running it is the en
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,11 @@ class Pipeline:
             )
         return BoundStage(spec, entry, config)
 
+    def check_runnable(self) -> None:
+        """Raise PipelineError if a worker process could not import one of the stage classes."""
+        for stage in self.stages:
+            _check_importable(stage.cls)
+
     def run(self, items: Iterable[Any], **options: Any) -> Run:
         """Run the pipeline over ``items`` and iterate over the last stage's Outputs.
 
@@ -276,3 +282,18 @@ def _stage_name_at(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str |
     stage = stages[loc[1]]
     name = stage.get("name") if isinstance(stage, Mapping) else None
     return name if isinstance(name, str) else None
+
+
+def _check_importable(cls: type[Stage]) -> None:
+    """Worker processes import stage classes; some places cannot be imported from."""
+    where = f"stage class {cls.__qualname__}"
+    if "<locals>" in cls.__qualname__:
+        raise PipelineError(
+            f"{where} is defined inside a function, so worker processes cannot import it; "
+            "define it at module level"
+        )
+    if cls.__module__ == "__main__" and not getattr(sys.modules["__main__"], "__file__", None):
+        raise PipelineError(
+            f"{where} is defined in an interactive session (a notebook cell or the REPL), so "
+            "worker processes cannot import it; move it into a module and import it from there"
+        )

@@ -54,6 +54,7 @@ class Run:
         numbered: bool = False,
         **options: Any,
     ) -> None:
+        pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
         self.options = EngineOptions(**options)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow import Pipeline, RecordsFailedError
+from stageflow import Pipeline, PipelineError, RecordsFailedError
 from tests.engine.conftest import live_children, wait_until
 from tests.engine.stages import (
     CountWords,
@@ -196,3 +196,32 @@ def test_stage_defined_in_the_callers_script(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0, 2, 4, 6, 8]"
+
+
+def test_unimportable_stage_classes_are_refused_up_front() -> None:
+    """Stage classes workers could not import (REPL, nested) fail with one clear sentence."""
+    code = (
+        "import stageflow\n"
+        "from tests.engine.stages import Line\n"
+        "class Echo(stageflow.Stage):\n"
+        "    name = 'echo'; Input = Line; Output = Line\n"
+        "    def process(self, item): return item\n"
+        "try:\n"
+        "    stageflow.Pipeline('p', [{'name': 'echo', 'uses': Echo}]).run([])\n"
+        "except stageflow.PipelineError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert "defined in an interactive session" in done.stdout, done.stderr
+
+    def make() -> type:
+        class Nested(CountWords):
+            pass
+
+        return Nested
+
+    pipeline = Pipeline("p", [{"name": "nested", "uses": make()}])  # fine to draw or validate
+    with pytest.raises(PipelineError, match="defined inside a function"):
+        pipeline.run([])
