@@ -146,6 +146,7 @@ class StageRunner:
         self._input = cls.Input
         self._output = cls.Output
         self._serialize = cls.Output.__pydantic_serializer__.to_json
+        self._stage_process = self.stage.process
         # Frames from another stageflow process hold one JSON document per line, so the
         # whole batch can be validated in one call; raw input lines are checked one by one.
         self._batch: TypeAdapter[list[Any]] | None = (
@@ -254,12 +255,18 @@ class StageRunner:
 
     def _call(self, item: Any) -> list[bytes]:
         if self.timeout is None:
-            return [self._to_json(out) for out in iter_outputs(self.stage.process(item))]
+            return self._outputs(self._stage_process(item))
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
-            return [self._to_json(out) for out in iter_outputs(self.stage.process(item))]
+            # A generator runs inside _outputs, so it must stay under the alarm too.
+            return self._outputs(self._stage_process(item))
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _outputs(self, result: Any) -> list[bytes]:
+        if type(result) is self._output:
+            return [self._serialize(result)]  # the common one-in, one-out case, kept short
+        return [self._to_json(out) for out in iter_outputs(result)]
 
     def _to_json(self, output: Any) -> bytes:
         if isinstance(output, self._output):
