@@ -118,9 +118,7 @@ def announce(address: str) -> None:
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
 
 
 def measure(variant: str, messages: int) -> float:
@@ -181,15 +179,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.forwarder:
         variant, downstream = args.forwarder
-        {"stageflow": forward_with_stageflow, "pyzmq": forward_with_pyzmq,
-         "txzmq": forward_with_txzmq}[variant](downstream)
+        {
+            "stageflow": forward_with_stageflow,
+            "pyzmq": forward_with_pyzmq,
+            "txzmq": forward_with_txzmq,
+        }[variant](downstream)
         return
     if args.source:
         run_source(args.source[0], int(args.source[1]))
         return
 
     print(describe_machine())
-    print(f"{HOPS}-hop chain, {args.messages} messages of {len(PAYLOAD)} bytes, best of {args.runs}")
+    print(
+        f"{HOPS}-hop chain, {args.messages} messages of {len(PAYLOAD)} bytes, best of {args.runs}"
+    )
     # Variants take turns within each round, so a change in machine load during the run
     # hits them alike instead of skewing whichever variant ran at that moment.
     rates: dict[str, list[float]] = {variant: [] for variant in args.variants}
@@ -199,8 +202,10 @@ def main() -> None:
     best = {variant: max(found) for variant, found in rates.items()}
     for variant, found in rates.items():
         spread = ", ".join(f"{rate:,.0f}" for rate in found)
-        print(f"{variant:10s} {best[variant]:>10,.0f} msgs/s   (runs: {spread}; "
-              f"median {statistics.median(found):,.0f})")
+        print(
+            f"{variant:10s} {best[variant]:>10,.0f} msgs/s   (runs: {spread}; "
+            f"median {statistics.median(found):,.0f})"
+        )
     if "stageflow" in best:
         for other in ("pyzmq", "txzmq"):
             if other in best:

@@ -49,7 +49,7 @@ class Worker(ZmqPullConnection):
             else:
                 handler(task_data, work_id)
             self.processed_count += 1
-        except Exception as error:  # the seed's worker reports and goes on
+        except Exception as error:  # noqa: BLE001 -- the seed's worker reports and goes on
             print(f"Worker {self.worker_id} error processing message: {error}")
         on_item_done()
 

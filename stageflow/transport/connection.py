@@ -11,18 +11,18 @@ consume the edge and then wait for the FD again. So every handler here ends by a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import zmq
 from twisted.internet.interfaces import IFileDescriptor, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.endpoint import ZmqEndpoint, ZmqEndpointType
 from stageflow.transport.factory import ZmqFactory
 
-_SOCKET_NAMES = {zmq.PUSH: "PUSH", zmq.PULL: "PULL"}
+_SOCKET_NAMES: dict[int, str] = {zmq.PUSH: "PUSH", zmq.PULL: "PULL"}
 
 
 @implementer(IReadDescriptor, IFileDescriptor)
@@ -141,7 +141,7 @@ class ZmqConnection:
         """The FD fired: read ZMQ_EVENTS (which re-arms the FD) and act on it."""
         if self._closed:
             return
-        self._handle_events(self.socket.getsockopt(zmq.EVENTS))
+        self._handle_events(cast(int, self.socket.getsockopt(zmq.EVENTS)))
 
     def connectionLost(self, reason: Failure) -> None:
         """The reactor dropped us (reactor shutdown, or doRead raised): close cleanly."""

@@ -9,12 +9,12 @@ until resumed, leaving the backlog in ZeroMQ's queues where the high-water mark 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from twisted.internet.interfaces import IFileDescriptor, IPushProducer, IReadDescriptor
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.connection import ZmqConnection
 
@@ -111,8 +111,8 @@ class ZmqPullConnection(ZmqConnection):
                 remaining -= 1
                 try:
                     on_pull(message)
-                except Exception:
-                    self.on_pull_error(message, Failure())
+                except Exception:  # noqa: BLE001 -- any error in user code is routed, not fatal
+                    self.on_pull_error(message, Failure())  # type: ignore[no-untyped-call]
                 if not self._reading:
                     # onPull paused us (flow control) or shut us down.
                     return
@@ -126,7 +126,7 @@ class ZmqPullConnection(ZmqConnection):
     def _recheck_after_drain(self) -> None:
         # The receive that raised EAGAIN consumed the FD edge; a message landing just
         # after it is only visible through ZMQ_EVENTS.
-        if not self._closed and self.socket.getsockopt(zmq.EVENTS) & _POLLIN:
+        if not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLIN:
             self._schedule_read()
 
     def _before_close(self) -> None:

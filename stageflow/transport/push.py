@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, cast
 
 import zmq
 from twisted.internet import defer
@@ -29,11 +29,12 @@ from twisted.internet.interfaces import (
     IProducer,
     IReadDescriptor,
 )
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.connection import ZmqConnection
 
-Message = Union[bytes, Sequence[bytes]]
+Message = bytes | bytearray | memoryview | Sequence[bytes]
+"""What push() takes: one frame, or a sequence of frames sent as one message."""
 
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
@@ -61,7 +62,8 @@ class ZmqPushConnection(ZmqConnection):
     """Seconds between warnings while ``push()`` is blocked on a full buffer."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._buffer: deque[bytes | list[bytes]] = deque()
+        # Single frames as given, multipart messages as lists (the drain tells them apart).
+        self._buffer: deque[Any] = deque()
         self._write_call: Any = None
         self._flush_waiters: list[defer.Deferred[None]] = []
         self._producer: Any = None
@@ -90,7 +92,7 @@ class ZmqPushConnection(ZmqConnection):
                 if kind is bytes:
                     self._send(message, _NOBLOCK)
                 elif kind is list and len(message) == 1:
-                    self._send(message[0], _NOBLOCK)  # type: ignore[index]
+                    self._send(message[0], _NOBLOCK)
                 elif isinstance(message, _SINGLE_FRAME):
                     self._send(message, _NOBLOCK)
                 else:
@@ -169,7 +171,7 @@ class ZmqPushConnection(ZmqConnection):
             self._write_call = self.reactor.callLater(0, self._write_slice)
 
     def _recheck_writable(self) -> None:
-        if not self._closed and self.socket.getsockopt(zmq.EVENTS) & _POLLOUT:
+        if not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLOUT:
             self._schedule_write()
 
     def _send_buffered_head(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import zmq
+from transport_support import run_until
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
@@ -18,7 +19,6 @@ from stageflow.transport import (
     ZmqPullConnection,
     ZmqPushConnection,
 )
-from transport_support import run_until
 
 BIND_ANY = ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*")
 
@@ -253,9 +253,7 @@ def test_push_never_raises_again_when_buffer_overflows(
     assert received == [b"%d" % n for n in range(total)]
 
 
-def test_shutdown_delivers_everything_pushed(
-    factory: ZmqFactory, raw_socket: Any
-) -> None:
+def test_shutdown_delivers_everything_pushed(factory: ZmqFactory, raw_socket: Any) -> None:
     """shutdown() right after pushing flushes the buffer so a connected peer gets it all."""
 
     class Small(ZmqPushConnection):

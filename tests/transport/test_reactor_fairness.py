@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
 import zmq
-from twisted.internet.task import LoopingCall
 from transport_support import run_until
+from twisted.internet.task import LoopingCall
 
 from stageflow.transport import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqPullConnection
 
@@ -50,7 +51,7 @@ def test_burst_keeps_timer_on_time_and_delivers_all(
     finally:
         sender.join()
         timer.stop()
-    lateness = max(later - earlier - TICK for earlier, later in zip(ticks, ticks[1:]))
+    lateness = max(later - earlier - TICK for earlier, later in itertools.pairwise(ticks))
     assert counter.seen == bytearray(b"\x01") * BURST
     assert len(ticks) > 10
     assert lateness < 0.100, f"timer was {lateness * 1000:.0f} ms late"
