@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
 
 from stageflow.transport import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqPullConnection
 
@@ -120,6 +122,16 @@ def main() -> None:
         print_stats()
         return reactor.callLater(stats_interval, periodic_stats)
 
+    # Started by a distributor that died, we would wait for work forever: notice the
+    # re-parenting instead and stop, so no orphan is left behind.
+    parent = os.getppid()
+
+    def stop_if_orphaned() -> None:
+        if os.getppid() != parent:
+            print("parent process went away; stopping", flush=True)
+            reactor.stop()
+
+    LoopingCall(stop_if_orphaned).start(1.0, now=False)
     print(f"workers ready: 3 connected to {args.address}", flush=True)
     reactor.callLater(stats_interval, periodic_stats)
     reactor.run()

@@ -9,6 +9,7 @@ until resumed, leaving the backlog in ZeroMQ's queues where the high-water mark 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import zmq
@@ -17,6 +18,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.connection import ZmqConnection
+from stageflow.transport.endpoint import ZmqEndpoint
+from stageflow.transport.factory import ZmqFactory
 
 _NOBLOCK = zmq.NOBLOCK
 _POLLIN = zmq.POLLIN
@@ -37,11 +40,15 @@ class ZmqPullConnection(ZmqConnection):
     readBatchSize: int = 500
     """Messages read per reactor turn at most, before yielding to timers and other I/O."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        factory: ZmqFactory,
+        endpoint: ZmqEndpoint | Sequence[ZmqEndpoint] | None = None,
+    ) -> None:
         # Set before the socket exists: a bind in the base __init__ may already deliver.
         self._reading = True
         self._read_call: Any = None
-        super().__init__(*args, **kwargs)
+        super().__init__(factory, endpoint)
         # Messages may have arrived between socket creation and addReader (inproc binds
         # to a peer that is already sending); the FD edge for them may be gone already.
         self._schedule_read()

@@ -32,6 +32,8 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.connection import ZmqConnection
+from stageflow.transport.endpoint import ZmqEndpoint
+from stageflow.transport.factory import ZmqFactory
 
 Message = bytes | bytearray | memoryview | Sequence[bytes]
 """What push() takes: one frame, or a sequence of frames sent as one message."""
@@ -61,7 +63,11 @@ class ZmqPushConnection(ZmqConnection):
     overflowWarningInterval: float = 5.0
     """Seconds between warnings while ``push()`` is blocked on a full buffer."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        factory: ZmqFactory,
+        endpoint: ZmqEndpoint | Sequence[ZmqEndpoint] | None = None,
+    ) -> None:
         # Single frames as given, multipart messages as lists (the drain tells them apart).
         self._buffer: deque[Any] = deque()
         self._write_call: Any = None
@@ -69,7 +75,7 @@ class ZmqPushConnection(ZmqConnection):
         self._producer: Any = None
         self._producer_streaming = False
         self._producer_paused = False
-        super().__init__(*args, **kwargs)
+        super().__init__(factory, endpoint)
         # The backend's send skips the sugar layer's routing-id/group argument handling,
         # which costs more than the send itself for small frames.
         self._send = zmq.backend.Socket.send.__get__(self.socket)
