@@ -95,6 +95,7 @@ class ZmqConnection:
                 self.socket.connect(endpoint.address)
                 resolved = endpoint.address
             self._endpoints.append((endpoint, resolved))
+        self._recheck_events()
 
     def remove_endpoint(self, endpoint: ZmqEndpoint | str) -> None:
         """Unbind or disconnect one endpoint, named by the endpoint or by an address.
@@ -112,6 +113,7 @@ class ZmqConnection:
             self.socket.unbind(resolved)
         else:
             self.socket.disconnect(resolved)
+        self._recheck_events()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -157,6 +159,13 @@ class ZmqConnection:
 
     def _handle_events(self, events: int) -> None:
         """React to ZMQ_EVENTS flags; the push and pull sides each handle their half."""
+
+    def _recheck_events(self) -> None:
+        """Look at ZMQ_EVENTS after a libzmq call that may have spent the FD's edge.
+
+        A connect, for one, attaches a pipe without any FD signal, so a push buffer that
+        waited for a peer would otherwise wait forever.
+        """
 
     def _before_close(self) -> None:
         """Last chance to hand buffered messages to ZeroMQ before the socket closes."""

@@ -124,16 +124,16 @@ class ZmqPullConnection(ZmqConnection):
                     # onPull paused us (flow control) or shut us down.
                     return
         except _Again:
-            self._recheck_after_drain()
+            self._recheck_events()
         else:
             # The slice ended with messages probably still queued; the FD will not fire
             # for them (its edge is spent), so come back on the next turn.
             self._schedule_read()
 
-    def _recheck_after_drain(self) -> None:
-        # The receive that raised EAGAIN consumed the FD edge; a message landing just
-        # after it is only visible through ZMQ_EVENTS.
-        if not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLIN:
+    def _recheck_events(self) -> None:
+        # After a receive that raised EAGAIN (or an endpoint change) the FD edge may be
+        # spent; a message landing just then is only visible through ZMQ_EVENTS.
+        if self._reading and not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLIN:
             self._schedule_read()
 
     def _before_close(self) -> None:

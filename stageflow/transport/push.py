@@ -160,7 +160,7 @@ class ZmqPushConnection(ZmqConnection):
         self._buffer.append(message if isinstance(message, _SINGLE_FRAME) else list(message))
         if was_empty:
             # The failed send may have spent the FD edge announcing free space.
-            self._recheck_writable()
+            self._recheck_events()
         if self._producer is not None and self._producer_streaming and not self._producer_paused:
             # Pause at the first message that has to wait: ZeroMQ's queue (HWM) is full,
             # so more reading upstream would only grow our buffer. ZeroMQ signals room
@@ -176,8 +176,8 @@ class ZmqPushConnection(ZmqConnection):
         if self._write_call is None and not self._closed:
             self._write_call = self.reactor.callLater(0, self._write_slice)
 
-    def _recheck_writable(self) -> None:
-        if not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLOUT:
+    def _recheck_events(self) -> None:
+        if self._buffer and not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLOUT:
             self._schedule_write()
 
     def _send_buffered_head(self) -> None:
@@ -200,7 +200,7 @@ class ZmqPushConnection(ZmqConnection):
                     break
                 self._send_buffered_head()
         except _Again:
-            self._recheck_writable()
+            self._recheck_events()
             return
         if self._buffer:
             self._schedule_write()
