@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import zmq
-from transport_support import run_until
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
@@ -19,6 +18,7 @@ from stageflow.transport import (
     ZmqPullConnection,
     ZmqPushConnection,
 )
+from tests.transport.support import run_until
 
 BIND_ANY = ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*")
 
@@ -300,3 +300,30 @@ def bind_raw(socket: zmq.Socket[bytes]) -> str:
     socket.setsockopt(zmq.LINGER, 0)
     socket.bind("tcp://127.0.0.1:*")
     return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def test_buffer_waiting_for_first_peer_drains_once_connected(
+    factory: ZmqFactory, reactor: Any
+) -> None:
+    """Messages pushed before any peer exists are delivered once an endpoint is added."""
+    pusher = ZmqPushConnection(factory)
+    for number in range(100):
+        pusher.push(b"%d" % number)
+    assert pusher.buffered == 100
+    # inproc: connecting attaches the pipe at once and signals nothing on the FD.
+    puller = Collector(factory, ZmqEndpoint(ZmqEndpointType.bind, "inproc://first-peer"))
+    pusher.addEndpoints([connect("inproc://first-peer")])
+    run_until(reactor, lambda: len(puller.received) == 100)
+    assert [m[0] for m in puller.received] == [b"%d" % n for n in range(100)]
+
+
+def test_remove_endpoint_stops_routing_to_that_peer(factory: ZmqFactory, reactor: Any) -> None:
+    """After remove_endpoint, later messages go only to the peers still connected."""
+    kept, dropped = Collector(factory, BIND_ANY), Collector(factory, BIND_ANY)
+    pusher = ZmqPushConnection(factory, [connect(kept.addresses[0]), connect(dropped.addresses[0])])
+    pusher.remove_endpoint(dropped.addresses[0])
+    assert pusher.addresses == [kept.addresses[0]]
+    for number in range(50):
+        pusher.push(b"%d" % number)
+    run_until(reactor, lambda: len(kept.received) == 50)
+    assert dropped.received == []

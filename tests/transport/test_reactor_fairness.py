@@ -7,10 +7,10 @@ import threading
 from typing import Any
 
 import zmq
-from transport_support import run_until
 from twisted.internet.task import LoopingCall
 
 from stageflow.transport import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqPullConnection
+from tests.transport.support import run_until
 
 BURST = 200_000
 TICK = 0.010
