@@ -103,19 +103,19 @@ class ZmqPullConnection(ZmqConnection):
         # Locals: this loop is the receive hot path.
         recv = self.socket.recv
         on_pull = self.onPull
-        remaining = self.readBatchSize
+        noblock = _NOBLOCK
         try:
-            while remaining:
-                # copy=False (positional: cheaper to call) gives a Frame whose .more was filled by the same C call,
-                # cheaper than a separate getsockopt(RCVMORE) per message.
-                frame = recv(_NOBLOCK, False)
+            for _ in range(self.readBatchSize):
+                # recv(flags, copy=False), positional because that is cheaper to call,
+                # gives a Frame whose .more came from the same C call: cheaper than a
+                # getsockopt(RCVMORE) per message, which pyzmq resolves through an enum.
+                frame = recv(noblock, False)
                 message = [frame.bytes]
                 while frame.more:
                     # The rest of a multipart message is already here: ZeroMQ delivers
-                    # messages atomically.
-                    frame = recv(_NOBLOCK, False)
+                    # messages whole.
+                    frame = recv(noblock, False)
                     message.append(frame.bytes)
-                remaining -= 1
                 try:
                     on_pull(message)
                 except Exception:  # noqa: BLE001 -- any error in user code is routed, not fatal
@@ -125,10 +125,10 @@ class ZmqPullConnection(ZmqConnection):
                     return
         except _Again:
             self._recheck_events()
-        else:
-            # The slice ended with messages probably still queued; the FD will not fire
-            # for them (its edge is spent), so come back on the next turn.
-            self._schedule_read()
+            return
+        # The slice ended with messages probably still queued; the FD will not fire for
+        # them (its edge is spent), so come back on the next turn.
+        self._schedule_read()
 
     def _recheck_events(self) -> None:
         # After a receive that raised EAGAIN (or an endpoint change) the FD edge may be
