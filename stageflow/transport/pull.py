@@ -68,6 +68,16 @@ class ZmqPullConnection(ZmqConnection):
             message=_truncated_repr(message),
         )
 
+    def _route_error(self, message: list[bytes], failure: Failure) -> None:
+        try:
+            self.on_pull_error(message, failure)
+        except Exception:  # noqa: BLE001 -- a failing error handler must not stop reading
+            self._log.failure(
+                "{prefix}: on_pull_error raised while handling {message}",
+                prefix=self.logPrefix(),
+                message=_truncated_repr(message),
+            )
+
     # -- IPushProducer -----------------------------------------------------------------
 
     def pauseProducing(self) -> None:
@@ -119,7 +129,7 @@ class ZmqPullConnection(ZmqConnection):
                 try:
                     on_pull(message)
                 except Exception:  # noqa: BLE001 -- any error in user code is routed, not fatal
-                    self.on_pull_error(message, Failure())  # type: ignore[no-untyped-call]
+                    self._route_error(message, Failure())  # type: ignore[no-untyped-call]
                 if not self._reading:
                     # onPull paused us (flow control) or shut us down.
                     return
@@ -133,7 +143,11 @@ class ZmqPullConnection(ZmqConnection):
     def _recheck_events(self) -> None:
         # After a receive that raised EAGAIN (or an endpoint change) the FD edge may be
         # spent; a message landing just then is only visible through ZMQ_EVENTS.
-        if self._reading and not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLIN:
+        if (
+            self._reading
+            and not self._closed
+            and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLIN
+        ):
             self._schedule_read()
 
     def _before_close(self) -> None:

@@ -177,7 +177,11 @@ class ZmqPushConnection(ZmqConnection):
             self._write_call = self.reactor.callLater(0, self._write_slice)
 
     def _recheck_events(self) -> None:
-        if self._buffer and not self._closed and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLOUT:
+        if (
+            self._buffer
+            and not self._closed
+            and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLOUT
+        ):
             self._schedule_write()
 
     def _send_buffered_head(self) -> None:

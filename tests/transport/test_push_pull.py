@@ -327,3 +327,29 @@ def test_remove_endpoint_stops_routing_to_that_peer(factory: ZmqFactory, reactor
         pusher.push(b"%d" % number)
     run_until(reactor, lambda: len(kept.received) == 50)
     assert dropped.received == []
+
+
+def test_failing_error_handler_does_not_stop_reading(factory: ZmqFactory, reactor: Any) -> None:
+    """Even when on_pull_error itself raises, the connection logs it and keeps reading."""
+
+    class Clumsy(Collector):
+        def onPull(self, message: list[bytes]) -> None:
+            if message == [b"bad"]:
+                raise ValueError("bad message")
+            super().onPull(message)
+
+        def on_pull_error(self, message: list[bytes], failure: Failure) -> None:
+            raise RuntimeError("the handler broke too")
+
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        puller = Clumsy(factory, BIND_ANY)
+        pusher = ZmqPushConnection(factory, connect(puller.addresses[0]))
+        for message in (b"bad", b"good"):
+            pusher.push(message)
+        run_until(reactor, lambda: puller.received == [[b"good"]])
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if "log_failure" in e]
+    assert event["log_failure"].check(RuntimeError)
