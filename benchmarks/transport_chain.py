@@ -6,7 +6,9 @@ The source (a plain pyzmq process) and the sink (this process) are the same for 
 variant; only the three forwarder processes change:
 
     stageflow   stageflow.transport pull→push, the push registered as the pull's consumer
-    pyzmq       a plain blocking loop: ``out.send(inp.recv())``
+    pyzmq       a plain blocking loop: ``out.send(inp.recv())`` (single frames only)
+    pyzmq-multipart  the plain loop that keeps multipart messages whole, as the others do:
+                ``out.send_multipart(inp.recv_multipart())``
     txzmq       txZMQ 1.0.0 pull→push, the same code as the stageflow forwarder
 
 Each forwarder binds its input on ``tcp://127.0.0.1:*`` and prints the address, so no port
@@ -31,16 +33,20 @@ import zmq
 
 HOPS = 3
 PAYLOAD = b"x" * 300
-VARIANTS = ("stageflow", "pyzmq", "txzmq")
+VARIANTS = ("stageflow", "pyzmq", "pyzmq-multipart", "txzmq")
 
 
-def forward_with_pyzmq(downstream: str) -> None:
+def forward_with_pyzmq(downstream: str, multipart: bool = False) -> None:
     context = zmq.Context()
     inp = context.socket(zmq.PULL)
     out = context.socket(zmq.PUSH)
     out.connect(downstream)
     inp.bind("tcp://127.0.0.1:*")
     announce(inp.getsockopt_string(zmq.LAST_ENDPOINT))
+    if multipart:
+        recv_multipart, send_multipart = inp.recv_multipart, out.send_multipart
+        while True:
+            send_multipart(recv_multipart())
     recv, send = inp.recv, out.send
     while True:
         send(recv())
@@ -62,10 +68,9 @@ def forward_with_stageflow(downstream: str) -> None:
             super().__init__(factory, endpoint)
             self.out = ZmqPushConnection(factory, ZmqEndpoint(ZmqEndpointType.connect, out))
             self.out.registerProducer(self, streaming=True)
-            self.push = self.out.push
 
         def onPull(self, message: list[bytes]) -> None:
-            self.push(message)
+            self.out.push(message)
 
     factory = ZmqFactory()
     forwarder = Forwarder(
@@ -118,9 +123,7 @@ def announce(address: str) -> None:
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
 
 
 def measure(variant: str, messages: int) -> float:
@@ -181,15 +184,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.forwarder:
         variant, downstream = args.forwarder
-        {"stageflow": forward_with_stageflow, "pyzmq": forward_with_pyzmq,
-         "txzmq": forward_with_txzmq}[variant](downstream)
+        {
+            "stageflow": forward_with_stageflow,
+            "pyzmq": forward_with_pyzmq,
+            "pyzmq-multipart": lambda downstream: forward_with_pyzmq(downstream, multipart=True),
+            "txzmq": forward_with_txzmq,
+        }[variant](downstream)
         return
     if args.source:
         run_source(args.source[0], int(args.source[1]))
         return
 
     print(describe_machine())
-    print(f"{HOPS}-hop chain, {args.messages} messages of {len(PAYLOAD)} bytes, best of {args.runs}")
+    print(
+        f"{HOPS}-hop chain, {args.messages} messages of {len(PAYLOAD)} bytes, best of {args.runs}"
+    )
     # Variants take turns within each round, so a change in machine load during the run
     # hits them alike instead of skewing whichever variant ran at that moment.
     rates: dict[str, list[float]] = {variant: [] for variant in args.variants}
@@ -197,14 +206,20 @@ def main() -> None:
         for variant in args.variants:
             rates[variant].append(measure(variant, args.messages))
     best = {variant: max(found) for variant, found in rates.items()}
+    medians = {variant: statistics.median(found) for variant, found in rates.items()}
     for variant, found in rates.items():
         spread = ", ".join(f"{rate:,.0f}" for rate in found)
-        print(f"{variant:10s} {best[variant]:>10,.0f} msgs/s   (runs: {spread}; "
-              f"median {statistics.median(found):,.0f})")
+        print(
+            f"{variant:16s} {best[variant]:>10,.0f} msgs/s   (runs: {spread}; "
+            f"median {statistics.median(found):,.0f})"
+        )
     if "stageflow" in best:
-        for other in ("pyzmq", "txzmq"):
+        for other in ("pyzmq", "pyzmq-multipart", "txzmq"):
             if other in best:
-                print(f"stageflow / {other}: {best['stageflow'] / best[other]:.2f}x")
+                print(
+                    f"stageflow / {other}: {best['stageflow'] / best[other]:.2f}x (best), "
+                    f"{medians['stageflow'] / medians[other]:.2f}x (median)"
+                )
 
 
 if __name__ == "__main__":

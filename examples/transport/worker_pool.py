@@ -105,9 +105,7 @@ class ScalableWorkerPool:
         work_endpoint = ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*")
         result_endpoint = ZmqEndpoint(ZmqEndpointType.connect, self.result_sink)
         worker = worker_class(self.factory, work_endpoint, result_endpoint, worker_id)
-        self.work_source.addEndpoints(
-            [ZmqEndpoint(ZmqEndpointType.connect, worker.addresses[0])]
-        )
+        self.work_source.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, worker.addresses[0])])
         self.workers.append(worker)
         self.worker_stats[worker_id] = {"started": reactor.seconds(), "processed": 0}
         print(f"Added worker {worker_id} to pool (total: {len(self.workers)})")

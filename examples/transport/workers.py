@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
 
 from stageflow.transport import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqPullConnection
 
@@ -49,7 +51,7 @@ class Worker(ZmqPullConnection):
             else:
                 handler(task_data, work_id)
             self.processed_count += 1
-        except Exception as error:  # the seed's worker reports and goes on
+        except Exception as error:  # noqa: BLE001 -- the seed's worker reports and goes on
             print(f"Worker {self.worker_id} error processing message: {error}")
         on_item_done()
 
@@ -120,6 +122,16 @@ def main() -> None:
         print_stats()
         return reactor.callLater(stats_interval, periodic_stats)
 
+    # Started by a distributor that died, we would wait for work forever: notice the
+    # re-parenting instead and stop, so no orphan is left behind.
+    parent = os.getppid()
+
+    def stop_if_orphaned() -> None:
+        if os.getppid() != parent:
+            print("parent process went away; stopping", flush=True)
+            reactor.stop()
+
+    LoopingCall(stop_if_orphaned).start(1.0, now=False)
     print(f"workers ready: 3 connected to {args.address}", flush=True)
     reactor.callLater(stats_interval, periodic_stats)
     reactor.run()

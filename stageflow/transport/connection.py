@@ -11,18 +11,18 @@ consume the edge and then wait for the FD again. So every handler here ends by a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import zmq
 from twisted.internet.interfaces import IFileDescriptor, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.endpoint import ZmqEndpoint, ZmqEndpointType
 from stageflow.transport.factory import ZmqFactory
 
-_SOCKET_NAMES = {zmq.PUSH: "PUSH", zmq.PULL: "PULL"}
+_SOCKET_NAMES: dict[int, str] = {zmq.PUSH: "PUSH", zmq.PULL: "PULL"}
 
 
 @implementer(IReadDescriptor, IFileDescriptor)
@@ -95,6 +95,7 @@ class ZmqConnection:
                 self.socket.connect(endpoint.address)
                 resolved = endpoint.address
             self._endpoints.append((endpoint, resolved))
+        self._recheck_events()
 
     def remove_endpoint(self, endpoint: ZmqEndpoint | str) -> None:
         """Unbind or disconnect one endpoint, named by the endpoint or by an address.
@@ -112,6 +113,7 @@ class ZmqConnection:
             self.socket.unbind(resolved)
         else:
             self.socket.disconnect(resolved)
+        self._recheck_events()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -141,7 +143,7 @@ class ZmqConnection:
         """The FD fired: read ZMQ_EVENTS (which re-arms the FD) and act on it."""
         if self._closed:
             return
-        self._handle_events(self.socket.getsockopt(zmq.EVENTS))
+        self._handle_events(cast(int, self.socket.getsockopt(zmq.EVENTS)))
 
     def connectionLost(self, reason: Failure) -> None:
         """The reactor dropped us (reactor shutdown, or doRead raised): close cleanly."""
@@ -157,6 +159,13 @@ class ZmqConnection:
 
     def _handle_events(self, events: int) -> None:
         """React to ZMQ_EVENTS flags; the push and pull sides each handle their half."""
+
+    def _recheck_events(self) -> None:
+        """Look at ZMQ_EVENTS after a libzmq call that may have spent the FD's edge.
+
+        A connect, for one, attaches a pipe without any FD signal, so a push buffer that
+        waited for a peer would otherwise wait forever.
+        """
 
     def _before_close(self) -> None:
         """Last chance to hand buffered messages to ZeroMQ before the socket closes."""

@@ -9,14 +9,17 @@ until resumed, leaving the backlog in ZeroMQ's queues where the high-water mark 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import zmq
 from twisted.internet.interfaces import IFileDescriptor, IPushProducer, IReadDescriptor
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.connection import ZmqConnection
+from stageflow.transport.endpoint import ZmqEndpoint
+from stageflow.transport.factory import ZmqFactory
 
 _NOBLOCK = zmq.NOBLOCK
 _POLLIN = zmq.POLLIN
@@ -37,11 +40,15 @@ class ZmqPullConnection(ZmqConnection):
     readBatchSize: int = 500
     """Messages read per reactor turn at most, before yielding to timers and other I/O."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        factory: ZmqFactory,
+        endpoint: ZmqEndpoint | Sequence[ZmqEndpoint] | None = None,
+    ) -> None:
         # Set before the socket exists: a bind in the base __init__ may already deliver.
         self._reading = True
         self._read_call: Any = None
-        super().__init__(*args, **kwargs)
+        super().__init__(factory, endpoint)
         # Messages may have arrived between socket creation and addReader (inproc binds
         # to a peer that is already sending); the FD edge for them may be gone already.
         self._schedule_read()
@@ -60,6 +67,16 @@ class ZmqPullConnection(ZmqConnection):
             prefix=self.logPrefix(),
             message=_truncated_repr(message),
         )
+
+    def _route_error(self, message: list[bytes], failure: Failure) -> None:
+        try:
+            self.on_pull_error(message, failure)
+        except Exception:  # noqa: BLE001 -- a failing error handler must not stop reading
+            self._log.failure(
+                "{prefix}: on_pull_error raised while handling {message}",
+                prefix=self.logPrefix(),
+                message=_truncated_repr(message),
+            )
 
     # -- IPushProducer -----------------------------------------------------------------
 
@@ -96,37 +113,41 @@ class ZmqPullConnection(ZmqConnection):
         # Locals: this loop is the receive hot path.
         recv = self.socket.recv
         on_pull = self.onPull
-        remaining = self.readBatchSize
+        noblock = _NOBLOCK
         try:
-            while remaining:
-                # copy=False (positional: cheaper to call) gives a Frame whose .more was filled by the same C call,
-                # cheaper than a separate getsockopt(RCVMORE) per message.
-                frame = recv(_NOBLOCK, False)
+            for _ in range(self.readBatchSize):
+                # recv(flags, copy=False), positional because that is cheaper to call,
+                # gives a Frame whose .more came from the same C call: cheaper than a
+                # getsockopt(RCVMORE) per message, which pyzmq resolves through an enum.
+                frame = recv(noblock, False)
                 message = [frame.bytes]
                 while frame.more:
                     # The rest of a multipart message is already here: ZeroMQ delivers
-                    # messages atomically.
-                    frame = recv(_NOBLOCK, False)
+                    # messages whole.
+                    frame = recv(noblock, False)
                     message.append(frame.bytes)
-                remaining -= 1
                 try:
                     on_pull(message)
-                except Exception:
-                    self.on_pull_error(message, Failure())
+                except Exception:  # noqa: BLE001 -- any error in user code is routed, not fatal
+                    self._route_error(message, Failure())  # type: ignore[no-untyped-call]
                 if not self._reading:
                     # onPull paused us (flow control) or shut us down.
                     return
         except _Again:
-            self._recheck_after_drain()
-        else:
-            # The slice ended with messages probably still queued; the FD will not fire
-            # for them (its edge is spent), so come back on the next turn.
-            self._schedule_read()
+            self._recheck_events()
+            return
+        # The slice ended with messages probably still queued; the FD will not fire for
+        # them (its edge is spent), so come back on the next turn.
+        self._schedule_read()
 
-    def _recheck_after_drain(self) -> None:
-        # The receive that raised EAGAIN consumed the FD edge; a message landing just
-        # after it is only visible through ZMQ_EVENTS.
-        if not self._closed and self.socket.getsockopt(zmq.EVENTS) & _POLLIN:
+    def _recheck_events(self) -> None:
+        # After a receive that raised EAGAIN (or an endpoint change) the FD edge may be
+        # spent; a message landing just then is only visible through ZMQ_EVENTS.
+        if (
+            self._reading
+            and not self._closed
+            and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLIN
+        ):
             self._schedule_read()
 
     def _before_close(self) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, cast
 
 import zmq
 from twisted.internet import defer
@@ -29,11 +29,14 @@ from twisted.internet.interfaces import (
     IProducer,
     IReadDescriptor,
 )
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from stageflow.transport.connection import ZmqConnection
+from stageflow.transport.endpoint import ZmqEndpoint
+from stageflow.transport.factory import ZmqFactory
 
-Message = Union[bytes, Sequence[bytes]]
+Message = bytes | bytearray | memoryview | Sequence[bytes]
+"""What push() takes: one frame, or a sequence of frames sent as one message."""
 
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
@@ -60,14 +63,19 @@ class ZmqPushConnection(ZmqConnection):
     overflowWarningInterval: float = 5.0
     """Seconds between warnings while ``push()`` is blocked on a full buffer."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._buffer: deque[bytes | list[bytes]] = deque()
+    def __init__(
+        self,
+        factory: ZmqFactory,
+        endpoint: ZmqEndpoint | Sequence[ZmqEndpoint] | None = None,
+    ) -> None:
+        # Single frames as given, multipart messages as lists (the drain tells them apart).
+        self._buffer: deque[Any] = deque()
         self._write_call: Any = None
         self._flush_waiters: list[defer.Deferred[None]] = []
         self._producer: Any = None
         self._producer_streaming = False
         self._producer_paused = False
-        super().__init__(*args, **kwargs)
+        super().__init__(factory, endpoint)
         # The backend's send skips the sugar layer's routing-id/group argument handling,
         # which costs more than the send itself for small frames.
         self._send = zmq.backend.Socket.send.__get__(self.socket)
@@ -90,7 +98,7 @@ class ZmqPushConnection(ZmqConnection):
                 if kind is bytes:
                     self._send(message, _NOBLOCK)
                 elif kind is list and len(message) == 1:
-                    self._send(message[0], _NOBLOCK)  # type: ignore[index]
+                    self._send(message[0], _NOBLOCK)
                 elif isinstance(message, _SINGLE_FRAME):
                     self._send(message, _NOBLOCK)
                 else:
@@ -152,7 +160,7 @@ class ZmqPushConnection(ZmqConnection):
         self._buffer.append(message if isinstance(message, _SINGLE_FRAME) else list(message))
         if was_empty:
             # The failed send may have spent the FD edge announcing free space.
-            self._recheck_writable()
+            self._recheck_events()
         if self._producer is not None and self._producer_streaming and not self._producer_paused:
             # Pause at the first message that has to wait: ZeroMQ's queue (HWM) is full,
             # so more reading upstream would only grow our buffer. ZeroMQ signals room
@@ -168,8 +176,12 @@ class ZmqPushConnection(ZmqConnection):
         if self._write_call is None and not self._closed:
             self._write_call = self.reactor.callLater(0, self._write_slice)
 
-    def _recheck_writable(self) -> None:
-        if not self._closed and self.socket.getsockopt(zmq.EVENTS) & _POLLOUT:
+    def _recheck_events(self) -> None:
+        if (
+            self._buffer
+            and not self._closed
+            and cast(int, self.socket.getsockopt(zmq.EVENTS)) & _POLLOUT
+        ):
             self._schedule_write()
 
     def _send_buffered_head(self) -> None:
@@ -192,7 +204,7 @@ class ZmqPushConnection(ZmqConnection):
                     break
                 self._send_buffered_head()
         except _Again:
-            self._recheck_writable()
+            self._recheck_events()
             return
         if self._buffer:
             self._schedule_write()

@@ -9,7 +9,7 @@ import pytest
 import zmq
 from twisted.internet.epollreactor import EPollReactor
 
-from stageflow.transport import ZmqFactory
+from stageflow.transport import ZmqFactory, ZmqPushConnection
 
 
 @pytest.fixture
@@ -39,7 +39,10 @@ def factory(reactor: EPollReactor, context: zmq.Context[Any]) -> Iterator[ZmqFac
     made = ZmqFactory(reactor=reactor, context=context)
     yield made
     for connection in list(made.connections):
+        # Tests end abruptly: nothing left in a buffer is worth waiting for.
         connection.linger = 0
+        if isinstance(connection, ZmqPushConnection):
+            connection.flushTimeout = 0
     made.shutdown()
 
 

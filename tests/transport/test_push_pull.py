@@ -18,7 +18,7 @@ from stageflow.transport import (
     ZmqPullConnection,
     ZmqPushConnection,
 )
-from transport_support import run_until
+from tests.transport.support import run_until
 
 BIND_ANY = ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*")
 
@@ -253,9 +253,7 @@ def test_push_never_raises_again_when_buffer_overflows(
     assert received == [b"%d" % n for n in range(total)]
 
 
-def test_shutdown_delivers_everything_pushed(
-    factory: ZmqFactory, raw_socket: Any
-) -> None:
+def test_shutdown_delivers_everything_pushed(factory: ZmqFactory, raw_socket: Any) -> None:
     """shutdown() right after pushing flushes the buffer so a connected peer gets it all."""
 
     class Small(ZmqPushConnection):
@@ -302,3 +300,56 @@ def bind_raw(socket: zmq.Socket[bytes]) -> str:
     socket.setsockopt(zmq.LINGER, 0)
     socket.bind("tcp://127.0.0.1:*")
     return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def test_buffer_waiting_for_first_peer_drains_once_connected(
+    factory: ZmqFactory, reactor: Any
+) -> None:
+    """Messages pushed before any peer exists are delivered once an endpoint is added."""
+    pusher = ZmqPushConnection(factory)
+    for number in range(100):
+        pusher.push(b"%d" % number)
+    assert pusher.buffered == 100
+    # inproc: connecting attaches the pipe at once and signals nothing on the FD.
+    puller = Collector(factory, ZmqEndpoint(ZmqEndpointType.bind, "inproc://first-peer"))
+    pusher.addEndpoints([connect("inproc://first-peer")])
+    run_until(reactor, lambda: len(puller.received) == 100)
+    assert [m[0] for m in puller.received] == [b"%d" % n for n in range(100)]
+
+
+def test_remove_endpoint_stops_routing_to_that_peer(factory: ZmqFactory, reactor: Any) -> None:
+    """After remove_endpoint, later messages go only to the peers still connected."""
+    kept, dropped = Collector(factory, BIND_ANY), Collector(factory, BIND_ANY)
+    pusher = ZmqPushConnection(factory, [connect(kept.addresses[0]), connect(dropped.addresses[0])])
+    pusher.remove_endpoint(dropped.addresses[0])
+    assert pusher.addresses == [kept.addresses[0]]
+    for number in range(50):
+        pusher.push(b"%d" % number)
+    run_until(reactor, lambda: len(kept.received) == 50)
+    assert dropped.received == []
+
+
+def test_failing_error_handler_does_not_stop_reading(factory: ZmqFactory, reactor: Any) -> None:
+    """Even when on_pull_error itself raises, the connection logs it and keeps reading."""
+
+    class Clumsy(Collector):
+        def onPull(self, message: list[bytes]) -> None:
+            if message == [b"bad"]:
+                raise ValueError("bad message")
+            super().onPull(message)
+
+        def on_pull_error(self, message: list[bytes], failure: Failure) -> None:
+            raise RuntimeError("the handler broke too")
+
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        puller = Clumsy(factory, BIND_ANY)
+        pusher = ZmqPushConnection(factory, connect(puller.addresses[0]))
+        for message in (b"bad", b"good"):
+            pusher.push(message)
+        run_until(reactor, lambda: puller.received == [[b"good"]])
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if "log_failure" in e]
+    assert event["log_failure"].check(RuntimeError)
