@@ -33,3 +33,4 @@ def stageflow_register_stages() -> Iterable[type[Stage]]:
     iterable of :class:`stageflow.Stage` subclasses. Results of all plugins are collected;
     two stages with the same ``name`` are an error that names both plugins.
     """
+    raise NotImplementedError  # a specification: plugins provide the implementations

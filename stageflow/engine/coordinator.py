@@ -357,7 +357,7 @@ class Coordinator:
                 backlog.popleft()
 
     def _poll(self, timeout: float) -> None:
-        events = dict(self._poller.poll(timeout * 1000))
+        events = dict(self._poller.poll(int(timeout * 1000)))
         if self._results in events:
             self._receive_results()
         if self._control in events:
@@ -378,7 +378,7 @@ class Coordinator:
             self.tracker.results(ids, records)
 
     def _receive_control(self, timeout: float) -> Iterator[tuple[dict[str, Any], bytes | None]]:
-        if timeout and not self._control.poll(timeout * 1000):
+        if timeout and not self._control.poll(int(timeout * 1000)):
             return
         for _ in range(1000):
             try:

@@ -27,7 +27,7 @@ __all__ = ["Root", "Tracker"]
 class _Attempt:
     """What one delivery of a root has produced so far."""
 
-    __slots__ = ("value", "results", "dead")
+    __slots__ = ("dead", "results", "value")
 
     def __init__(self, tag: int) -> None:
         self.value = tag
@@ -38,7 +38,7 @@ class _Attempt:
 class Root:
     """One input record in flight, or completed with its outcome."""
 
-    __slots__ = ("seq", "record", "stage", "attempt", "tag", "attempts", "results", "dead", "deaths")
+    __slots__ = ("attempt", "attempts", "dead", "deaths", "record", "results", "seq", "stage", "tag")
 
     def __init__(self, seq: int, record: bytes, stage: int) -> None:
         self.seq = seq

@@ -111,7 +111,7 @@ class Worker:
         )
         self.outbox = ZmqPushConnection(self.factory)
         self.inbox = Inbox(self.factory, ZmqEndpoint(ZmqEndpointType.bind, settings["bind"]))
-        self.outbox.registerProducer(self.inbox, True)
+        self.outbox.registerProducer(self.inbox, True)  # type: ignore[arg-type]  # Inbox is an IPushProducer via @implementer
 
     def start(self) -> None:
         self.runner.setup()
@@ -202,7 +202,10 @@ def _commands(worker: Worker, reactor: Any) -> None:
         def connectionLost(self, reason: Any = None) -> None:
             worker.stop()
 
-    stdio.StandardIO(Commands(), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    stdio.StandardIO(  # type: ignore[no-untyped-call, call-arg]  # POSIX signature, untyped
+        Commands(), stdin=0, stdout=devnull, reactor=reactor
+    )
 
 
 def _read_first_line(fd: int) -> bytes:
@@ -229,7 +232,7 @@ def main() -> int:
     )
     from twisted.internet import epollreactor
 
-    epollreactor.install()
+    epollreactor.install()  # type: ignore[no-untyped-call]
     from twisted.internet import reactor
 
     try:
@@ -242,7 +245,7 @@ def main() -> int:
         )
         return 3
     _commands(worker, reactor)
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)  # type: ignore[misc, call-arg]  # the stub lacks it
     return 0
 
 

@@ -22,7 +22,7 @@ from stageflow.engine.coordinator import Coordinator, EngineOptions
 from stageflow.engine.report import RunReport
 from tests.engine.conftest import live_children, wait_until
 from tests.engine.stages import CountWords, Split
-from tests.engine.test_cli_run import count_lines, split_pipeline, write_lines
+from tests.engine.test_cli_run import count_lines, write_lines
 from tests.helpers import REPO
 
 

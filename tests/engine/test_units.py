@@ -9,7 +9,6 @@ from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
 from stageflow.engine.tracker import Tracker
 from tests.engine.stages import CountWords, FanOut, Split, SplitConfig
 
-
 KEY = wire.new_key()
 
 
