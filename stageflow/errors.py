@@ -9,6 +9,8 @@ The tree::
     │   ├── StageConfigError     a stage's `config:` block fails the stage's Config model
     │   └── SchemaMismatchError  a stage's Output cannot satisfy the next stage's Input
     ├── EngineError              the engine could not run the pipeline (CLI exit status 3)
+    ├── GraphvizError            `stageflow graph` needs Graphviz's `dot` and it is missing or
+    │                            failed (CLI exit status 2)
     └── RecordsFailedError       a run ended with more dead-lettered records than allowed
                                  (CLI exit status 1)
 
@@ -50,6 +52,10 @@ class SchemaMismatchError(PipelineError):
 
 class EngineError(StageflowError):
     """Raised when the engine cannot start or keep running its worker processes."""
+
+
+class GraphvizError(StageflowError):
+    """Raised when an image format is asked for and Graphviz's ``dot`` is missing or fails."""
 
 
 class RecordsFailedError(StageflowError):

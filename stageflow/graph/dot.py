@@ -12,7 +12,7 @@ import subprocess
 from html import escape
 from typing import Literal
 
-from stageflow.errors import StageflowError
+from stageflow.errors import GraphvizError
 from stageflow.graph.model import Edge, Graph, StageNode, visible
 
 __all__ = ["MISMATCH_COLOR", "GraphvizError", "render_dot", "render_image"]
@@ -22,10 +22,6 @@ MISMATCH_COLOR = "#c62828"
 
 _FONT = "DejaVu Sans"
 _IMAGE_TIMEOUT = 60.0
-
-
-class GraphvizError(StageflowError):
-    """Raised when an image format is asked for and Graphviz's ``dot`` is missing or fails."""
 
 
 def render_dot(graph: Graph) -> str:
