@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
-import queue
 import signal
 import stat
 import sys
@@ -38,7 +38,11 @@ def register(subparsers: Any) -> None:
         "-i", "--input", default="-", metavar="FILE", help="input JSON Lines file, or - for stdin"
     )
     parser.add_argument(
-        "-o", "--output", default="-", metavar="FILE", help="output JSON Lines file, or - for stdout"
+        "-o",
+        "--output",
+        default="-",
+        metavar="FILE",
+        help="output JSON Lines file, or - for stdout",
     )
     parser.add_argument(
         "--dead-letter",
@@ -105,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         dead_letter=args.dead_letter,
         max_errors=args.max_errors,
         numbered=True,
+        # A pipe or a terminal may pause; read it in a thread so results keep flowing.
+        read_ahead=not _is_regular_file(source),
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
         log_level=logging.getLogger().getEffectiveLevel(),
@@ -129,10 +135,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     finally:
         signals.restore()
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the reader left, e.g. `| head`
             output.flush()
-        except BrokenPipeError:
-            pass
         if output is not sys.stdout.buffer:
             output.close()
     report = the_run.report
@@ -186,21 +190,9 @@ def _open_output(path: str) -> IO[bytes]:
     return open(path, "wb")
 
 
-def _lines(source: IO[bytes], skip: int) -> Iterator[Any]:
-    """Numbered non-blank lines; a pipe or terminal is read in a thread so it never blocks."""
-    try:
-        regular = stat.S_ISREG(os.fstat(source.fileno()).st_mode)
-    except (OSError, ValueError):
-        regular = True
-    from stageflow.engine.coordinator import WAIT
-
-    lines: Iterator[bytes] = iter(source) if regular else _threaded(source)
-    number = 0
-    for line in lines:
-        if line is WAIT:
-            yield WAIT
-            continue
-        number += 1
+def _lines(source: IO[bytes], skip: int) -> Iterator[tuple[int, bytes]]:
+    """Numbered non-blank lines, after skipping the first ``skip``."""
+    for number, line in enumerate(source, 1):
         if number <= skip:
             continue
         line = line.rstrip(b"\r\n")
@@ -208,25 +200,8 @@ def _lines(source: IO[bytes], skip: int) -> Iterator[Any]:
             yield number, line
 
 
-def _threaded(source: IO[bytes]) -> Iterator[Any]:
-    from stageflow.engine.coordinator import WAIT
-
-    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=4096)
-
-    def read() -> None:
-        try:
-            for line in source:
-                lines.put(line)
-        finally:
-            lines.put(None)
-
-    threading.Thread(target=read, name="stageflow-stdin", daemon=True).start()
-    while True:
-        try:
-            line = lines.get_nowait()
-        except queue.Empty:
-            yield WAIT
-            continue
-        if line is None:
-            return
-        yield line
+def _is_regular_file(source: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (OSError, ValueError):
+        return True

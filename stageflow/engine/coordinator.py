@@ -25,6 +25,7 @@ that was there when ``max_deaths`` workers died is dead-lettered as poison.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,6 +57,9 @@ WAIT = object()
 
 _LOOPBACK = "tcp://127.0.0.1:*"
 _SUPERVISE_EVERY = 0.05
+#: Longest time one feeding round waits on a slow input iterator before results get their
+#: turn; keeps latency low when input trickles in.
+_FEED_FOR = 0.005
 
 
 @dataclass
@@ -285,9 +289,9 @@ class Coordinator:
             if not exhausted and not self.stopping:
                 exhausted = self._feed(source)
             idle = (exhausted or self.stopping) and not self.tracker.roots
-            if idle and not self._rewires and not self._restarts_pending():
-                if not self._advance_finish():
-                    break
+            settled = idle and not self._rewires and not self._restarts_pending()
+            if settled and not self._advance_finish():
+                break
             self._flush_backlogs()
             self._poll(0.0 if self.tracker.completed else 0.02)
             self._supervise()
@@ -307,6 +311,8 @@ class Coordinator:
             return False
         taken: list[Root] = []
         exhausted = False
+        clock = time.monotonic
+        until = clock() + _FEED_FOR
         for _ in range(chunk):
             try:
                 item = next(source)
@@ -319,6 +325,8 @@ class Coordinator:
             taken.append(self.tracker.add(seq, record, 0))
             self.report.records_in += 1
             self.report.last_line_read = seq
+            if clock() > until:
+                break
         if taken:
             self._send_roots(0, taken)
         return exhausted
@@ -534,10 +542,9 @@ class Coordinator:
         if old_address:
             # Stop routing records into the dead worker's pipes at once; what they held is
             # delivered again once the replacement is wired in.
-            try:
+            # ZMQError: it was never connected, the worker died before the wiring.
+            with contextlib.suppress(zmq.ZMQError):
                 self._feeds[slot.stage].disconnect(old_address)
-            except zmq.ZMQError:
-                pass  # it was never connected: the worker died before the wiring
             if slot.stage > 0:
                 for upstream in self.slots[slot.stage - 1]:
                     if upstream.ready:
@@ -635,7 +642,6 @@ class Coordinator:
 def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
     """Close our end of a worker's command pipe; for a live worker that means "stop"."""
     if proc.stdin is not None:
-        try:
+        # OSError: the worker is gone and the last command could not be flushed.
+        with contextlib.suppress(OSError):
             proc.stdin.close()
-        except OSError:
-            pass  # the worker is gone and the last command could not be flushed

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +42,10 @@ class Run:
         Dead-lettered records tolerated before the run counts as failed (default 0).
     ``numbered``
         The items are already ``(line number, JSON bytes)`` pairs, as the CLI reads them.
+    ``read_ahead``
+        Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
+        slow generator): results keep flowing while it waits. Leave it off for iterators
+        bound to the calling thread (sqlite3 cursors, for example).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
     """
@@ -52,13 +58,14 @@ class Run:
         dead_letter: str | os.PathLike[str] | IO[str] | None = None,
         max_errors: int = 0,
         numbered: bool = False,
+        read_ahead: bool = False,
         **options: Any,
     ) -> None:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
         self.options = EngineOptions(**options)
-        self._items = items
+        self._items = _read_ahead(items) if read_ahead else items
         self._numbered = numbered
         self._dead_letter = dead_letter
         self._coordinator: Coordinator | None = None
@@ -149,3 +156,32 @@ def _to_json(item: Any) -> bytes:
     from pydantic_core import to_json
 
     return to_json(item)
+
+
+def _read_ahead(items: Iterable[Any], depth: int = 4096) -> Iterator[Any]:
+    """Iterate ``items`` in a daemon thread; yield WAIT whenever nothing is ready yet."""
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+
+    def pump() -> None:
+        try:
+            for item in items:
+                ready.put((True, item))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, raised there
+            ready.put((False, exc))
+        else:
+            ready.put((False, None))
+
+    threading.Thread(target=pump, name="stageflow-read-ahead", daemon=True).start()
+    while True:
+        try:
+            more, item = ready.get_nowait()
+        except queue.Empty:
+            yield WAIT
+            continue
+        if more:
+            yield item
+        elif item is None:
+            return
+        else:
+            raise item
+

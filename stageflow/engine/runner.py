@@ -175,14 +175,15 @@ class StageRunner:
                     pending.acks += (root, attempt, tag)
                     pending.processed += 1
                     continue
-            pending.acks += (root, attempt, tag ^ self._process(root, attempt, item, record, pending))
+            xor = self._process(root, attempt, item, record, pending)
+            pending.acks += (root, attempt, tag ^ xor)
             pending.processed += 1
 
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Call the stage's finish() and return its serialised Outputs and any dead letter."""
         try:
             return [self._to_json(out) for out in iter_outputs(self.stage.finish())], []
-        except Exception as exc:  # a failing finish() is reported as data, like process()
+        except Exception as exc:  # noqa: BLE001 - a failing finish() is data, like process()
             log.error("stage %r: finish() failed: %s: %s", self.stage_name, type(exc).__name__, exc)
             return [], [
                 dead_letter(
@@ -225,7 +226,7 @@ class StageRunner:
             except _OutputError as exc:
                 failure, detail = exc, ""
                 break
-            except Exception as exc:  # any error in user code is data, retried then dead-lettered
+            except Exception as exc:  # noqa: BLE001 - user code's errors are data: retry, dead-letter
                 failure, detail = exc, traceback.format_exc()
             finally:
                 if self.current is not None:

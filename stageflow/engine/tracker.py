@@ -38,7 +38,17 @@ class _Attempt:
 class Root:
     """One input record in flight, or completed with its outcome."""
 
-    __slots__ = ("attempt", "attempts", "dead", "deaths", "record", "results", "seq", "stage", "tag")
+    __slots__ = (
+        "attempt",
+        "attempts",
+        "dead",
+        "deaths",
+        "record",
+        "results",
+        "seq",
+        "stage",
+        "tag",
+    )
 
     def __init__(self, seq: int, record: bytes, stage: int) -> None:
         self.seq = seq

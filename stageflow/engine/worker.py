@@ -131,7 +131,8 @@ class Worker:
         else:
             started = time.monotonic()
             for start in range(0, len(records), _SLICE):
-                run_batch(ids[start * 3 : (start + _SLICE) * 3], records[start : start + _SLICE], self.pending)
+                end = start + _SLICE
+                run_batch(ids[start * 3 : end * 3], records[start:end], self.pending)
                 if time.monotonic() - started > FLUSH_AFTER:
                     self.flush()
                     started = time.monotonic()
