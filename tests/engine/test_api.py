@@ -225,3 +225,20 @@ def test_unimportable_stage_classes_are_refused_up_front() -> None:
     pipeline = Pipeline("p", [{"name": "nested", "uses": make()}])  # fine to draw or validate
     with pytest.raises(PipelineError, match="defined inside a function"):
         pipeline.run([])
+
+
+def test_read_ahead_keeps_results_flowing_while_input_blocks() -> None:
+    """With read_ahead, a result comes out while the input iterator is still blocked."""
+    first_result_seen = threading.Event()
+
+    def items():  # type: ignore[no-untyped-def]
+        yield {"id": "1", "text": "a"}
+        # Blocks until the consumer has the first result: without read-ahead, a deadlock.
+        assert first_result_seen.wait(60)
+        yield {"id": "2", "text": "b c"}
+
+    ids = []
+    for result in split_count(1).run(items(), read_ahead=True):
+        ids.append(result.id)
+        first_result_seen.set()
+    assert ids == ["1", "2"]
