@@ -1,18 +1,28 @@
-"""stageflow: plugin-based staged data processing over ZeroMQ PUSH/PULL."""
+"""stageflow: plugin-based staged data processing over ZeroMQ PUSH/PULL.
 
-from stageflow.errors import (
-    EngineError,
-    PipelineError,
-    PluginError,
-    RecordsFailedError,
-    SchemaMismatchError,
-    StageConfigError,
-    StageflowError,
-    UnknownStageError,
-)
+The public names load on first use, so that a worker process, which needs only the stage
+contract, does not pay for the pipeline-file machinery (YAML, plugin discovery).
+"""
+
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from stageflow.hookspecs import hookimpl, hookspec
-from stageflow.pipeline import Pipeline, PipelineSpec, StageSpec
 from stageflow.stage import Stage
+
+if _TYPE_CHECKING:
+    from stageflow.errors import (
+        EngineError,
+        PipelineError,
+        PluginError,
+        RecordsFailedError,
+        SchemaMismatchError,
+        StageConfigError,
+        StageflowError,
+        UnknownStageError,
+    )
+    from stageflow.pipeline import Pipeline, PipelineSpec, StageSpec
 
 __version__ = "0.1.0"
 
@@ -33,3 +43,30 @@ __all__ = [
     "hookimpl",
     "hookspec",
 ]
+
+_LAZY = {
+    "EngineError": "stageflow.errors",
+    "Pipeline": "stageflow.pipeline",
+    "PipelineError": "stageflow.errors",
+    "PipelineSpec": "stageflow.pipeline",
+    "PluginError": "stageflow.errors",
+    "RecordsFailedError": "stageflow.errors",
+    "SchemaMismatchError": "stageflow.errors",
+    "StageConfigError": "stageflow.errors",
+    "StageSpec": "stageflow.pipeline",
+    "StageflowError": "stageflow.errors",
+    "UnknownStageError": "stageflow.errors",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stageflow' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
