@@ -12,7 +12,9 @@ variant; only the three forwarder processes change:
     txzmq       txZMQ 1.0.0 pull→push, the same code as the stageflow forwarder
 
 Each forwarder binds its input on ``tcp://127.0.0.1:*`` and prints the address, so no port
-is fixed. The sink times first-to-last message; the best of ``--runs`` runs is reported.
+is fixed. The sink times first-to-last message; the best and the median of ``--runs``
+runs are reported, with the CPU time each forwarder spent per message (all its threads,
+start-up excluded), which a busy machine disturbs much less than wall-clock throughput.
 
 Run on demand (it is not a test)::
 
@@ -28,7 +30,9 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
+import psutil
 import zmq
 
 HOPS = 3
@@ -126,19 +130,35 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
 
 
-def measure(variant: str, messages: int) -> float:
-    """Messages per second through the chain built with ``variant`` forwarders."""
+class Result(NamedTuple):
+    rate: float
+    """Messages per second, first to last message at the sink."""
+    cpu_per_message: float
+    """Microseconds of CPU (all threads, user + system) one forwarder spends per message."""
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(variant: str, messages: int) -> Result:
+    """Throughput of the chain built with ``variant`` forwarders, and their CPU cost."""
     context = zmq.Context()
     sink = context.socket(zmq.PULL)
     sink.bind("tcp://127.0.0.1:*")
     downstream = sink.getsockopt_string(zmq.LAST_ENDPOINT)
+    forwarders: list[subprocess.Popen[str]] = []
     processes: list[subprocess.Popen[str]] = []
     try:
         for _ in range(HOPS):
             forwarder = spawn("--forwarder", variant, downstream)
+            forwarders.append(forwarder)
             processes.append(forwarder)
             assert forwarder.stdout is not None
             downstream = forwarder.stdout.readline().strip()
+        # Start-up (imports, binding) is not the forwarding cost: count from here.
+        cpu_before = sum(cpu_seconds(f.pid) for f in forwarders)
         processes.append(spawn("--source", downstream, str(messages)))
         recv = sink.recv
         recv()
@@ -146,6 +166,7 @@ def measure(variant: str, messages: int) -> float:
         for _ in range(messages - 1):
             recv()
         elapsed = time.perf_counter() - started
+        cpu_used = sum(cpu_seconds(f.pid) for f in forwarders) - cpu_before
     finally:
         for process in processes:
             process.terminate()
@@ -153,7 +174,7 @@ def measure(variant: str, messages: int) -> float:
             process.wait(timeout=10)
         sink.close(linger=0)
         context.term()
-    return (messages - 1) / elapsed
+    return Result((messages - 1) / elapsed, cpu_used / HOPS / messages * 1e6)
 
 
 def describe_machine() -> str:
@@ -201,24 +222,32 @@ def main() -> None:
     )
     # Variants take turns within each round, so a change in machine load during the run
     # hits them alike instead of skewing whichever variant ran at that moment.
-    rates: dict[str, list[float]] = {variant: [] for variant in args.variants}
+    results: dict[str, list[Result]] = {variant: [] for variant in args.variants}
     for _ in range(args.runs):
         for variant in args.variants:
-            rates[variant].append(measure(variant, args.messages))
-    best = {variant: max(found) for variant, found in rates.items()}
-    medians = {variant: statistics.median(found) for variant, found in rates.items()}
-    for variant, found in rates.items():
-        spread = ", ".join(f"{rate:,.0f}" for rate in found)
+            results[variant].append(measure(variant, args.messages))
+    best = {variant: max(r.rate for r in found) for variant, found in results.items()}
+    medians = {
+        variant: statistics.median(r.rate for r in found) for variant, found in results.items()
+    }
+    cpu = {
+        variant: statistics.median(r.cpu_per_message for r in found)
+        for variant, found in results.items()
+    }
+    print(f"{'variant':16s} {'best msgs/s':>12s} {'median':>10s} {'CPU/msg/hop':>12s}   runs")
+    for variant, found in results.items():
+        spread = ", ".join(f"{r.rate:,.0f}" for r in found)
         print(
-            f"{variant:16s} {best[variant]:>10,.0f} msgs/s   (runs: {spread}; "
-            f"median {statistics.median(found):,.0f})"
+            f"{variant:16s} {best[variant]:>12,.0f} {medians[variant]:>10,.0f} "
+            f"{cpu[variant]:>9.2f} us   {spread}"
         )
     if "stageflow" in best:
         for other in ("pyzmq", "pyzmq-multipart", "txzmq"):
             if other in best:
                 print(
-                    f"stageflow / {other}: {best['stageflow'] / best[other]:.2f}x (best), "
-                    f"{medians['stageflow'] / medians[other]:.2f}x (median)"
+                    f"stageflow vs {other}: throughput {best['stageflow'] / best[other]:.2f}x "
+                    f"(best), {medians['stageflow'] / medians[other]:.2f}x (median); "
+                    f"CPU per message {cpu['stageflow'] / cpu[other]:.2f}x"
                 )
 
 

@@ -3,8 +3,9 @@
 ``push()`` tries a direct non-blocking send. When ZeroMQ is at its high-water mark the
 message joins a bounded outgoing buffer (FIFO, so order is kept), which drains as the
 socket becomes writable. The connection is an IConsumer: a registered producer (typically
-the ZmqPullConnection of the same stage) is paused as soon as a message has to wait
-and resumed when the buffer is empty again, so a pull→push stage stops reading while its downstream is full.
+the ZmqPullConnection of the same stage) is paused as soon as a message has to wait and
+resumed when the buffer is empty again, so a pull→push stage stops reading while its
+downstream is full.
 
 Overflow: a caller that ignores flow control and fills the buffer to
 ``outgoingBufferLimit`` is *blocked* in ``push()``: it waits in a poll on the socket
@@ -138,14 +139,24 @@ class ZmqPushConnection(ZmqConnection):
         self._producer_paused = False
 
     def write(self, data: bytes) -> None:
-        """IConsumer's write: the same as ``push(data)``."""
+        """IConsumer's write: ``push(data)``, then ask a pull producer for more if there is room.
+
+        A non-streaming (pull) producer writes once per resumeProducing; when the message
+        went straight to ZeroMQ no drain event will follow, so the next request is made
+        here, on the next reactor turn.
+        """
         self.push(data)
+        producer = self._producer
+        if producer is not None and not self._producer_streaming and not self._buffer:
+            self.reactor.callLater(0, producer.resumeProducing)
 
     # -- buffering and draining --------------------------------------------------------
 
     def _send_multipart(self, frames: Sequence[bytes]) -> None:
         # ZeroMQ takes a multipart message whole or not at all: the HWM is checked on the
         # first frame only, so EAGAIN can only come from the first send.
+        if not frames:
+            raise ValueError(f"{self.logPrefix()}: a message needs at least one frame")
         send = self._send
         last = len(frames) - 1
         for index, frame in enumerate(frames):
@@ -156,8 +167,12 @@ class ZmqPushConnection(ZmqConnection):
             raise RuntimeError(f"{self.logPrefix()} was shut down; push() is over")
         if len(self._buffer) >= self.outgoingBufferLimit:
             self._wait_for_room()
+        if not isinstance(message, _SINGLE_FRAME):
+            message = list(message)
+            if not message:
+                raise ValueError(f"{self.logPrefix()}: a message needs at least one frame")
         was_empty = not self._buffer
-        self._buffer.append(message if isinstance(message, _SINGLE_FRAME) else list(message))
+        self._buffer.append(message)
         if was_empty:
             # The failed send may have spent the FD edge announcing free space.
             self._recheck_events()
@@ -242,6 +257,8 @@ class ZmqPushConnection(ZmqConnection):
                     seconds=time.monotonic() - started,
                     count=len(self._buffer),
                 )
+        # The blocking sends may have spent the FD edge announcing more room.
+        self._recheck_events()
 
     def _flush_blocking(self, timeout: float) -> None:
         """Hand the buffer to ZeroMQ, waiting at most ``timeout`` seconds for room."""

@@ -353,3 +353,32 @@ def test_failing_error_handler_does_not_stop_reading(factory: ZmqFactory, reacto
         globalLogPublisher.removeObserver(events.append)
     [event] = [e for e in events if "log_failure" in e]
     assert event["log_failure"].check(RuntimeError)
+
+
+def test_pull_producer_is_asked_for_each_write(factory: ZmqFactory, reactor: Any) -> None:
+    """A non-streaming producer registered on a push connection is resumed after each write."""
+    puller = Collector(factory, BIND_ANY)
+    pusher = ZmqPushConnection(factory, connect(puller.addresses[0]))
+
+    class Counting:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def resumeProducing(self) -> None:
+            if self.sent < 20:
+                self.sent += 1
+                pusher.write(b"%d" % self.sent)
+
+        def stopProducing(self) -> None:
+            pass
+
+    pusher.registerProducer(Counting(), streaming=False)
+    run_until(reactor, lambda: len(puller.received) == 20)
+    assert [m[0] for m in puller.received] == [b"%d" % n for n in range(1, 21)]
+
+
+def test_empty_message_is_refused(factory: ZmqFactory) -> None:
+    """A message needs at least one frame: push([]) raises ValueError, sends nothing."""
+    pusher = ZmqPushConnection(factory, BIND_ANY)
+    with pytest.raises(ValueError, match="at least one frame"):
+        pusher.push([])
