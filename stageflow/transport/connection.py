@@ -67,10 +67,15 @@ class ZmqConnection:
         self._endpoints: list[tuple[ZmqEndpoint, str]] = []
         factory.connections.add(self)
         self.reactor.addReader(self)
-        if isinstance(endpoint, ZmqEndpoint):
-            self.addEndpoints([endpoint])
-        elif endpoint is not None:
-            self.addEndpoints(endpoint)
+        try:
+            if isinstance(endpoint, ZmqEndpoint):
+                self.addEndpoints([endpoint])
+            elif endpoint is not None:
+                self.addEndpoints(endpoint)
+        except BaseException:
+            # A half-made connection must not leave its socket and reader behind.
+            self.shutdown()
+            raise
 
     # -- endpoints -------------------------------------------------------------------
 
@@ -86,16 +91,29 @@ class ZmqConnection:
 
     def addEndpoints(self, endpoints: Sequence[ZmqEndpoint]) -> None:
         """Bind or connect each endpoint now (txZMQ's name)."""
-        for endpoint in endpoints:
-            endpoint = ZmqEndpoint(ZmqEndpointType(endpoint.type), endpoint.address)
+        try:
+            for endpoint in endpoints:
+                self._add_endpoint(ZmqEndpoint(ZmqEndpointType(endpoint.type), endpoint.address))
+        finally:
+            self._recheck_events()
+
+    def _add_endpoint(self, endpoint: ZmqEndpoint) -> None:
+        try:
             if endpoint.type is ZmqEndpointType.bind:
                 self.socket.bind(endpoint.address)
                 resolved = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
             else:
                 self.socket.connect(endpoint.address)
                 resolved = endpoint.address
-            self._endpoints.append((endpoint, resolved))
-        self._recheck_events()
+        except zmq.ZMQError as exc:
+            # Same exception type for callers that catch it, with a sentence naming the
+            # connection, the operation and the address.
+            raise zmq.ZMQError(
+                exc.errno,
+                f"{self.logPrefix()} cannot {endpoint.type.value} {endpoint.address!r}: "
+                f"{exc.strerror}",
+            ) from exc
+        self._endpoints.append((endpoint, resolved))
 
     def remove_endpoint(self, endpoint: ZmqEndpoint | str) -> None:
         """Unbind or disconnect one endpoint, named by the endpoint or by an address.

@@ -382,3 +382,11 @@ def test_empty_message_is_refused(factory: ZmqFactory) -> None:
     pusher = ZmqPushConnection(factory, BIND_ANY)
     with pytest.raises(ValueError, match="at least one frame"):
         pusher.push([])
+
+
+def test_bad_address_names_itself_and_leaves_nothing_open(factory: ZmqFactory) -> None:
+    """A bind that fails raises ZMQError naming the address, and the socket is closed."""
+    taken = Collector(factory, BIND_ANY)
+    with pytest.raises(zmq.ZMQError, match=r"cannot bind 'tcp://127\.0\.0\.1:\d+'"):
+        Collector(factory, ZmqEndpoint(ZmqEndpointType.bind, taken.addresses[0]))
+    assert factory.connections == {taken}
