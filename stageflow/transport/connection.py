@@ -121,12 +121,15 @@ class ZmqConnection:
         An address matches either the requested address or the resolved one, so a
         wildcard bind can be undone with what ``addresses`` reported.
         """
-        for index, (requested, resolved) in enumerate(self._endpoints):
-            if endpoint == requested or endpoint in (requested.address, resolved):
-                break
-        else:
+        matches = [
+            entry
+            for entry in self._endpoints
+            if endpoint == entry[0] or endpoint in (entry[0].address, entry[1])
+        ]
+        if not matches:
             raise ValueError(f"{self.logPrefix()} has no endpoint {endpoint!r}; see .addresses")
-        del self._endpoints[index]
+        requested, resolved = matches[0]
+        self._endpoints.remove(matches[0])
         if requested.type is ZmqEndpointType.bind:
             self.socket.unbind(resolved)
         else:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 
-class ZmqEndpointType(str, Enum):
+class ZmqEndpointType(StrEnum):
     """Whether a connection listens on an address (bind) or dials it (connect)."""
 
     bind = "bind"
