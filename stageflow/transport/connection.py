@@ -29,8 +29,9 @@ _SOCKET_NAMES: dict[int, str] = {zmq.PUSH: "PUSH", zmq.PULL: "PULL"}
 class ZmqConnection:
     """A ZeroMQ socket of ``socketType`` on the factory's reactor.
 
-    Subclasses set ``socketType``. Socket options are class attributes, so a subclass
-    (or an instance, before construction is done) changes them in one place.
+    Subclasses set ``socketType``. Socket options are class attributes, applied when the
+    socket is made, so a subclass changes them in one place (``linger`` is also read when
+    the socket closes, so setting it on an instance changes how that one closes).
     """
 
     socketType: ClassVar[int]

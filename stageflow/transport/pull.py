@@ -45,7 +45,7 @@ class ZmqPullConnection(ZmqConnection):
         factory: ZmqFactory,
         endpoint: ZmqEndpoint | Sequence[ZmqEndpoint] | None = None,
     ) -> None:
-        # Set before the socket exists: a bind in the base __init__ may already deliver.
+        # Set before the base __init__, which binds or connects and then looks at ZMQ_EVENTS.
         self._reading = True
         self._read_call: Any = None
         super().__init__(factory, endpoint)
