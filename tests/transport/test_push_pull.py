@@ -390,3 +390,25 @@ def test_bad_address_names_itself_and_leaves_nothing_open(factory: ZmqFactory) -
     with pytest.raises(zmq.ZMQError, match=r"cannot bind 'tcp://127\.0\.0\.1:\d+'"):
         Collector(factory, ZmqEndpoint(ZmqEndpointType.bind, taken.addresses[0]))
     assert factory.connections == {taken}
+
+
+def test_factory_shutdown_delivers_everything_pushed(reactor: Any, raw_socket: Any) -> None:
+    """factory.shutdown() flushes, closes with linger and ends its context: nothing is lost."""
+
+    class Small(ZmqPushConnection):
+        highWaterMark = 10
+
+    sink = raw_socket(zmq.PULL)
+    sink.setsockopt(zmq.RCVTIMEO, 10_000)
+    address = bind_raw(sink)
+    factory = ZmqFactory(reactor=reactor)
+    pusher = Small(factory, connect(address))
+    for number in range(2000):
+        pusher.push(b"%d" % number)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: [received.append(sink.recv()) for _ in range(2000)])
+    reader.start()
+    factory.shutdown()
+    reader.join()
+    assert factory.context.closed
+    assert received == [b"%d" % n for n in range(2000)]
