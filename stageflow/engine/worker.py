@@ -37,6 +37,8 @@ FLUSH_RECORDS = 512
 #: ...or once the oldest pending record has waited this long (seconds), so a slow stage
 #: still streams its results instead of holding a whole frame's worth back.
 FLUSH_AFTER = 0.05
+#: Seconds a stopping worker may spend handing its last frames to ZeroMQ.
+STOP_DEADLINE = 3.0
 #: Records processed between two looks at the clock.
 _SLICE = 16
 
@@ -179,12 +181,21 @@ class Worker:
         self.control.push(wire.encode_control(message, self.secret, body))
 
     def stop(self) -> None:
-        """Flush, hand everything to ZeroMQ, close the sockets and stop the reactor."""
+        """Flush, hand everything to ZeroMQ, close the sockets and stop the reactor.
+
+        A dead downstream never takes the buffered frames, so the polite path has a
+        deadline; what it could not send is delivered again by the coordinator anyway.
+        """
         self.flush()
         deferred = self.outbox.flushed()
         deferred.addBoth(lambda _: self.control.flushed())
         deferred.addBoth(lambda _: self.factory.shutdown())
-        deferred.addBoth(lambda _: self.reactor.stop())
+        deferred.addBoth(lambda _: self._halt())
+        self.reactor.callLater(STOP_DEADLINE, self._halt)
+
+    def _halt(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
 
 
 def _commands(worker: Worker, reactor: Any) -> None:
@@ -247,7 +258,12 @@ def main() -> int:
         return 3
     _commands(worker, reactor)
     reactor.run(installSignalHandlers=False)  # type: ignore[misc, call-arg]  # the stub lacks it
-    return 0
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Sockets are closed and their linger spent (or the deadline passed): leave without
+    # waiting on a ZeroMQ context that a dead peer could keep busy.
+    os._exit(0)
 
 
 if __name__ == "__main__":
