@@ -3,13 +3,15 @@
 The coordinator takes a new input record only while fewer than ``--max-in-flight`` are in
 flight, and it writes results in the same loop, so a full stdout pipe holds it still: it
 neither reads input nor takes results until the reader drains the pipe. No queue grows.
-The test watches this from outside with two measures:
+The test watches this from outside, sampling every 50 ms while it reads slowly:
 
 * how far the CLI has read its input file (its file position, from /proc) against how many
-  results the slow reader has received. That lag must stay under the in-flight window plus
-  what the buffers between can hold; exact, and it does not depend on the allocator;
-* the resident memory of every process of the tree, sampled every 50 ms, against the value
-  each had once the run was warm.
+  results the reader has received. That lag must stay under the in-flight window plus what
+  the buffers between can hold. It is exact, and catches any unbounded queue or read-ahead,
+  however small the records;
+* the peak resident memory of every process of the tree, against the same pipeline's peak
+  over an input 18 times smaller that still fills the window: memory must not grow with
+  the input.
 """
 
 from __future__ import annotations
@@ -28,31 +30,21 @@ import psutil
 from tests.helpers import REPO
 
 RECORDS = 300_000
+CONTROL = 16_384  # two in-flight windows: the control run reaches the steady state too
 MAX_IN_FLIGHT = 8192
-#: Records that may sit between the CLI's input position and the test's received count
-#: besides the in-flight window: the completed results being written (at most one more
-#: window), the 64 KiB pipe, the writer's and reader's 8 KiB buffers and the chunk the test
-#: is counting; ~150 KiB of 27-byte results, rounded up to 8,192 records.
-BUFFERED = 8192
-MAX_LAG = 2 * MAX_IN_FLIGHT + BUFFERED
-#: Growth allowed for any one process after warm-up. The in-flight window of ~250-byte
-#: records costs the coordinator ~6 MB (8,192 roots with their bytes and tracking objects);
-#: the rest is headroom for the allocator, which does not hand freed arenas back at once.
-#: Reading the whole input instead would add ~200 MB (~700 bytes a record held).
-MARGIN = 40 * 2**20
+#: Records that may sit between the CLI's input position and the reader's count besides
+#: the in-flight window: completed results being written (at most one more window), the
+#: 64 KiB pipe, the writer's and reader's 8 KiB buffers and the chunk being counted: about
+#: 150 KiB of 27-byte results, rounded up to 8,192 records.
+MAX_LAG = 2 * MAX_IN_FLIGHT + 8192
+#: Growth over the control run allowed to any one process. Both runs hold a full window
+#: (~6 MB in the coordinator for 8,192 roots of ~250 bytes with their tracking objects);
+#: the margin is headroom for the allocator, which keeps freed arenas for a while. Holding
+#: the 300k-record input in the coordinator would add ~80 MB.
+MARGIN = 24 * 2**20
 CHUNK = 64 * 1024
-PAUSE = 0.1  # seconds between 64 KiB reads: ~0.65 MB/s, several times slower than the run
-
-
-def write_input(path: Path) -> int:
-    """RECORDS lines of one fixed length; return that length in bytes."""
-    text = "x" * 200  # one 200-character word: the input is big, the output small
-    width = len(json.dumps({"id": f"{0:07d}", "text": text})) + 1
-    with path.open("w") as handle:
-        for i in range(RECORDS):
-            handle.write(json.dumps({"id": f"{i:07d}", "text": text}) + "\n")
-    assert path.stat().st_size == width * RECORDS
-    return width
+PAUSE = 0.1  # seconds between 64 KiB reads: ~0.65 MB/s, well below what the run can write
+TEXT = "x" * 200  # one 200-character word: the input is big, the output (27 bytes) small
 
 
 @dataclass
@@ -61,85 +53,91 @@ class Watch:
 
     pid: int
     source: str
+    width: int
     received: int = 0  # results the test has read so far; only grows
     peak: dict[int, int] = field(default_factory=dict)
-    warm: dict[int, int] = field(default_factory=dict)
-    names: dict[int, str] = field(default_factory=dict)
     peak_total: int = 0
     max_lag: int = 0
     samples: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def run(self, width: int) -> None:
+    def run(self) -> None:
         root = psutil.Process(self.pid)
         while not self.stop.wait(0.05):  # pacing, not synchronisation
             received = self.received
             try:
                 tree = [root, *root.children(recursive=True)]
-                position = next(
-                    (f.position for f in root.open_files() if f.path == self.source), None
-                )
+                files = root.open_files()
             except psutil.NoSuchProcess:
                 return
-            if position is not None:
-                self.max_lag = max(self.max_lag, position // width - received)
+            for f in files:
+                if f.path == self.source:
+                    self.max_lag = max(self.max_lag, f.position // self.width - received)
             total = 0
             for proc in tree:
                 try:
                     rss = proc.memory_info().rss
-                    self.names.setdefault(proc.pid, " ".join(proc.cmdline()[1:3]))
                 except psutil.NoSuchProcess:
                     continue
                 total += rss
-                if received >= RECORDS // 10:  # warm: all stages busy, the window full
-                    self.warm.setdefault(proc.pid, rss)
-                    self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
+                self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
             self.peak_total = max(self.peak_total, total)
             self.samples += 1
 
-    def table(self) -> str:
+    @property
+    def coordinator(self) -> int:
+        return self.peak[self.pid]
+
+    @property
+    def workers(self) -> list[int]:
+        return [rss for pid, rss in self.peak.items() if pid != self.pid]
+
+    def __str__(self) -> str:
+        mb = 2**20
+        workers = ", ".join(f"{rss / mb:.1f}" for rss in self.workers)
         return (
-            "; ".join(
-                f"{self.names.get(pid, pid)}: warm {self.warm[pid] / 2**20:.1f} MB, "
-                f"peak {self.peak[pid] / 2**20:.1f} MB"
-                for pid in self.peak
-            )
-            + f"; tree peak {self.peak_total / 2**20:.1f} MB"
+            f"peak RSS: coordinator {self.coordinator / mb:.1f} MB, workers {workers} MB, "
+            f"tree {self.peak_total / mb:.1f} MB; max lag {self.max_lag} records"
         )
 
 
-def test_slow_reader_keeps_every_process_bounded(tmp_path: Path) -> None:
-    """300k records into a slowly read pipe: all results once, input read in step, flat memory."""
-    source = tmp_path / "in.jsonl"
-    width = write_input(source)
+def watched_run(
+    tmp_path: Path,
+    records: int,
+    *,
+    text: str = TEXT,
+    split: dict[str, object] | None = None,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    pause: float = PAUSE,
+) -> tuple[Watch, list[str]]:
+    """Run split(2) -> count(1) over ``records`` lines, reading its stdout pipe slowly."""
+    source = tmp_path / f"in-{records}.jsonl"
+    width = len(json.dumps({"id": f"{0:07d}", "text": text})) + 1  # every line is as long
+    with source.open("w") as handle:
+        for i in range(records):
+            handle.write(json.dumps({"id": f"{i:07d}", "text": text}) + "\n")
+    assert source.stat().st_size == width * records
     pipeline = tmp_path / "pipe.yaml"
-    pipeline.write_text(
-        json.dumps(
-            {
-                "name": "slow-reader",
-                "stages": [
-                    {"name": "split", "uses": "tests.engine.stages:Split", "workers": 2},
-                    {"name": "count", "uses": "tests.engine.stages:CountWords"},
-                ],
-            }
-        )
-    )
-    errors = (tmp_path / "stderr.txt").open("wb")
+    stages = [
+        {"name": "split", "uses": "tests.engine.stages:Split", "workers": 2, "config": split or {}},
+        {"name": "count", "uses": "tests.engine.stages:CountWords"},
+    ]
+    pipeline.write_text(json.dumps({"name": "watched", "stages": stages}))
+    stderr_path = tmp_path / f"stderr-{records}.txt"
     command = [sys.executable, "-m", "stageflow", "run", str(pipeline), "-i", str(source)]
-    command += ["--max-in-flight", str(MAX_IN_FLIGHT)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, cwd=REPO)
-    watch = Watch(proc.pid, str(source))
-    sampler = threading.Thread(target=watch.run, args=(width,), daemon=True)
+    command += ["--max-in-flight", str(max_in_flight)]
+    with stderr_path.open("wb") as errors:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, cwd=REPO)
+    watch = Watch(proc.pid, str(source), width)
+    sampler = threading.Thread(target=watch.run, daemon=True)
     sampler.start()
     chunks: list[bytes] = []
-    started = time.monotonic()
     try:
         assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while chunk := os.read(fd, CHUNK):
+        while chunk := os.read(proc.stdout.fileno(), CHUNK):
             chunks.append(chunk)
             watch.received += chunk.count(b"\n")
-            time.sleep(PAUSE)  # the slow reader
+            time.sleep(pause)  # the slow reader
         returncode = proc.wait(timeout=60)
     finally:
         watch.stop.set()
@@ -149,18 +147,38 @@ def test_slow_reader_keeps_every_process_bounded(tmp_path: Path) -> None:
             proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
-        errors.close()
-    seconds = time.monotonic() - started
-    stderr = (tmp_path / "stderr.txt").read_text()
+    stderr = stderr_path.read_text()
     assert returncode == 0, stderr
-
+    assert f"{records} of {records} input records processed, {records} results written" in stderr
+    assert len(watch.peak) == 4, watch  # the CLI and its three workers
     ids = [json.loads(line)["id"] for line in b"".join(chunks).splitlines()]
-    assert len(ids) == RECORDS
-    assert set(ids) == {f"{i:07d}" for i in range(RECORDS)}  # so every id exactly once
-    assert f"{RECORDS} of {RECORDS} input records processed, {RECORDS} results written" in stderr
+    assert len(ids) == records
+    assert set(ids) == {f"{i:07d}" for i in range(records)}  # so every id exactly once
+    return watch, ids
 
-    print(f"\n{seconds:.1f}s, {watch.samples} samples, max lag {watch.max_lag}; {watch.table()}")
-    assert watch.samples > 20 and len(watch.peak) == 4, watch.table()  # CLI and 3 workers
-    assert 0 < watch.max_lag <= MAX_LAG, f"input read {watch.max_lag} records ahead of output"
-    for pid, peak in watch.peak.items():
-        assert peak <= watch.warm[pid] + MARGIN, f"{watch.names[pid]} grew: {watch.table()}"
+
+def test_slow_reader_keeps_every_process_bounded(tmp_path: Path) -> None:
+    """300k records into a slowly read pipe: every result once, input read in step, no growth."""
+    control, _ = watched_run(tmp_path, CONTROL)
+    started = time.monotonic()
+    watch, _ = watched_run(tmp_path, RECORDS)
+    print(
+        f"\n{CONTROL} records: {control}\n{RECORDS} records in {time.monotonic() - started:.1f}s: {watch}"
+    )
+
+    assert watch.samples > 50
+    assert 0 < watch.max_lag <= MAX_LAG, f"the input was read too far ahead of the output: {watch}"
+    assert watch.coordinator <= control.coordinator + MARGIN, f"{watch}; control {control}"
+    assert max(watch.workers) <= max(control.workers) + MARGIN, f"{watch}; control {control}"
+
+
+def test_slow_stage_reads_input_only_as_the_window_allows(tmp_path: Path) -> None:
+    """A stage slower than the source: the CLI reads at most --max-in-flight ahead of output."""
+    window = 2048
+    watch, _ = watched_run(
+        tmp_path, 30_000, text="a b", split={"pause": 0.0002}, max_in_flight=window, pause=0
+    )
+    print(f"\nslow stage, window {window}: {watch}")
+    # Besides the window: results in the writer's buffer, the pipe and the chunk being
+    # counted (at most ~5,200 27-byte results), and the reader's 8 KiB of 25-byte lines.
+    assert 0 < watch.max_lag <= window + 8192, f"the input was read too far ahead: {watch}"
