@@ -3,15 +3,18 @@
 The coordinator takes a new input record only while fewer than ``--max-in-flight`` are in
 flight, and it writes results in the same loop, so a full stdout pipe holds it still: it
 neither reads input nor takes results until the reader drains the pipe. No queue grows.
-The test watches this from outside, sampling every 50 ms while it reads slowly:
+The tests watch this from outside, sampling every 50 ms:
 
 * how far the CLI has read its input file (its file position, from /proc) against how many
   results the reader has received. That lag must stay under the in-flight window plus what
   the buffers between can hold. It is exact, and catches any unbounded queue or read-ahead,
   however small the records;
 * the peak resident memory of every process of the tree, against the same pipeline's peak
-  over an input 18 times smaller that still fills the window: memory must not grow with
-  the input.
+  over an input 18 times smaller: memory must not grow with the input.
+
+While the stages keep up, the blocked write alone holds the coordinator back; the window is
+what bounds the read-ahead when a stage falls behind the source, which the second test
+checks with a deliberately slow stage.
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ from tests.helpers import REPO
 RECORDS = 300_000
 CONTROL = 16_384  # two in-flight windows: the control run reaches the steady state too
 MAX_IN_FLIGHT = 8192
-#: Records that may sit between the CLI's input position and the reader's count besides
-#: the in-flight window: completed results being written (at most one more window), the
-#: 64 KiB pipe, the writer's and reader's 8 KiB buffers and the chunk being counted: about
-#: 150 KiB of 27-byte results, rounded up to 8,192 records.
-MAX_LAG = 2 * MAX_IN_FLIGHT + 8192
-#: Growth over the control run allowed to any one process. Both runs hold a full window
-#: (~6 MB in the coordinator for 8,192 roots of ~250 bytes with their tracking objects);
+#: How far the CLI's input position may run ahead of the results the reader has counted:
+#: the window (records taken and not yet written, whether still in the stages or completed
+#: and waiting for the pipe) plus what the buffers hold: the 64 KiB pipe, the chunk being
+#: counted (64 KiB), the writer's 8 KiB and the reader's 8 KiB, about 5,200 records in all,
+#: rounded up to 8,192.
+MAX_LAG = MAX_IN_FLIGHT + 8192
+#: Growth over the control run allowed to any one process. Both runs reach the steady state
+#: (a full window costs the coordinator ~6 MB: 8,192 roots of ~250 bytes with their objects);
 #: the margin is headroom for the allocator, which keeps freed arenas for a while. Holding
 #: the 300k-record input in the coordinator would add ~80 MB.
 MARGIN = 24 * 2**20
@@ -180,5 +184,5 @@ def test_slow_stage_reads_input_only_as_the_window_allows(tmp_path: Path) -> Non
     )
     print(f"\nslow stage, window {window}: {watch}")
     # Besides the window: results in the writer's buffer, the pipe and the chunk being
-    # counted (at most ~5,200 27-byte results), and the reader's 8 KiB of 25-byte lines.
+    # counted (at most ~5,200 27-byte results), and the reader's 8 KiB (~240 input lines).
     assert 0 < watch.max_lag <= window + 8192, f"the input was read too far ahead: {watch}"
