@@ -68,7 +68,7 @@ def test_bundled_csv_is_what_the_generator_writes(tmp_path: Path) -> None:
 
 
 def test_etl_loads_good_rows_and_dead_letters_bad_ones(tmp_path: Path) -> None:
-    """Every good row lands once with the seed's numbers; each bad row is a dead letter at its line."""
+    """Every good row lands once with the seed's numbers; each bad row is dead-lettered by line."""
     good, bad = expected_rows()
     assert len(good) == 197 and len(bad) == 3  # the sample is what this test assumes
     db = tmp_path / "out.sqlite"

@@ -166,9 +166,8 @@ def test_slow_reader_keeps_every_process_bounded(tmp_path: Path) -> None:
     control, _ = watched_run(tmp_path, CONTROL)
     started = time.monotonic()
     watch, _ = watched_run(tmp_path, RECORDS)
-    print(
-        f"\n{CONTROL} records: {control}\n{RECORDS} records in {time.monotonic() - started:.1f}s: {watch}"
-    )
+    seconds = time.monotonic() - started
+    print(f"\n{CONTROL} records: {control}\n{RECORDS} records in {seconds:.1f}s: {watch}")
 
     assert watch.samples > 50
     assert 0 < watch.max_lag <= MAX_LAG, f"the input was read too far ahead of the output: {watch}"
