@@ -34,8 +34,8 @@ log = logging.getLogger("stageflow.worker")
 
 #: Flush what a worker produced once this many records are pending, even while busy.
 FLUSH_RECORDS = 512
-#: ...or once the oldest pending record has waited this long (seconds), so a slow stage
-#: still streams its results instead of holding a whole frame's worth back.
+#: ...or once this long (seconds) has passed since the last flush, so a slow stage still
+#: streams its results instead of holding back a frame's worth, or a queue of frames.
 FLUSH_AFTER = 0.05
 #: Seconds a stopping worker may spend handing its last frames to ZeroMQ.
 STOP_DEADLINE = 3.0
@@ -95,7 +95,7 @@ class Worker:
             current=CurrentRecord(settings["current_path"]),
         )
         self.pending = Pending()
-        self._flush_call: Any = None
+        self._last_flush = time.monotonic()
         self._endpoint = ZmqEndpoint
         self._connect = ZmqEndpointType.connect
 
@@ -128,28 +128,19 @@ class Worker:
             log.warning("worker %s dropped a malformed frame: %s", self.key, exc)
             return
         run_batch = self.runner.run_batch
-        if len(records) <= _SLICE:
-            run_batch(ids, records, self.pending)
-        else:
-            started = time.monotonic()
-            for start in range(0, len(records), _SLICE):
-                end = start + _SLICE
-                run_batch(ids[start * 3 : end * 3], records[start:end], self.pending)
-                if time.monotonic() - started > FLUSH_AFTER:
-                    self.flush()
-                    started = time.monotonic()
-        if len(self.pending.records) >= FLUSH_RECORDS:
-            self.flush()
-        elif self._flush_call is None:
-            # Flush once the reactor has drained what is readable now: busy means bigger
-            # batches, idle means each record leaves at once.
-            self._flush_call = self.reactor.callLater(0, self.flush)
+        pending = self.pending
+        clock = time.monotonic
+        for start in range(0, len(records), _SLICE):
+            end = start + _SLICE
+            run_batch(ids[start * 3 : end * 3], records[start:end], pending)
+            if len(pending.records) >= FLUSH_RECORDS or clock() - self._last_flush > FLUSH_AFTER:
+                self.flush()
+        # A frame's outputs leave with it: frames are big when the pipeline is busy and a
+        # single record when it is idle, so batching follows the load with no timer.
+        self.flush()
 
     def flush(self) -> None:
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
+        self._last_flush = time.monotonic()
         batch = self.pending.take()
         if batch.records:
             self.outbox.push(wire.encode_batch(batch.ids, batch.records, self.secret))

@@ -38,6 +38,9 @@ class SplitConfig(BaseModel):
     fail_on: str | None = Field(default=None, description="raise on this text")
     hang_on: str | None = Field(default=None, description="sleep forever on this text")
     pause: float = Field(default=0.0, description="seconds to sleep per record, to slow a run")
+    gate: str | None = Field(
+        default=None, description="on the text 'gated', wait (up to 60 s) until this file exists"
+    )
 
 
 class Split(stageflow.Stage):
@@ -58,6 +61,12 @@ class Split(stageflow.Stage):
             time.sleep(3600)
         if config.pause:
             time.sleep(config.pause)
+        if item.text == "gated" and config.gate:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(config.gate):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{config.gate} never appeared")
+                time.sleep(0.01)
         text = item.text.lower() if config.lowercase else item.text
         return Words(id=item.id, words=text.split())
 

@@ -242,3 +242,17 @@ def test_read_ahead_keeps_results_flowing_while_input_blocks() -> None:
         ids.append(result.id)
         first_result_seen.set()
     assert ids == ["1", "2"]
+
+
+def test_a_result_is_not_held_back_by_a_slow_record_behind_it(tmp_path: Path) -> None:
+    """The first record's result comes out while the next record is still being processed."""
+    gate = tmp_path / "gate"
+    pipeline = Pipeline("gated", [{"name": "split", "uses": Split, "config": {"gate": str(gate)}}])
+    items = [{"id": "quick", "text": "a"}, {"id": "slow", "text": "gated"}]
+    seen = []
+    # "slow" blocks its worker until the gate opens, and the gate opens only once "quick"
+    # has come out: if the worker held "quick" back, "slow" would time out and fail.
+    for result in pipeline.run(items, batch_size=1):
+        seen.append(result.id)
+        gate.touch()
+    assert seen == ["quick", "slow"]
