@@ -532,7 +532,11 @@ class Coordinator:
         self.report.worker_restarts += 1
         log.warning(
             "worker %s#%d (pid %d) exited with status %s; restarting it in %.2fs",
-            name, slot.index, slot.proc.pid, code, delay,
+            name,
+            slot.index,
+            slot.proc.pid,
+            code,
+            delay,
         )
         self._blame(slot, code)
         _close_stdin(slot.proc)

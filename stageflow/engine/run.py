@@ -184,4 +184,3 @@ def _read_ahead(items: Iterable[Any], depth: int = 4096) -> Iterator[Any]:
             return
         else:
             raise item
-

@@ -205,9 +205,7 @@ class StageRunner:
             return None  # fall back to one record at a time, to name the bad one
         return items if len(items) == len(records) else None
 
-    def _process(
-        self, root: int, attempt: int, item: Any, record: bytes, pending: Pending
-    ) -> int:
+    def _process(self, root: int, attempt: int, item: Any, record: bytes, pending: Pending) -> int:
         """Run process() with retries; append the outputs; return the XOR of their tags."""
         failure: BaseException | None = None
         detail = ""
@@ -232,8 +230,10 @@ class StageRunner:
                 if self.current is not None:
                     self.current.clear()
         if failure is not None:
-            attempts = "" if isinstance(failure, (RecordTimeout, _OutputError)) else (
-                f" (after {self.retries + 1} attempts)"
+            attempts = (
+                ""
+                if isinstance(failure, (RecordTimeout, _OutputError))
+                else (f" (after {self.retries + 1} attempts)")
             )
             entry = dead_letter(
                 root,

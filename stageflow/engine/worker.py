@@ -243,7 +243,10 @@ def main() -> int:
         worker.start()
     except Exception as exc:  # setup failures are reported, then the coordinator decides
         log.error(
-            "stage %r could not start: %s: %s", settings["stage"], type(exc).__name__, exc,
+            "stage %r could not start: %s: %s",
+            settings["stage"],
+            type(exc).__name__,
+            exc,
             exc_info=settings.get("log_level", logging.INFO) <= logging.DEBUG,
         )
         return 3

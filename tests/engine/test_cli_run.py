@@ -130,7 +130,9 @@ def test_installed_plugin_runs_through_its_entry_point(
     """A plugin installed with pip is found through its entry point and runs."""
     pipe = write_pipeline(tmp_path / "wc.yaml", [{"name": "wc", "uses": "wordcount", "workers": 2}])
     source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps({"id": str(i), "text": "a " * i}) + "\n" for i in range(20)))
+    source.write_text(
+        "".join(json.dumps({"id": str(i), "text": "a " * i}) + "\n" for i in range(20))
+    )
     out = tmp_path / "out.jsonl"
     done = run_stageflow(
         "run", str(pipe), "-i", str(source), "-o", str(out), pythonpath=[wordcount_plugin_path]
@@ -170,9 +172,13 @@ def test_sigterm_drains_and_tells_where_to_resume(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr
     skip = int(stderr.split("resume with --skip ")[1].split()[0])
     assert 500 < skip < 20_000
-    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(second), "--skip", str(skip))
+    done = run_stageflow(
+        "run", str(pipe), "-i", str(source), "-o", str(second), "--skip", str(skip)
+    )
     assert done.returncode == 0, done.stderr
-    ids = [json.loads(line)["id"] for path in (first, second) for line in path.read_text().splitlines()]
+    ids = [
+        json.loads(line)["id"] for path in (first, second) for line in path.read_text().splitlines()
+    ]
     assert sorted(ids, key=int) == [str(i) for i in range(20_000)]
     assert {json.loads(line)["id"] for line in first.read_text().splitlines()} == {
         str(i) for i in range(skip)
@@ -209,5 +215,5 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     proc.stdin.close()
     assert proc.stderr is not None
     proc.stderr.close()
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive

@@ -37,8 +37,12 @@ def test_chaos_kill_9_during_a_run_loses_and_duplicates_nothing(tmp_path: Path) 
             {
                 "name": "chaos",
                 "stages": [
-                    {"name": "split", "uses": "tests.engine.stages:Split", "workers": 2,
-                     "config": {"pause": 0.0001}},
+                    {
+                        "name": "split",
+                        "uses": "tests.engine.stages:Split",
+                        "workers": 2,
+                        "config": {"pause": 0.0001},
+                    },
                     {"name": "count", "uses": "tests.engine.stages:CountWords", "workers": 2},
                 ],
             }
@@ -108,7 +112,9 @@ def test_hanging_record_times_out(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def live_pipeline():  # type: ignore[no-untyped-def]
     """A started coordinator whose workers stay up for the whole fuzz run."""
-    pipeline = Pipeline("fuzz", [{"name": "split", "uses": Split}, {"name": "count", "uses": CountWords}])
+    pipeline = Pipeline(
+        "fuzz", [{"name": "split", "uses": Split}, {"name": "count", "uses": CountWords}]
+    )
     coordinator = Coordinator(pipeline, RunReport("fuzz"), EngineOptions())
     coordinator.start()
     context = zmq.Context()
