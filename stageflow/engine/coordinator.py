@@ -234,7 +234,7 @@ class Coordinator:
         deadline = time.monotonic() + self.options.start_timeout
         while not all(slot.ready for slot in all_slots):
             self._check_deadline(deadline)
-            self._wait_messages(0.05)
+            self._receive_control(0.05)
             for slot in all_slots:
                 if slot.proc is not None and not slot.ready and slot.proc.poll() is not None:
                     self._start_failed(slot)
@@ -249,7 +249,7 @@ class Coordinator:
         waiting = {slot.key for slot in all_slots}
         while waiting:
             self._check_deadline(deadline)
-            for message, _ in self._receive_control(0.05):
+            for message in self._receive_control(0.05):
                 if message["t"] == "wired":
                     waiting.discard(message["w"])
             self._supervise()
@@ -274,10 +274,6 @@ class Coordinator:
                 f"start {slot.start_failures} times (last exit status {slot.proc.returncode}); "
                 "see its error above"
             )
-
-    def _wait_messages(self, timeout: float) -> None:
-        for _message, _body in self._receive_control(timeout):
-            pass
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -369,15 +365,18 @@ class Coordinator:
         if self._results in events:
             self._receive_results()
         if self._control in events:
-            for _ in self._receive_control(0):
-                pass
+            self._receive_control(0)
 
-    def _receive_results(self) -> None:
+    def _drain(self, sock: zmq.Socket[bytes]) -> Iterator[list[bytes]]:
+        """What ``sock`` holds now, a bounded number of messages, without waiting."""
         for _ in range(1000):
             try:
-                parts = self._results.recv_multipart(zmq.NOBLOCK)
+                yield sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+
+    def _receive_results(self) -> None:
+        for parts in self._drain(self._results):
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
@@ -385,21 +384,20 @@ class Coordinator:
                 continue
             self.tracker.results(ids, records)
 
-    def _receive_control(self, timeout: float) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    def _receive_control(self, timeout: float) -> list[dict[str, Any]]:
+        """Handle what the workers said, waiting up to ``timeout``; return the messages."""
         if timeout and not self._control.poll(int(timeout * 1000)):
-            return
-        for _ in range(1000):
-            try:
-                parts = self._control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+            return []
+        handled = []
+        for parts in self._drain(self._control):
             try:
                 message, body = wire.decode_control(parts, self.secret)
             except wire.WireError as exc:
                 log.warning("dropped a malformed control message: %s", exc)
                 continue
             self._on_control(message, body)
-            yield message, body
+            handled.append(message)
+        return handled
 
     def _on_control(self, message: dict[str, Any], body: bytes | None) -> None:
         kind = message["t"]
