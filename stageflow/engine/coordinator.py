@@ -399,13 +399,16 @@ class Coordinator:
             handled.append(message)
         return handled
 
-    def _on_control(self, message: dict[str, Any], body: bytes | None) -> None:
+    def _on_control(self, message: dict[str, Any], body: bytes) -> None:
         kind = message["t"]
         slot = self._by_key.get(message.get("w", ""))
         if kind == "ack":
             for seq, attempt, entry in message.get("dead", ()):
                 self.tracker.dead(seq, attempt, entry)
-            self.tracker.ack(message.get("acks", []))
+            try:
+                self.tracker.ack(wire.unpack_ints(body))
+            except wire.WireError as exc:
+                log.warning("dropped malformed acknowledgements: %s", exc)
             if slot is not None:
                 name = self.pipeline.stages[slot.stage].name
                 count = message.get("n", 0)
@@ -461,8 +464,8 @@ class Coordinator:
         """Outputs of a stage's finish() enter the next stage as new roots."""
         if stage == len(self.slots):
             for record in records:
-                root = Root(0, record, stage)
-                root.results.append(record)
+                root = Root(0, record, stage, 0)
+                root.results = [record]
                 self.tracker.completed.append(root)
             return
         roots = []
@@ -472,12 +475,14 @@ class Coordinator:
         self._send_roots(stage, roots)
 
     def _emit(self, root: Root) -> Iterator[bytes]:
-        for entry in root.dead:
-            self._dead_letter(entry)
+        if root.dead:
+            for entry in root.dead:
+                self._dead_letter(entry)
         if root.seq > 0:
             self.report.records_done += 1
-        self.report.results += len(root.results)
-        yield from root.results
+        if root.results:
+            self.report.results += len(root.results)
+            yield from root.results
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)
@@ -565,7 +570,7 @@ class Coordinator:
             return
         seq, attempt = current
         root = self.tracker.roots.get(seq)
-        if root is None or attempt not in root.attempts:
+        if root is None or not root.live_attempt(attempt):
             return
         root.deaths += 1
         if root.deaths >= self.options.max_deaths:

@@ -25,7 +25,7 @@ __all__ = ["Root", "Tracker"]
 
 
 class _Attempt:
-    """What one delivery of a root has produced so far."""
+    """What one redelivery of a root has produced so far."""
 
     __slots__ = ("dead", "results", "value")
 
@@ -36,30 +36,41 @@ class _Attempt:
 
 
 class Root:
-    """One input record in flight, or completed with its outcome."""
+    """One input record in flight, or completed with its outcome.
+
+    The first delivery's state lives in the root itself, and its lists are made only when
+    needed: roots are made once per input record, and every extra object per record is
+    work for the allocator and the garbage collector. Redeliveries, which are rare, get an
+    :class:`_Attempt` each.
+    """
 
     __slots__ = (
         "attempt",
-        "attempts",
         "dead",
         "deaths",
         "record",
         "results",
+        "retries",
         "seq",
         "stage",
         "tag",
+        "value",
     )
 
-    def __init__(self, seq: int, record: bytes, stage: int) -> None:
+    def __init__(self, seq: int, record: bytes, stage: int, tag: int) -> None:
         self.seq = seq
         self.record = record
         self.stage = stage
-        self.attempt = -1  # the latest attempt, the one to send
-        self.tag = 0  # the latest attempt's tag
-        self.attempts: dict[int, _Attempt] = {}
-        self.results: list[bytes] = []
-        self.dead: list[dict[str, Any]] = []
+        self.attempt = 0  # the latest attempt, the one to send
+        self.tag = tag  # the latest attempt's tag
+        self.value = tag  # the first attempt's XOR of live descendants
+        self.results: list[bytes] | None = None
+        self.dead: list[dict[str, Any]] | None = None
+        self.retries: dict[int, _Attempt] | None = None
         self.deaths = 0
+
+    def live_attempt(self, attempt: int) -> bool:
+        return attempt == 0 or (self.retries is not None and attempt in self.retries)
 
 
 class Tracker:
@@ -74,16 +85,17 @@ class Tracker:
         return len(self.roots)
 
     def add(self, seq: int, record: bytes, stage: int = 0) -> Root:
-        root = Root(seq, record, stage)
+        root = Root(seq, record, stage, self._tags(63))
         self.roots[seq] = root
-        self.redeliver(root)
         return root
 
     def redeliver(self, root: Root) -> None:
         """Open a new attempt for ``root``; send it with ``root.attempt`` and ``root.tag``."""
         root.attempt += 1
         root.tag = self._tags(63)
-        root.attempts[root.attempt] = _Attempt(root.tag)
+        if root.retries is None:
+            root.retries = {}
+        root.retries[root.attempt] = _Attempt(root.tag)
 
     def ack(self, acks: list[int]) -> None:
         """Apply a worker's flat [root, attempt, xor, ...] acknowledgements."""
@@ -92,12 +104,12 @@ class Tracker:
             root = roots.get(acks[index])
             if root is None:
                 continue
-            attempt = root.attempts.get(acks[index + 1])
-            if attempt is None:
-                continue
-            attempt.value ^= acks[index + 2]
-            if not attempt.value:
-                self._complete(root, attempt)
+            if acks[index + 1] == 0:
+                root.value ^= acks[index + 2]
+                if not root.value:
+                    self._complete(root, root.results, root.dead)
+            else:
+                self._ack_retry(root, acks[index + 1], acks[index + 2], None)
 
     def results(self, ids: list[int], records: list[bytes]) -> None:
         """Take the last stage's outputs; they count once their attempt completes."""
@@ -107,32 +119,51 @@ class Tracker:
             root = roots.get(ids[base])
             if root is None:
                 continue
-            attempt = root.attempts.get(ids[base + 1])
-            if attempt is None:
-                continue
-            attempt.results.append(record)
-            attempt.value ^= ids[base + 2]
-            if not attempt.value:
-                self._complete(root, attempt)
+            if ids[base + 1] == 0:
+                if root.results is None:
+                    root.results = [record]
+                else:
+                    root.results.append(record)
+                root.value ^= ids[base + 2]
+                if not root.value:
+                    self._complete(root, root.results, root.dead)
+            else:
+                self._ack_retry(root, ids[base + 1], ids[base + 2], record)
 
-    def dead(self, seq: int, attempt_number: int, entry: dict[str, Any]) -> None:
+    def _ack_retry(self, root: Root, number: int, xor: int, record: bytes | None) -> None:
+        attempt = root.retries.get(number) if root.retries is not None else None
+        if attempt is None:
+            return
+        if record is not None:
+            attempt.results.append(record)
+        attempt.value ^= xor
+        if not attempt.value:
+            self._complete(root, attempt.results, attempt.dead)
+
+    def dead(self, seq: int, number: int, entry: dict[str, Any]) -> None:
         root = self.roots.get(seq)
-        if root is not None:
-            attempt = root.attempts.get(attempt_number)
-            if attempt is not None:
-                attempt.dead.append(entry)
+        if root is None:
+            return
+        if number == 0:
+            if root.dead is None:
+                root.dead = []
+            root.dead.append(entry)
+            return
+        attempt = root.retries.get(number) if root.retries is not None else None
+        if attempt is not None:
+            attempt.dead.append(entry)
 
     def give_up(self, root: Root, entry: dict[str, Any]) -> None:
         """Dead-letter a whole root (poison) and complete it without results."""
-        attempt = _Attempt(0)
-        attempt.dead.append(entry)
-        self._complete(root, attempt)
+        self._complete(root, None, [entry])
 
-    def _complete(self, root: Root, attempt: _Attempt) -> None:
+    def _complete(
+        self, root: Root, results: list[bytes] | None, dead: list[dict[str, Any]] | None
+    ) -> None:
         del self.roots[root.seq]
-        root.results = attempt.results
-        root.dead = attempt.dead
-        root.attempts = {}
+        root.results = results
+        root.dead = dead
+        root.retries = None
         self.completed.append(root)
 
     def take_completed(self) -> Iterator[Root]:

@@ -1,24 +1,27 @@
 """The frame format records travel in between the coordinator and the workers.
 
-A data frame is two ZeroMQ message parts::
+Every message is three ZeroMQ parts::
 
-    header  JSON object {"v": 1, "ids": [root, attempt, tag, root, attempt, tag, ...]}
-    body    one JSON document per record, joined by b"\\n"
-    digest  see below
+    head     b"SF", version, kind, payload length and CRC-32, then what the kind needs
+    payload  the bulk: records, or packed integers
+    digest   keyed BLAKE2b of the head
 
-``root`` is the sequence number of the input record this record descends from (for the CLI,
-its line number), ``attempt`` counts how often that input has been (re)delivered, and
-``tag`` is a random 63-bit number naming this very record for acknowledgement (see
-:mod:`stageflow.engine.tracker`). Compact JSON never holds a raw newline, so splitting the
-body on b"\\n" recovers the records. Nothing on the wire is ever unpickled.
+A **data** frame (kind 0) carries a batch of records. Its head ends with the record ids as
+signed 64-bit integers, three per record: ``root`` (the sequence number of the input
+record it descends from; for the CLI its line number), ``attempt`` (how often that input has
+been delivered) and ``tag`` (a random 63-bit number naming this very record, see
+:mod:`stageflow.engine.tracker`). The payload is one JSON document per record joined by
+b"\\n"; compact JSON never holds a raw newline, so splitting recovers the records.
 
-Control messages (worker to coordinator) are a JSON object with a ``"t"`` kind, optionally
-followed by a body part of records.
+A **control** message (kind 1, worker to coordinator) has a JSON object with a ``"t"`` kind
+after the fixed head; its payload is packed integers (acknowledgements) or records (the
+outputs of ``finish()``).
 
-Every message ends with a third part: a keyed BLAKE2b digest of the parts before it, under a
-random key each run hands its workers through their private stdin. A frame from anything
-else that reaches a port (a stray client, a leftover from another run, a forged peer) is
-rejected before it is parsed.
+The digest is keyed with a random key each run hands its workers through their private
+stdin, so a message from anything else that reaches a port (a stray client, a leftover of
+another run) is rejected before it is parsed. It covers the head, and the head holds the
+payload's length and CRC-32, so a payload cut short or garbled on the way is caught too.
+Records are JSON and ids are packed integers: nothing on the wire is ever unpickled.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import struct
+import zlib
+from array import array
 from collections.abc import Sequence
 from hashlib import blake2b
 from typing import Any
@@ -38,12 +44,23 @@ __all__ = [
     "encode_batch",
     "encode_control",
     "new_key",
+    "pack_ints",
     "sign",
+    "unpack_ints",
 ]
 
-VERSION = 1
-_IDS_PER_RECORD = 3
+VERSION = 2
+_MAGIC = b"SF"
+_DATA = 0
+_CONTROL = 1
+_HEAD = struct.Struct("<2sBBII")  # magic, version, kind, payload length, payload CRC-32
 _DIGEST_SIZE = 16
+_IDS_PER_RECORD = 3
+_INT = struct.calcsize("q")
+
+
+class WireError(ValueError):
+    """Raised when a message from a peer is malformed; the receiver logs and drops it."""
 
 
 def new_key() -> bytes:
@@ -51,55 +68,60 @@ def new_key() -> bytes:
     return os.urandom(32)
 
 
-def _digest(parts: Sequence[bytes], key: bytes) -> bytes:
-    mac = blake2b(key=key, digest_size=_DIGEST_SIZE)
-    for part in parts:
-        mac.update(len(part).to_bytes(8, "little"))  # so parts cannot be re-split
-        mac.update(part)
-    return mac.digest()
+def pack_ints(values: Sequence[int]) -> bytes:
+    return array("q", values).tobytes()
+
+
+def unpack_ints(data: bytes) -> list[int]:
+    if len(data) % _INT:
+        raise WireError(f"packed integers take {len(data)} bytes, not a multiple of {_INT}")
+    values = array("q")
+    values.frombytes(data)
+    return values.tolist()
 
 
 def sign(parts: list[bytes], key: bytes) -> list[bytes]:
-    """Append the digest part to ``parts`` (in place) and return them."""
-    parts.append(_digest(parts, key))
+    """Append the digest of the head, ``parts[0]``, to ``parts`` (in place) and return them."""
+    parts.append(blake2b(parts[0] if parts else b"", key=key, digest_size=_DIGEST_SIZE).digest())
     return parts
 
 
-def _verify(parts: Sequence[bytes], key: bytes) -> Sequence[bytes]:
-    if len(parts) < 2 or not hmac.compare_digest(parts[-1], _digest(parts[:-1], key)):
-        raise WireError("frame is not signed with this run's key (a stray or forged sender)")
-    return parts[:-1]
+def _head(kind: int, payload: bytes, rest: bytes) -> bytes:
+    return _HEAD.pack(_MAGIC, VERSION, kind, len(payload), zlib.crc32(payload)) + rest
 
 
-class WireError(ValueError):
-    """Raised when a frame from a peer is malformed; the receiver logs and drops it."""
+def _open(parts: Sequence[bytes], key: bytes, kind: int) -> tuple[bytes, bytes]:
+    """Check digest, head and payload; return the head's kind-specific rest and the payload."""
+    if len(parts) != 3:
+        raise WireError(f"a message has 3 parts, this one has {len(parts)}")
+    head, payload, digest = parts
+    expected = blake2b(head, key=key, digest_size=_DIGEST_SIZE).digest()
+    if not hmac.compare_digest(digest, expected):
+        raise WireError("message is not signed with this run's key (a stray or forged sender)")
+    if len(head) < _HEAD.size:
+        raise WireError("message head is too short")
+    magic, version, got_kind, length, crc = _HEAD.unpack_from(head)
+    if magic != _MAGIC or version != VERSION:
+        raise WireError(f"message has format {magic!r} version {version}, expected version {VERSION}")
+    if got_kind != kind:
+        raise WireError(f"expected a message of kind {kind}, got kind {got_kind}")
+    if len(payload) != length or zlib.crc32(payload) != crc:
+        raise WireError("message payload does not match its head (cut short or garbled)")
+    return head[_HEAD.size :], payload
 
 
 def encode_batch(ids: Sequence[int], records: Sequence[bytes], key: bytes) -> list[bytes]:
-    """Build the signed message parts of a data frame."""
-    header = json.dumps({"v": VERSION, "ids": ids}, separators=(",", ":")).encode()
-    return sign([header, b"\n".join(records)], key)
+    """Build the signed parts of a data frame."""
+    body = b"\n".join(records)
+    return sign([_head(_DATA, body, pack_ints(ids)), body], key)
 
 
 def decode_batch(parts: Sequence[bytes], key: bytes) -> tuple[list[int], list[bytes]]:
     """Split a data frame into its flat id list and its records; raise WireError if malformed."""
-    parts = _verify(parts, key)
-    if len(parts) != 2:
-        raise WireError(f"a data frame has 2 parts, this one has {len(parts)}")
-    header_bytes, body = parts
-    try:
-        header = json.loads(header_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(f"frame header is not JSON: {exc}") from None
-    if not isinstance(header, dict) or header.get("v") != VERSION:
-        version = header.get("v") if isinstance(header, dict) else None
-        raise WireError(f"frame header has version {version!r}, expected {VERSION}")
-    ids = header.get("ids")
-    if not isinstance(ids, list) or len(ids) % _IDS_PER_RECORD:
-        raise WireError("frame header has no valid 'ids' list")
-    for value in ids:
-        if type(value) is not int:
-            raise WireError("frame header ids must be integers")
+    rest, body = _open(parts, key, _DATA)
+    ids = unpack_ints(rest)
+    if len(ids) % _IDS_PER_RECORD:
+        raise WireError("frame ids are not whole (root, attempt, tag) triples")
     records = body.split(b"\n") if ids else []
     if len(records) * _IDS_PER_RECORD != len(ids):
         raise WireError(
@@ -108,22 +130,19 @@ def decode_batch(parts: Sequence[bytes], key: bytes) -> tuple[list[int], list[by
     return ids, records
 
 
-def decode_control(parts: Sequence[bytes], key: bytes) -> tuple[dict[str, Any], bytes | None]:
-    """Parse a control message and its optional body; raise WireError if malformed."""
-    parts = _verify(parts, key)
-    if len(parts) > 2:
-        raise WireError(f"a control message has 1 or 2 parts, this one has {len(parts)}")
+def encode_control(message: dict[str, Any], key: bytes, payload: bytes = b"") -> list[bytes]:
+    """Build the signed parts of a control message."""
+    text = json.dumps(message, separators=(",", ":")).encode()
+    return sign([_head(_CONTROL, payload, text), payload], key)
+
+
+def decode_control(parts: Sequence[bytes], key: bytes) -> tuple[dict[str, Any], bytes]:
+    """Parse a control message and its payload; raise WireError if malformed."""
+    rest, payload = _open(parts, key, _CONTROL)
     try:
-        message = json.loads(parts[0])
+        message = json.loads(rest)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError(f"control message is not JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
         raise WireError("control message has no kind")
-    return message, (parts[1] if len(parts) == 2 else None)
-
-
-def encode_control(message: dict[str, Any], key: bytes, body: bytes | None = None) -> list[bytes]:
-    parts = [json.dumps(message, separators=(",", ":")).encode()]
-    if body is not None:
-        parts.append(body)
-    return sign(parts, key)
+    return message, payload

@@ -146,7 +146,7 @@ class Worker:
             self.outbox.push(wire.encode_batch(batch.ids, batch.records, self.secret))
         if batch.acks or batch.dead:
             self.send_control(
-                {"t": "ack", "acks": batch.acks, "dead": batch.dead, "n": batch.processed}
+                {"t": "ack", "dead": batch.dead, "n": batch.processed}, wire.pack_ints(batch.acks)
             )
 
     # -- commands --------------------------------------------------------------------------
@@ -163,13 +163,13 @@ class Worker:
         elif kind == "finish":
             self.flush()
             records, dead = self.runner.finish()
-            self.send_control({"t": "finished", "dead": dead}, body=b"\n".join(records))
+            self.send_control({"t": "finished", "dead": dead}, b"\n".join(records))
         else:
             log.warning("worker %s ignored unknown command %r", self.key, kind)
 
-    def send_control(self, message: dict[str, Any], body: bytes | None = None) -> None:
+    def send_control(self, message: dict[str, Any], payload: bytes = b"") -> None:
         message["w"] = self.key
-        self.control.push(wire.encode_control(message, self.secret, body))
+        self.control.push(wire.encode_control(message, self.secret, payload))
 
     def stop(self) -> None:
         """Flush, hand everything to ZeroMQ, close the sockets and stop the reactor.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import pytest
 
 from stageflow.engine import wire
@@ -25,26 +28,36 @@ def test_frames_of_another_key_are_rejected() -> None:
     with pytest.raises(wire.WireError, match="not signed"):
         wire.decode_batch(parts, KEY)
     good = wire.encode_batch([1, 0, 11], [b"{}"], KEY)
-    with pytest.raises(wire.WireError, match="not signed"):
+    with pytest.raises(wire.WireError, match="does not match its head"):
         wire.decode_batch([good[0], b'{"x":1}', good[2]], KEY)
 
 
 def test_control_round_trip() -> None:
-    """A control message keeps its fields and its optional body."""
+    """A control message keeps its fields and its payload; packed integers round-trip."""
     parts = wire.encode_control({"t": "finished"}, KEY, b"a\nb")
     assert wire.decode_control(parts, KEY) == ({"t": "finished"}, b"a\nb")
+    values = [0, -1, 2**63 - 1, -(2**63)]
+    assert wire.unpack_ints(wire.pack_ints(values)) == values
+
+
+def _head(version: int = wire.VERSION, kind: int = 0, body: bytes = b"", rest: bytes = b"") -> bytes:
+    return struct.pack("<2sBBII", b"SF", version, kind, len(body), zlib.crc32(body)) + rest
 
 
 @pytest.mark.parametrize(
     "parts",
     [
         [b"garbage"],
-        [b"not json", b"{}"],
-        [b'{"v": 2, "ids": []}', b""],
-        [b'{"v": 1, "ids": [1, 2]}', b"{}"],
-        [b'{"v": 1, "ids": [1, 0, "x"]}', b"{}"],
-        [b'{"v": 1, "ids": [1, 0, 5]}', b"{}\n{}"],
-        [b"[1]", b""],
+        [b"", b""],
+        [b"SF", b""],
+        [_head(version=1), b""],
+        [_head(kind=1), b""],
+        [_head(body=b"{}", rest=wire.pack_ints([1, 0])), b"{}"],
+        [_head(body=b"{}", rest=b"\x01\x02\x03"), b"{}"],
+        [_head(body=b"{}", rest=wire.pack_ints([1, 0, 5])), b"{}\n{}"],
+        [_head(body=b"{}\n{}", rest=wire.pack_ints([1, 0, 5])), b"{}\n{}"],
+        [_head(body=b"{}", rest=wire.pack_ints([1, 0, 5])), b"{]"],
+        [b"XX" + _head()[2:], b""],
     ],
 )
 def test_malformed_frames_are_rejected(parts: list[bytes]) -> None:
