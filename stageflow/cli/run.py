@@ -97,16 +97,27 @@ def run(args: argparse.Namespace) -> int:
     from stageflow.pipeline import Pipeline
 
     pipeline = Pipeline.from_file(args.pipeline)
+    opened: list[IO[Any]] = []
     try:
         source = _open_input(args.input)
+        opened.append(source)
         output = _open_output(args.output)
+        opened.append(output)
+        dead_letters = (
+            open(args.dead_letter, "w", encoding="utf-8")  # noqa: SIM115 - closed after the run
+            if args.dead_letter
+            else None
+        )
     except OSError as exc:
+        for handle in opened:
+            if handle not in (sys.stdin.buffer, sys.stdout.buffer):
+                handle.close()
         fail(f"cannot open {exc.filename!r}: {exc.strerror}; check the path")
         return EXIT_INVALID
     the_run = Run(
         pipeline,
         _lines(source, args.skip),
-        dead_letter=args.dead_letter,
+        dead_letter=dead_letters,
         max_errors=args.max_errors,
         numbered=True,
         # A pipe or a terminal may pause; read it in a thread so results keep flowing.
@@ -139,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
             output.flush()
         if output is not sys.stdout.buffer:
             output.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+        if dead_letters is not None:
+            dead_letters.close()
     report = the_run.report
     log.info("%s", report.summary())
     if report.interrupted:

@@ -47,6 +47,7 @@ from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.errors import EngineError
 from stageflow.pipeline import Pipeline
+from stageflow.stage import Stage
 
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
@@ -134,6 +135,8 @@ class Coordinator:
         self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
+        # Frames are kept to half the message limit: the rest is room for ids and head.
+        self._frame_bytes = options.max_message_size // 2
         self._backlog: list[deque[list[bytes]]] = [deque() for _ in pipeline.stages]
         self._poller = zmq.Poller()
         self._poller.register(self._control, zmq.POLLIN)
@@ -173,6 +176,7 @@ class Coordinator:
         main = sys.modules.get("__main__")
         settings = {
             "key": slot.key,
+            "parent_pid": os.getpid(),
             "secret": self.secret.hex(),
             "stage": stage.name,
             "index": slot.stage,
@@ -186,6 +190,7 @@ class Coordinator:
             "bind": self.options.bind,
             "current_path": slot.current_path,
             "max_message_size": self.options.max_message_size,
+            "frame_bytes": self._frame_bytes,
             "log_level": self.options.log_level,
             "sys_path": [p for p in sys.path if p and os.path.isdir(p)],
         }
@@ -265,10 +270,13 @@ class Coordinator:
 
     def _start_failed(self, slot: _Slot) -> None:
         assert slot.proc is not None
-        if slot.proc.returncode is not None and slot.proc.returncode < 0:
-            return  # killed from outside while starting: not the stage's fault, start again
         slot.start_failures += 1
-        if slot.start_failures >= self.options.max_start_failures:
+        limit = self.options.max_start_failures
+        if slot.proc.returncode is not None and slot.proc.returncode < 0:
+            # Killed by a signal while starting: maybe from outside (an operator, the OOM
+            # killer), so allow more tries than for an error of the stage's own.
+            limit *= 3
+        if slot.start_failures >= limit:
             raise EngineError(
                 f"the worker of stage {self.pipeline.stages[slot.stage].name!r} failed to "
                 f"start {slot.start_failures} times (last exit status {slot.proc.returncode}); "
@@ -318,9 +326,23 @@ class Coordinator:
             if item is WAIT:
                 break
             seq, record = item
-            taken.append(self.tracker.add(seq, record, 0))
+            root = self.tracker.add(seq, record, 0)
             self.report.records_in += 1
             self.report.last_line_read = seq
+            if len(record) > self._frame_bytes:
+                self.tracker.give_up(
+                    root,
+                    dead_letter(
+                        seq,
+                        self.pipeline.stages[0].name,
+                        "RecordTooLarge",
+                        f"the record is {len(record)} bytes, more than the "
+                        f"{self._frame_bytes}-byte limit of one frame; raise max_message_size",
+                        record,
+                    ),
+                )
+            else:
+                taken.append(root)
             if clock() > until:
                 break
         if taken:
@@ -328,15 +350,23 @@ class Coordinator:
         return exhausted
 
     def _send_roots(self, stage: int, roots: list[Root]) -> None:
-        # Split evenly over the stage's workers so round-robin gives each a fair share.
+        # Split evenly over the stage's workers so round-robin gives each a fair share,
+        # and into frames under the byte limit.
         parts = max(1, min(len(self.slots[stage]), len(roots)))
         size = -(-len(roots) // parts)
+        budget = self._frame_bytes
         for start in range(0, len(roots), size):
-            group = roots[start : start + size]
             ids: list[int] = []
-            for root in group:
+            records: list[bytes] = []
+            used = 0
+            for root in roots[start : start + size]:
+                if records and used + len(root.record) > budget:
+                    self._send(stage, wire.encode_batch(ids, records, self.secret))
+                    ids, records, used = [], [], 0
                 ids += (root.seq, root.attempt, root.tag)
-            self._send(stage, wire.encode_batch(ids, [r.record for r in group], self.secret))
+                records.append(root.record)
+                used += len(root.record) + 1
+            self._send(stage, wire.encode_batch(ids, records, self.secret))
 
     def _send(self, stage: int, parts: list[bytes]) -> None:
         # Never block: a stage whose workers are all being restarted has no peer to take
@@ -430,13 +460,12 @@ class Coordinator:
             self._rewires = [r for r in self._rewires if r.waiting or not r.slot.ready]
             if not self._rewires and self._replay_due:
                 self._replay()
+        elif kind == "finish-out":
+            self._inject(slot.stage + 1, body.split(b"\n"))
         elif kind == "finished":
             slot.finished = True
             for entry in message.get("dead", ()):
                 self._dead_letter(entry)
-            records = body.split(b"\n") if body else []
-            if records:
-                self._inject(slot.stage + 1, records)
 
     # -- end of stream --------------------------------------------------------------------
 
@@ -518,8 +547,18 @@ class Coordinator:
                         slot.restart_at = None
                         self._spawn(slot)
                     continue
-                if slot.proc is not None and slot.proc.poll() is not None:
+                if slot.proc is None:
+                    continue
+                if slot.proc.poll() is not None:
                     self._on_death(slot, now)
+                elif not slot.ready and now - slot.started_at > self.options.start_timeout:
+                    log.warning(
+                        "worker %s#%d did not become ready within %.0fs; killing it",
+                        self.pipeline.stages[slot.stage].name,
+                        slot.index,
+                        self.options.start_timeout,
+                    )
+                    slot.proc.kill()  # its death is handled, and counted, on the next round
 
     def _on_death(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
@@ -542,6 +581,13 @@ class Coordinator:
             delay,
         )
         self._blame(slot, code)
+        if self.pipeline.stages[slot.stage].cls.finish is not Stage.finish:
+            log.warning(
+                "stage %s keeps state for finish(): the dead worker's state is lost, and records "
+                "in flight are delivered again, so its finish() outputs may be incomplete or "
+                "count some records twice",
+                name,
+            )
         _close_stdin(slot.proc)
         slot.proc = None
         slot.ready = False
@@ -566,6 +612,9 @@ class Coordinator:
 
     def _blame(self, slot: _Slot, code: int | None) -> None:
         current = CurrentRecord.read(slot.current_path)
+        # Cleared now, so a replacement that dies before it opens the file blames nobody.
+        with contextlib.suppress(OSError):
+            os.unlink(slot.current_path)
         if current is None:
             return
         seq, attempt = current
@@ -620,30 +669,30 @@ class Coordinator:
         """Stop every worker (politely, then by force) and release sockets and files."""
         if self._closed:
             return
-        if self.aborting:
-            for stage_slots in self.slots:
-                for slot in stage_slots:
-                    if slot.proc is not None and slot.proc.poll() is None:
-                        slot.proc.kill()
         self._closed = True
         procs = [
             slot.proc for stage_slots in self.slots for slot in stage_slots if slot.proc is not None
         ]
-        for proc in procs:
-            _close_stdin(proc)
-        deadline = time.monotonic() + self.options.stop_timeout
-        for proc in procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for proc in procs:
-            if proc.returncode is None:
+        try:
+            if not self.aborting:
+                for proc in procs:
+                    _close_stdin(proc)
+                deadline = time.monotonic() + self.options.stop_timeout
+                for proc in procs:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(max(0.0, deadline - time.monotonic()))
+        finally:
+            # Whatever happened above (even a second Ctrl-C), no worker outlives the run.
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                _close_stdin(proc)
+            for proc in procs:
                 proc.wait()
-        for sock in (self._control, self._results, *self._feeds):
-            sock.close(linger=0)
-        self._ctx.term()
-        shutil.rmtree(self._rundir, ignore_errors=True)
+            for sock in (self._control, self._results, *self._feeds):
+                sock.close(linger=0)
+            self._ctx.term()
+            shutil.rmtree(self._rundir, ignore_errors=True)
 
 
 def _close_stdin(proc: subprocess.Popen[bytes]) -> None:

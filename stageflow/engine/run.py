@@ -161,26 +161,40 @@ def _to_json(item: Any) -> bytes:
 def _read_ahead(items: Iterable[Any], depth: int = 4096) -> Iterator[Any]:
     """Iterate ``items`` in a daemon thread; yield WAIT whenever nothing is ready yet."""
     ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    done = threading.Event()
+
+    def hand_over(entry: tuple[bool, Any]) -> bool:
+        while not done.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer went away: stop reading
 
     def pump() -> None:
         try:
             for item in items:
-                ready.put((True, item))
+                if not hand_over((True, item)):
+                    return
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, raised there
-            ready.put((False, exc))
+            hand_over((False, exc))
         else:
-            ready.put((False, None))
+            hand_over((False, None))
 
     threading.Thread(target=pump, name="stageflow-read-ahead", daemon=True).start()
-    while True:
-        try:
-            more, item = ready.get_nowait()
-        except queue.Empty:
-            yield WAIT
-            continue
-        if more:
-            yield item
-        elif item is None:
-            return
-        else:
-            raise item
+    try:
+        while True:
+            try:
+                more, item = ready.get_nowait()
+            except queue.Empty:
+                yield WAIT
+                continue
+            if more:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+    finally:
+        done.set()

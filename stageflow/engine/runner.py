@@ -32,8 +32,11 @@ _CURRENT = struct.Struct("<qq")
 _IDLE = (0, -1)
 
 
-class RecordTimeout(Exception):
-    """Raised inside process() when one record takes longer than the stage's timeout."""
+class RecordTimeout(BaseException):
+    """Raised inside process() when one record takes longer than the stage's timeout.
+
+    A BaseException, so that a stage's own ``except Exception`` cannot swallow it.
+    """
 
 
 class CurrentRecord:
@@ -81,10 +84,12 @@ class Pending:
     acks: list[int] = field(default_factory=list)
     dead: list[list[Any]] = field(default_factory=list)  # [root, attempt, entry]
     processed: int = 0
+    size: int = 0  # bytes of records and dead-lettered records, to keep frames bounded
 
     def take(self) -> Pending:
-        taken = Pending(self.ids, self.records, self.acks, self.dead, self.processed)
-        self.ids, self.records, self.acks, self.dead, self.processed = [], [], [], [], 0
+        taken = Pending(self.ids, self.records, self.acks, self.dead, self.processed, self.size)
+        self.ids, self.records, self.acks, self.dead = [], [], [], []
+        self.processed = self.size = 0
         return taken
 
 
@@ -137,12 +142,14 @@ class StageRunner:
         timeout: float | None = None,
         trusted_input: bool = False,
         current: CurrentRecord | None = None,
+        max_record_size: int | None = None,
     ) -> None:
         self.stage = cls(config)
         self.stage_name = stage_name
         self.retries = retries
         self.timeout = timeout
         self.current = current
+        self.max_record_size = max_record_size
         self._input = cls.Input
         self._output = cls.Output
         self._serialize = cls.Output.__pydantic_serializer__.to_json
@@ -172,6 +179,7 @@ class StageRunner:
                     item = self._input.model_validate_json(record)
                 except ValidationError as exc:
                     pending.dead.append([root, attempt, self._invalid(root, record, exc)])
+                    pending.size += len(record)
                     pending.acks += (root, attempt, tag)
                     pending.processed += 1
                     continue
@@ -215,6 +223,7 @@ class StageRunner:
                 self.current.set(root, attempt)
             try:
                 outputs = self._call(item)
+                self._check_sizes(outputs)
                 failure = None
                 break
             except RecordTimeout:
@@ -244,6 +253,7 @@ class StageRunner:
                 detail=detail or None,
             )
             pending.dead.append([root, attempt, entry])
+            pending.size += len(record)
             return 0
         xor = 0
         tags = self._tags
@@ -252,7 +262,20 @@ class StageRunner:
             xor ^= child
             pending.ids += (root, attempt, child)
             pending.records.append(output)
+            pending.size += len(output)
         return xor
+
+    def _check_sizes(self, outputs: list[bytes]) -> None:
+        limit = self.max_record_size
+        if limit is None:
+            return
+        for output in outputs:
+            if len(output) > limit:
+                raise _OutputError(
+                    f"process() returned an output of {len(output)} bytes, more than the "
+                    f"{limit}-byte limit of one frame; raise max_message_size or emit smaller "
+                    "records"
+                )
 
     def _call(self, item: Any) -> list[bytes]:
         if self.timeout is None:

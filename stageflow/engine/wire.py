@@ -102,7 +102,9 @@ def _open(parts: Sequence[bytes], key: bytes, kind: int) -> tuple[bytes, bytes]:
         raise WireError("message head is too short")
     magic, version, got_kind, length, crc = _HEAD.unpack_from(head)
     if magic != _MAGIC or version != VERSION:
-        raise WireError(f"message has format {magic!r} version {version}, expected version {VERSION}")
+        raise WireError(
+            f"message has format {magic!r} version {version}, expected version {VERSION}"
+        )
     if got_kind != kind:
         raise WireError(f"expected a message of kind {kind}, got kind {got_kind}")
     if len(payload) != length or zlib.crc32(payload) != crc:

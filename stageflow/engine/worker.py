@@ -24,6 +24,7 @@ import runpy
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from stageflow.engine import wire
@@ -93,7 +94,9 @@ class Worker:
             timeout=settings["timeout"],
             trusted_input=settings["index"] > 0,
             current=CurrentRecord(settings["current_path"]),
+            max_record_size=settings["frame_bytes"],
         )
+        self.frame_bytes: int = settings["frame_bytes"]
         self.pending = Pending()
         self._last_flush = time.monotonic()
         self._endpoint = ZmqEndpoint
@@ -133,7 +136,11 @@ class Worker:
         for start in range(0, len(records), _SLICE):
             end = start + _SLICE
             run_batch(ids[start * 3 : end * 3], records[start:end], pending)
-            if len(pending.records) >= FLUSH_RECORDS or clock() - self._last_flush > FLUSH_AFTER:
+            if (
+                len(pending.records) >= FLUSH_RECORDS
+                or pending.size >= self.frame_bytes
+                or clock() - self._last_flush > FLUSH_AFTER
+            ):
                 self.flush()
         # A frame's outputs leave with it: frames are big when the pipeline is busy and a
         # single record when it is idle, so batching follows the load with no timer.
@@ -163,7 +170,9 @@ class Worker:
         elif kind == "finish":
             self.flush()
             records, dead = self.runner.finish()
-            self.send_control({"t": "finished", "dead": dead}, b"\n".join(records))
+            for chunk in _chunks(records, self.frame_bytes):
+                self.send_control({"t": "finish-out"}, b"\n".join(chunk))
+            self.send_control({"t": "finished", "dead": dead})
         else:
             log.warning("worker %s ignored unknown command %r", self.key, kind)
 
@@ -211,6 +220,37 @@ def _commands(worker: Worker, reactor: Any) -> None:
     )
 
 
+def _chunks(records: list[bytes], budget: int) -> Iterator[list[bytes]]:
+    """Consecutive groups of records, each under ``budget`` bytes (or a single record)."""
+    chunk: list[bytes] = []
+    size = 0
+    for record in records:
+        if chunk and size + len(record) > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(record)
+        size += len(record) + 1
+    if chunk:
+        yield chunk
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when its parent dies (Linux).
+
+    End of file on stdin already stops an idle worker; this also ends one stuck inside a
+    stage's process(), where the reactor never gets to read stdin.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _read_first_line(fd: int) -> bytes:
     # Unbuffered on purpose: later lines belong to the reactor's reader of the same fd.
     line = bytearray()
@@ -226,6 +266,7 @@ def main() -> int:
     # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = json.loads(_read_first_line(0))
+    _die_with_parent(settings["parent_pid"])
     # The caller's import path, so stages from its modules (or its script) import here too.
     sys.path[:0] = [p for p in settings.get("sys_path", ()) if p not in sys.path]
     logging.basicConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -37,6 +38,9 @@ class SplitConfig(BaseModel):
     crash_on: str | None = Field(default=None, description="SIGKILL the worker on this text")
     fail_on: str | None = Field(default=None, description="raise on this text")
     hang_on: str | None = Field(default=None, description="sleep forever on this text")
+    hang_marker: str | None = Field(
+        default=None, description="when hanging, first create the file <hang_marker>.<pid>"
+    )
     pause: float = Field(default=0.0, description="seconds to sleep per record, to slow a run")
     gate: str | None = Field(
         default=None, description="on the text 'gated', wait (up to 60 s) until this file exists"
@@ -58,7 +62,12 @@ class Split(stageflow.Stage):
         if item.text == config.fail_on:
             raise RuntimeError(f"cannot split {item.text!r}")
         if item.text == config.hang_on:
-            time.sleep(3600)
+            if config.hang_marker:
+                with open(f"{config.hang_marker}.{os.getpid()}", "w"):
+                    pass
+            # A careless stage that swallows every Exception: the timeout must still get through.
+            with contextlib.suppress(Exception):
+                time.sleep(3600)
         if config.pause:
             time.sleep(config.pause)
         if item.text == "gated" and config.gate:

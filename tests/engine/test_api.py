@@ -256,3 +256,13 @@ def test_a_result_is_not_held_back_by_a_slow_record_behind_it(tmp_path: Path) ->
         seen.append(result.id)
         gate.touch()
     assert seen == ["quick", "slow"]
+
+
+def test_abandoned_read_ahead_runs_leave_no_thread() -> None:
+    """The read-ahead thread of an abandoned run stops, instead of blocking forever."""
+    before = threading.active_count()
+    for _ in range(3):
+        iterator = iter(split_count(1).run(lines(50_000), read_ahead=True))
+        next(iterator)
+        iterator.close()  # type: ignore[attr-defined]
+    assert wait_until(lambda: threading.active_count() == before, timeout=10)

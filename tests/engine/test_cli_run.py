@@ -107,6 +107,17 @@ def test_invalid_pipeline_exits_2_before_starting(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1 and "unknown stage 'no-such-stage'" in done.stderr
 
 
+def test_unwritable_dead_letter_path_exits_2(tmp_path: Path) -> None:
+    """A --dead-letter path that cannot be opened is one clear line and exit status 2."""
+    source = write_lines(tmp_path / "in.jsonl", 3)
+    bad = tmp_path / "no-such-dir" / "dead.jsonl"
+    done = run_stageflow(
+        "run", str(split_pipeline(tmp_path)), "-i", str(source), "--dead-letter", str(bad)
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot open" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     """A missing input file is one clear line and exit status 2."""
     done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(tmp_path / "nope"))
@@ -204,14 +215,20 @@ def test_second_signal_stops_at_once(tmp_path: Path) -> None:
 
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
-    """kill -9 of `stageflow run` leaves no worker behind: they see stdin close and exit."""
-    proc = start_run(tmp_path, str(split_pipeline(tmp_path)), stdin=subprocess.PIPE)
+    """kill -9 of `stageflow run` leaves no worker behind, idle or stuck inside process()."""
+    marker = tmp_path / "hanging"
+    pipe = split_pipeline(tmp_path, config={"hang_on": "zzz", "hang_marker": str(marker)})
+    proc = start_run(tmp_path, str(pipe), stdin=subprocess.PIPE)
     parent = psutil.Process(proc.pid)
     assert wait_until(lambda: len(parent.children()) == 3, timeout=60)
     workers = parent.children()
+    assert proc.stdin is not None
+    proc.stdin.write(b'{"id": "1", "text": "zzz"}\n{"id": "2", "text": "zzz"}\n')
+    proc.stdin.flush()
+    # Wait until both split workers are stuck in process(): only the kernel can tell them.
+    assert wait_until(lambda: len(list(tmp_path.glob("hanging.*"))) == 2, timeout=30)
     proc.kill()
     proc.wait()
-    assert proc.stdin is not None
     proc.stdin.close()
     assert proc.stderr is not None
     proc.stderr.close()

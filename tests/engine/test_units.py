@@ -40,7 +40,9 @@ def test_control_round_trip() -> None:
     assert wire.unpack_ints(wire.pack_ints(values)) == values
 
 
-def _head(version: int = wire.VERSION, kind: int = 0, body: bytes = b"", rest: bytes = b"") -> bytes:
+def _head(
+    version: int = wire.VERSION, kind: int = 0, body: bytes = b"", rest: bytes = b""
+) -> bytes:
     return struct.pack("<2sBBII", b"SF", version, kind, len(body), zlib.crc32(body)) + rest
 
 
