@@ -90,7 +90,19 @@ def make_plugin_manager(
             try:
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)
-            except Exception as exc:  # any failure of a third-party plugin is reported, not fatal
+                # Checked one plugin at a time, so a misspelt hook name puts only its own
+                # plugin aside (the ones before it passed this check already).
+                pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                if pm.has_plugin(ep.name):
+                    pm.unregister(name=ep.name)
+                problems.append(
+                    PluginProblem(
+                        ep.name, dist, f"{exc}; hook names must match those in stageflow.hookspecs"
+                    )
+                )
+                continue
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
                 problems.append(PluginProblem(ep.name, dist, f"{type(exc).__name__}: {exc}"))
                 continue
             origins[ep.name] = (dist or "?", version or "?")

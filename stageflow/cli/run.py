@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
         help="output JSON Lines file, or - for stdout",
     )
     parser.add_argument(
+        "--append",
+        action="store_true",
+        help="append to the --output file instead of replacing it (to resume a stopped run)",
+    )
+    parser.add_argument(
         "--dead-letter",
         metavar="PATH",
         help="write every record that could not be processed, with its reason, to this JSON "
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = _open_input(args.input)
         opened.append(source)
-        output = _open_output(args.output)
+        output = _open_output(args.output, append=args.append)
         opened.append(output)
         dead_letters = (
             open(args.dead_letter, "w", encoding="utf-8")  # noqa: SIM115 - closed after the run
@@ -157,9 +162,12 @@ def run(args: argparse.Namespace) -> int:
     report = the_run.report
     log.info("%s", report.summary())
     if report.interrupted:
+        resume = f"--skip {report.last_line_read}"
+        if args.output != "-":
+            resume += " --append"
         fail(
             f"stopped early: the first {report.last_line_read} input lines are fully processed; "
-            f"resume with --skip {report.last_line_read}"
+            f"resume with {resume}"
         )
         return EXIT_INTERRUPTED
     return status
@@ -199,10 +207,10 @@ def _open_input(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _open_output(path: str) -> IO[bytes]:
+def _open_output(path: str, append: bool) -> IO[bytes]:
     if path == "-":
         return sys.stdout.buffer
-    return open(path, "wb")
+    return open(path, "ab" if append else "wb")
 
 
 def _lines(source: IO[bytes], skip: int) -> Iterator[tuple[int, bytes]]:

@@ -122,6 +122,7 @@ class Coordinator:
         self.report = report
         self.options = options
         self.sink = dead_letter_sink
+        self._started = time.monotonic()
         self.tracker = Tracker()
         self.secret = wire.new_key()
         self.stopping = False
@@ -288,7 +289,7 @@ class Coordinator:
     def run(self, source: Iterator[Any]) -> Iterator[bytes]:
         """Feed ``source`` (``(seq, record_bytes)`` pairs or WAIT) and yield result lines."""
         exhausted = False
-        started = time.monotonic()
+        started = self._started
         while True:
             if not exhausted and not self.stopping:
                 exhausted = self._feed(source)
@@ -515,6 +516,9 @@ class Coordinator:
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)
+        if self.sink is not None:
+            self.sink.write(json.dumps(entry, default=str) + "\n")
+            return  # the file has it; the summary counts it
         where = f"line {entry['line']}" if entry.get("line") else "end of stream"
         log.warning(
             "dead-lettered (%s, stage %s): %s: %s",
@@ -523,8 +527,6 @@ class Coordinator:
             entry.get("error"),
             entry.get("message"),
         )
-        if self.sink is not None:
-            self.sink.write(json.dumps(entry, default=str) + "\n")
 
     # -- supervision ----------------------------------------------------------------------
 

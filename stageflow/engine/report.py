@@ -46,9 +46,13 @@ class RunReport:
     def summary(self) -> str:
         parts = [
             f"{self.records_done} of {self.records_in} input records processed",
-            f"{self.results} results written",
+            f"{self.results} {_plural(self.results, 'result')} written",
             f"{self.dead_lettered} dead-lettered",
         ]
         if self.worker_restarts:
-            parts.append(f"{self.worker_restarts} worker restarts")
+            parts.append(f"{self.worker_restarts} worker {_plural(self.worker_restarts, 'restart')}")
         return f"pipeline {self.pipeline!r}: " + ", ".join(parts) + f" in {self.seconds:.2f}s"
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"

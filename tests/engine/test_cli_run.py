@@ -171,29 +171,26 @@ def count_lines(path: Path) -> int:
 
 
 def test_sigterm_drains_and_tells_where_to_resume(tmp_path: Path) -> None:
-    """SIGTERM finishes what is in flight, exits 130, and --skip resumes with nothing lost."""
+    """SIGTERM finishes what is in flight, exits 130; the printed resume loses nothing."""
     source = write_lines(tmp_path / "in.jsonl", 20_000)
     pipe = split_pipeline(tmp_path, config={"pause": 0.0005})
-    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
-    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(first))
-    assert wait_until(lambda: count_lines(first) > 500, timeout=60)
+    out = tmp_path / "out.jsonl"
+    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(out))
+    assert wait_until(lambda: count_lines(out) > 500, timeout=60)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     stderr = err.decode()
     assert proc.returncode == 130, stderr
-    skip = int(stderr.split("resume with --skip ")[1].split()[0])
+    resume = stderr.split("resume with ")[1].split()
+    assert resume[0] == "--skip" and resume[2] == "--append"
+    skip = int(resume[1])
     assert 500 < skip < 20_000
-    done = run_stageflow(
-        "run", str(pipe), "-i", str(source), "-o", str(second), "--skip", str(skip)
-    )
+    first = {json.loads(line)["id"] for line in out.read_text().splitlines()}
+    assert first == {str(i) for i in range(skip)}
+    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(out), *resume[:3])
     assert done.returncode == 0, done.stderr
-    ids = [
-        json.loads(line)["id"] for path in (first, second) for line in path.read_text().splitlines()
-    ]
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids, key=int) == [str(i) for i in range(20_000)]
-    assert {json.loads(line)["id"] for line in first.read_text().splitlines()} == {
-        str(i) for i in range(skip)
-    }
 
 
 def test_second_signal_stops_at_once(tmp_path: Path) -> None:
