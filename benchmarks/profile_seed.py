@@ -1,0 +1,164 @@
+"""Profile ``stageflow run`` on the seed pipeline with py-spy, per process, per record.
+
+Runs ``py-spy record --subprocesses --format raw`` around
+``stageflow run examples/seed/pipeline.yaml`` over a seed input file, then reads the
+collapsed stacks: each sample is put in the first matching bucket of :data:`WORKER_BUCKETS`
+or :data:`COORDINATOR_BUCKETS` (a bucket matches when one of its functions is anywhere on
+the stack, so buckets are disjoint and add up to the process's CPU samples). A worker is
+named by the stage's ``process()`` found in its stacks. Time per record is the bucket's
+samples divided by the sampling rate and by the records that process handled. py-spy
+leaves idle samples out (a worker waiting in epoll costs nothing here); samples with no
+Python frame at all, and startup, are shown but not counted per record.
+
+Needs ``py-spy`` (``pip install py-spy``; not a project dependency) and permission to
+ptrace the children.
+
+    python benchmarks/profile_seed.py [--records 200000] [--rate 100] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import SEED_PIPELINE, seed_file, stageflow_command  # noqa: E402
+
+#: (bucket, function names), first match wins; names are py-spy's "Qual.name" of a frame.
+WORKER_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("startup (imports, setup)", ("_find_and_load", "Worker.__init__", "Worker.start")),
+    ("control acks (JSON, sign, send)", ("Worker.send_control",)),
+    ("decode frame (verify digest, JSON header, split)", ("decode_batch",)),
+    ("validate Input (pydantic)", ("StageRunner._validate_batch", "BaseModel.model_validate_json")),
+    ("serialise Output (pydantic to_json)", ("StageRunner._to_json",)),
+    ("current-record mmap set/clear", ("CurrentRecord.set", "CurrentRecord.clear")),
+    ("stage process() incl. building the Output model",
+     ("Preprocessor.process", "Analyzer.process", "Collector.process")),
+    ("encode frame (JSON ids header, join, sign)", ("encode_batch",)),
+    ("ZeroMQ send (transport push)", ("ZmqPushConnection.push",)),
+    ("runner bookkeeping (tags, ids, acks lists)", ("StageRunner.run_batch",)),
+    ("reactor, transport receive, flush scheduling", ("ReactorBase.mainLoop",)),
+)
+COORDINATOR_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("startup: imports, parse pipeline", ("_find_and_load", "Pipeline.from_file", "build_parser")),
+    ("start workers", ("Coordinator.start",)),
+    ("stop workers", ("Coordinator.close",)),
+    ("read input lines (CLI)", ("_lines",)),
+    ("track new roots (Root, attempt, random tag)", ("Tracker.add",)),
+    ("encode frames (JSON ids header, join, sign)", ("encode_batch",)),
+    ("send frames (zmq)", ("Coordinator._send_roots", "Coordinator._flush_backlogs")),
+    ("decode result frames (verify, JSON header)", ("decode_batch",)),
+    ("track results (XOR, completion)", ("Tracker.results",)),
+    ("decode control acks (verify, JSON)", ("decode_control",)),
+    ("apply acks (XOR per record)", ("Tracker.ack",)),
+    ("other control handling", ("Coordinator._on_control", "Coordinator._receive_control")),
+    ("hand results out (tracker queue, emit)", ("Coordinator._emit", "Tracker.take_completed")),
+    ("poll sockets", ("Coordinator._poll",)),
+    ("supervise workers", ("Coordinator._supervise",)),
+    ("write output (CLI)", ("run",)),
+)
+_NOT_PER_RECORD = ("startup", "start workers", "stop workers", "no Python frame")
+STAGES = {"Preprocessor.process": "preprocess", "Analyzer.process": "analyze",
+          "Collector.process": "collect"}
+
+
+def record(records: int, rate: int, directory: Path) -> Path:
+    """Run py-spy around ``stageflow run``; return the raw collapsed-stack file."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    source = seed_file(directory, records)
+    raw = directory / "profile.txt"
+    command = [pyspy, "record", "--subprocesses", "-r", str(rate),
+               "-f", "raw", "-o", str(raw), "--",
+               *stageflow_command("run", str(SEED_PIPELINE), "-i", str(source),
+                                  "-o", str(directory / "out.jsonl"))]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return raw
+
+
+def _name(frame: str) -> str:
+    return frame.split(" (", 1)[0]
+
+
+def analyse(raw: Path) -> dict[str, dict[str, int]]:
+    """Bucketed sample counts per process, named 'coordinator' or by stage (+ pid)."""
+    per_pid: dict[str, Counter[str]] = defaultdict(Counter)
+    stage_of: dict[str, str] = {}
+    depth: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = stack.split(";")
+        process_frames = [i for i, f in enumerate(frames) if f.startswith("process ")]
+        if not process_frames:
+            continue
+        pid = frames[process_frames[-1]].split(":", 1)[0].split()[1]
+        depth[pid] = len(process_frames)
+        names = {_name(f) for f in frames[process_frames[-1] + 1:]}
+        for function, stage in STAGES.items():
+            if function in names:
+                stage_of[pid] = stage
+        worker = len(process_frames) > 1
+        buckets = WORKER_BUCKETS if worker else COORDINATOR_BUCKETS
+        bucket = "other" if names else "no Python frame (native threads, GC, exit)"
+        for label, functions in buckets:
+            if any(function in names for function in functions):
+                bucket = label
+                break
+        per_pid[pid][bucket] += int(count_text)
+    named: dict[str, dict[str, int]] = {}
+    for pid, counts in per_pid.items():
+        if depth[pid] == 1:
+            named["coordinator"] = dict(counts)
+        else:
+            named[f"{stage_of.get(pid, 'worker')} (pid {pid})"] = dict(counts)
+    return named
+
+
+def per_record(named: dict[str, dict[str, int]], records: int, rate: int) -> str:
+    """Markdown: per process, each bucket's share and microseconds per record handled."""
+    lines = []
+    for process, counts in sorted(named.items()):
+        stage = process.split()[0]
+        handled = records if stage in ("coordinator", "collect") else records / 2
+        fixed = {b: c for b, c in counts.items() if b.startswith(_NOT_PER_RECORD)}
+        steady = {b: c for b, c in counts.items() if b not in fixed}
+        total = sum(steady.values())
+        lines.append(f"**{process}**: {total / rate:.2f} s of busy samples while records "
+                     f"flow = {total / rate / handled * 1e6:.1f} µs per record "
+                     f"({handled:,.0f} records); not per record: " + ", ".join(
+                         f"{b} {c / rate:.2f} s" for b, c in sorted(fixed.items())))
+        lines.append("")
+        lines.append("| bucket | share | µs/record |")
+        lines.append("|---|---:|---:|")
+        for bucket, count in sorted(steady.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {bucket} | {count / total:.0%} | "
+                         f"{count / rate / handled * 1e6:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def profile(records: int, rate: int, keep: Path | None = None) -> str:
+    with tempfile.TemporaryDirectory(prefix="stageflow-profile-") as directory:
+        raw = record(records, rate, Path(directory))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(raw, keep / "profile-raw.txt")
+        return per_record(analyse(raw), records, rate)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--rate", type=int, default=100)
+    parser.add_argument("--keep", type=Path, help="copy the raw collapsed stacks here")
+    args = parser.parse_args()
+    print(profile(args.records, args.rate, args.keep))
+
+
+if __name__ == "__main__":
+    main()
