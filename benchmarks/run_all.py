@@ -1,0 +1,186 @@
+"""Run every pipeline benchmark, print the results table and write it to benchmarks/README.md.
+
+    python benchmarks/run_all.py            # full run, ~10 minutes
+    python benchmarks/run_all.py --quick    # smoke check, ~1-2 minutes (figures are rough)
+
+From the repository root, in the venv with ``pip install -e '.[bench]' -e ./plugins/seed``
+(and ``pip install py-spy`` for the profile). The results replace the block between the
+``bench:results`` markers in benchmarks/README.md; the rest of the file is left alone.
+Benchmarks are on-demand tools, not tests: nothing here asserts on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import latency, memory, startup, throughput  # noqa: E402
+from benchmarks.common import have, machine  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+FULL = {"records": 200_000, "runs": 5, "latency_s": 10.0, "sizes": [100_000, 1_000_000],
+        "startup_runs": 7, "chain": ["--messages", "300000", "--runs", "3"],
+        "profile_records": 200_000}
+QUICK = {"records": 30_000, "runs": 1, "latency_s": 3.0, "sizes": [20_000, 100_000],
+         "startup_runs": 3, "chain": ["--messages", "50000", "--runs", "1"],
+         "profile_records": 30_000}
+SINK_RATE = 1_500_000.0  # bytes/s read from the memory benchmark's pipe (~8k records/s)
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def section_throughput(t: dict[str, dict[str, float]], records: int) -> list[str]:
+    sf, pz, tx = t["stageflow"], t["pyzmq"], t["txzmq"]
+    out = [f"### (a) Seed pipeline throughput ({records:,} records, median of "
+           f"{int(sf['runs'])} interleaved runs)", "",
+           "| program | whole run (rec/s) | first→last line (rec/s) | wall (s) | first line (s) |",
+           "|---|---:|---:|---:|---:|"]
+    for name, row in (("stageflow run", sf), ("pyzmq + json", pz), ("txZMQ + json", tx)):
+        out.append(f"| {name} | {fmt(row['whole_rate'], 0)} | {fmt(row['steady_rate'], 0)} | "
+                   f"{fmt(row['wall'])} | {fmt(row['first'])} |")
+    out += ["", "| ratio | whole run | first→last line | target |", "|---|---:|---:|---|"]
+    for name, other, target in (("stageflow / pyzmq", pz, 1.3), ("stageflow / txZMQ", tx, 1.5)):
+        whole = sf["whole_rate"] / other["whole_rate"]
+        steady = sf["steady_rate"] / other["steady_rate"]
+        out.append(f"| {name} | {whole:.2f}× | {steady:.2f}× | ≥ {target}× : "
+                   f"{verdict(whole >= target and steady >= target)} |")
+    return out + [""]
+
+
+def section_latency(lat: dict[str, dict[str, float]]) -> list[str]:
+    out = ["### (c) Latency per record, 3 pass-through stages at 1,000 records/s", "",
+           "| way in | measured from | records | achieved rate | p50 (ms) | p99 (ms) | max (ms) "
+           "| p50 < 1 ms, p99 < 5 ms |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    rows = (("embedding API", "stageflow took it", lat["sent"]),
+            ("embedding API", "due by the schedule", lat["scheduled"]),
+            ("`stageflow run`, paced stdin", "written to stdin", lat["cli"]))
+    for way, since, row in rows:
+        ok = row["p50_ms"] < 1.0 and row["p99_ms"] < 5.0
+        out.append(f"| {way} | {since} | {int(row['records']):,} | {fmt(row['rate'], 0)}/s | "
+                   f"{fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | {fmt(row['max_ms'])} | "
+                   f"{verdict(ok)} |")
+    return out + [""]
+
+
+def section_memory(mem: dict[int, dict[str, float]]) -> list[str]:
+    small, large = sorted(mem)
+    names = [k for k in mem[small] if k != "seconds"]
+    out = [f"### (d) Peak RSS per process, slow sink (output pipe read at "
+           f"{SINK_RATE / 1e6:.1f} MB/s)", "",
+           f"| process | {small:,} records (MiB) | {large:,} records (MiB) | growth |",
+           "|---|---:|---:|---:|"]
+    worst = 0.0
+    for name in names:
+        a, b = mem[small].get(name, float("nan")), mem[large].get(name, float("nan"))
+        growth = b / a - 1
+        worst = max(worst, growth)
+        out.append(f"| {name} | {fmt(a, 1)} | {fmt(b, 1)} | {growth:+.1%} |")
+    out.append(f"| (run time) | {fmt(mem[small]['seconds'], 1)} s | "
+               f"{fmt(mem[large]['seconds'], 1)} s | |")
+    out += ["", f"Largest growth {worst:+.1%}; target within 10%: {verdict(worst <= 0.10)}.", ""]
+    return out
+
+
+def section_startup(s: dict[str, float]) -> list[str]:
+    return ["### (e) Launch to first result line (`stageflow run`, seed pipeline)", "",
+            f"Median {fmt(s['median'], 3)} s over {int(s['runs'])} runs "
+            f"(min {fmt(s['min'], 3)} s, max {fmt(s['max'], 3)} s); target < 1.5 s: "
+            f"{verdict(s['median'] < 1.5)}. For scale, one interpreter importing what a "
+            f"worker imports takes {fmt(s['imports'], 3)} s (median).", ""]
+
+
+def section_chain(text: str | None) -> list[str]:
+    out = ["### (b) Transport: 3-hop forward chain (`benchmarks/transport_chain.py`)", ""]
+    if text is None:
+        return out + ["Skipped: benchmarks/transport_chain.py is not on this branch.", ""]
+    return out + ["```", text.strip(), "```", ""]
+
+
+def run_chain(args: list[str]) -> str | None:
+    script = HERE / "transport_chain.py"
+    if not script.exists():
+        return None
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=900)
+    return done.stdout if done.returncode == 0 else f"failed: {done.stderr.strip()[-500:]}"
+
+
+def write_readme(block: str) -> None:
+    text = README.read_text() if README.exists() else ""
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END),
+                      lambda _: f"{START}\n{block}\n{END}", text, flags=re.S)
+    else:
+        text = text.rstrip() + f"\n\n{START}\n{block}\n{END}\n"
+    README.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="stageflow-bench-") as tmp:
+        directory = Path(tmp)
+        print("(a) seed pipeline throughput", flush=True)
+        t = throughput.measure(settings["records"], settings["runs"], directory)
+        print("(b) transport chain", flush=True)
+        chain = run_chain(settings["chain"])
+        print("(c) latency", flush=True)
+        lat = latency.embedding(1000.0, settings["latency_s"], 500)
+        lat["cli"] = latency.cli(1000.0, settings["latency_s"], 500)
+        print("(d) memory", flush=True)
+        mem = memory.measure(settings["sizes"], SINK_RATE, 0.1, directory)
+        print("(e) startup", flush=True)
+        s = startup.measure(settings["startup_runs"])
+        prof = None
+        if not args.no_profile and have("py-spy"):
+            print("profile", flush=True)
+            from benchmarks import profile_seed
+
+            prof = profile_seed.profile(settings["profile_records"], 100)
+    lines = [
+        f"Generated by `python benchmarks/run_all.py{' --quick' if args.quick else ''}` in "
+        f"{time.perf_counter() - began:.0f} s"
+        + (" (**quick mode: small sizes, single runs; rough figures**)" if args.quick else "")
+        + ".", "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()), "",
+    ]
+    lines += section_throughput(t, settings["records"])
+    lines += section_chain(chain)
+    lines += section_latency(lat)
+    lines += section_memory(mem)
+    lines += section_startup(s)
+    if prof is not None:
+        lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
+                  "", prof]
+    block = "\n".join(lines).rstrip() + "\n"
+    print(block)
+    if not args.no_write:
+        write_readme(block)
+        print(f"written to {README}")
+
+
+if __name__ == "__main__":
+    main()
