@@ -11,7 +11,9 @@ embedding
     ``Pipeline.from_file(...).run(items).lines()``, the items a paced generator that yields
     ``WAIT`` until the next record is due. Two figures: from the moment stageflow took the
     record (``sent``, stamped in the record), and from the moment it was due by the schedule
-    (which adds any delay before the coordinator asked the generator for it).
+    (which adds any delay before the coordinator asked the generator for it). A third,
+    unpaced figure sends one record at a time, the next once the previous came back: the
+    round trip with nothing else in flight, the floor under the paced figures.
 cli
     ``python -m stageflow run benchmarks/pass3.yaml`` with a thread writing one stamped line
     per millisecond into its stdin and this process reading its stdout. The writer starts
@@ -89,6 +91,33 @@ def embedding(rate: float, seconds: float, warmup: int) -> dict[str, dict[str, f
     }
 
 
+def closed_loop(count: int, warmup: int) -> dict[str, float]:
+    """One record in flight at a time through the embedding API: the unloaded round trip."""
+    from stageflow import Pipeline
+    from stageflow.engine.coordinator import WAIT
+
+    back = [0]
+
+    def one_at_a_time() -> Iterator[Any]:
+        for seq in range(count + warmup):
+            while back[0] < seq:
+                yield WAIT
+            yield {"seq": seq, "sent": time.perf_counter()}
+
+    latencies: list[float] = []
+    first_at = last_at = 0.0
+    for line in Pipeline.from_file(PIPELINE).run(one_at_a_time()).lines():
+        now = time.perf_counter()
+        record = json.loads(line)
+        back[0] += 1
+        if record["seq"] < warmup:
+            first_at = now
+            continue
+        last_at = now
+        latencies.append(now - record["sent"])
+    return _summary(latencies, last_at - first_at, count)
+
+
 def cli(rate: float, seconds: float, warmup: int) -> dict[str, float]:
     """Latency through ``stageflow run`` with a paced stdin writer."""
     count = int(rate * seconds) + warmup
@@ -146,6 +175,7 @@ def main() -> None:
     for name, row in embedding(args.rate, args.seconds, args.warmup).items():
         print(f"embedding, from {name:9s}: {row}")
     print(f"cli:                       {cli(args.rate, args.seconds, args.warmup)}")
+    print(f"closed loop:               {closed_loop(2000, args.warmup)}")
 
 
 if __name__ == "__main__":

@@ -36,13 +36,14 @@ WORKER_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("control acks (JSON, sign, send)", ("Worker.send_control",)),
     ("decode frame (verify digest, JSON header, split)", ("decode_batch",)),
     ("validate Input (pydantic)", ("StageRunner._validate_batch", "BaseModel.model_validate_json")),
-    ("serialise Output (pydantic to_json)", ("StageRunner._to_json",)),
+    ("serialise Output (pydantic to_json)", ("StageRunner._to_json", "StageRunner._outputs")),
     ("current-record mmap set/clear", ("CurrentRecord.set", "CurrentRecord.clear")),
     ("stage process() incl. building the Output model",
      ("Preprocessor.process", "Analyzer.process", "Collector.process")),
     ("encode frame (JSON ids header, join, sign)", ("encode_batch",)),
     ("ZeroMQ send (transport push)", ("ZmqPushConnection.push",)),
     ("runner bookkeeping (tags, ids, acks lists)", ("StageRunner.run_batch",)),
+    ("worker frame loop, flush (own code)", ("Worker.on_frame", "Worker.flush")),
     ("reactor, transport receive, flush scheduling", ("ReactorBase.mainLoop",)),
 )
 COORDINATOR_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -61,6 +62,7 @@ COORDINATOR_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("hand results out (tracker queue, emit)", ("Coordinator._emit", "Tracker.take_completed")),
     ("poll sockets", ("Coordinator._poll",)),
     ("supervise workers", ("Coordinator._supervise",)),
+    ("coordinator loop itself (Coordinator.run, Run.lines)", ("Coordinator.run", "Run.lines")),
     ("write output (CLI)", ("run",)),
 )
 _NOT_PER_RECORD = ("startup", "start workers", "stop workers", "no Python frame")

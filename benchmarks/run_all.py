@@ -70,13 +70,16 @@ def section_latency(lat: dict[str, dict[str, float]]) -> list[str]:
            "| p50 < 1 ms, p99 < 5 ms |", "|---|---|---:|---:|---:|---:|---:|---|"]
     rows = (("embedding API", "stageflow took it", lat["sent"]),
             ("embedding API", "due by the schedule", lat["scheduled"]),
-            ("`stageflow run`, paced stdin", "written to stdin", lat["cli"]))
+            ("`stageflow run`, paced stdin", "written to stdin", lat["cli"]),
+            ("embedding API, unpaced, 1 in flight", "stageflow took it", lat["closed"]))
     for way, since, row in rows:
         ok = row["p50_ms"] < 1.0 and row["p99_ms"] < 5.0
         out.append(f"| {way} | {since} | {int(row['records']):,} | {fmt(row['rate'], 0)}/s | "
                    f"{fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | {fmt(row['max_ms'])} | "
                    f"{verdict(ok)} |")
-    return out + [""]
+    out += ["", "The target applies to the paced rows; the last row (one record at a time, "
+            "as fast as it comes back) is the floor under them, not a 1k/s figure.", ""]
+    return out
 
 
 def section_memory(mem: dict[int, dict[str, float]]) -> list[str]:
@@ -150,6 +153,7 @@ def main() -> None:
         print("(c) latency", flush=True)
         lat = latency.embedding(1000.0, settings["latency_s"], 500)
         lat["cli"] = latency.cli(1000.0, settings["latency_s"], 500)
+        lat["closed"] = latency.closed_loop(int(settings["latency_s"] * 300), 500)
         print("(d) memory", flush=True)
         mem = memory.measure(settings["sizes"], SINK_RATE, 0.1, directory)
         print("(e) startup", flush=True)
