@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import subprocess
 import sys
@@ -144,6 +145,7 @@ def main() -> None:
     settings = QUICK if args.quick else FULL
     began = time.perf_counter()
     info = machine()
+    load_start = tuple(round(x, 1) for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="stageflow-bench-") as tmp:
         directory = Path(tmp)
         print("(a) seed pipeline throughput", flush=True)
@@ -179,6 +181,12 @@ def main() -> None:
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]
+    load_end = os.getloadavg()
+    lines.insert(4, f"Load average (1, 5, 15 min) at the start {load_start}, at the end "
+                 f"{tuple(round(x, 1) for x in load_end)}: with {info['nproc']} CPUs, a load "
+                 "above that means other jobs shared the machine during the run, so absolute "
+                 "figures are noisy; the interleaved ratios less so.")
+    lines.insert(5, "")
     block = "\n".join(lines).rstrip() + "\n"
     print(block)
     if not args.no_write:
