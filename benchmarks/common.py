@@ -22,6 +22,24 @@ SEED = 20261128
 SOURCES = ("sensor-a", "sensor-b", "sensor-c", "manual")
 
 
+#: Variables that change what is measured: PYTHONUNBUFFERED turns every output line of the
+#: programs under test into write syscalls; PYTHONDONTWRITEBYTECODE leaves an editable
+#: install without bytecode, so every worker compiles stageflow from source at start.
+_DISTORTING = ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
+
+
+def prepare_environment() -> list[str]:
+    """Unset the distorting variables for this process and its children, and compile the
+    repository's bytecode once (as a wheel install would have it); return what was unset."""
+    import compileall
+
+    removed = [name for name in _DISTORTING if os.environ.pop(name, None) is not None]
+    sys.dont_write_bytecode = False
+    for package in ("stageflow", "plugins/seed", "benchmarks"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
+    return removed
+
+
 def stageflow_command(*args: str) -> list[str]:
     """``stageflow ARGS`` through the console script next to this interpreter, if any."""
     script = Path(sys.executable).with_name("stageflow")

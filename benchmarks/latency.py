@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, launch, percentile, reap  # noqa: E402
+from benchmarks.common import ROOT, launch, percentile, prepare_environment, reap  # noqa: E402
 
 PIPELINE = Path(__file__).resolve().parent / "pass3.yaml"
 
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=int, default=500)
     args = parser.parse_args()
+    prepare_environment()
     for name, row in embedding(args.rate, args.seconds, args.warmup).items():
         print(f"embedding, from {name:9s}: {row}")
     print(f"cli:                       {cli(args.rate, args.seconds, args.warmup)}")

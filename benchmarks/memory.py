@@ -25,7 +25,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import SEED_PIPELINE, launch, reap, seed_file, stageflow_command  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SEED_PIPELINE,
+    launch,
+    prepare_environment,
+    reap,
+    seed_file,
+    stageflow_command,
+)
 
 #: The seed pipeline's workers, in the order the coordinator spawns them.
 WORKERS = ("preprocess#0", "preprocess#1", "analyze#0", "analyze#1", "collect#0")
@@ -61,7 +68,8 @@ class Sampler(threading.Thread):
         """Peaks by name: 'coordinator', then the workers in spawn order."""
         named = {"coordinator": self.peaks.get(self.root.pid, 0)}
         children = sorted(
-            (pid for pid in self.peaks if pid != self.root.pid), key=lambda p: (self.started_at[p], p)
+            (pid for pid in self.peaks if pid != self.root.pid),
+            key=lambda p: (self.started_at[p], p),
         )
         for index, pid in enumerate(children):
             name = WORKERS[index] if index < len(WORKERS) else f"extra#{index}"
@@ -110,7 +118,9 @@ def measure_one(path: Path, records: int, rate: float, every: float) -> dict[str
     return result
 
 
-def measure(sizes: list[int], rate: float, every: float, directory: Path) -> dict[int, dict[str, float]]:
+def measure(
+    sizes: list[int], rate: float, every: float, directory: Path
+) -> dict[int, dict[str, float]]:
     """Peak RSS (MiB) per process for each input size."""
     found = {}
     for size in sizes:
@@ -127,6 +137,7 @@ def main() -> None:
     parser.add_argument("--sink-rate", type=float, default=1_500_000.0)
     parser.add_argument("--every", type=float, default=0.1)
     args = parser.parse_args()
+    prepare_environment()
     with tempfile.TemporaryDirectory(prefix="stageflow-bench-") as directory:
         measure(args.sizes, args.sink_rate, args.every, Path(directory))
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import SEED_PIPELINE, seed_file, stageflow_command  # noqa: E402
+from benchmarks.common import SEED_PIPELINE, prepare_environment, seed_file, stageflow_command  # noqa: E402
 
 #: (bucket, function names), first match wins; names are py-spy's "Qual.name" of a frame.
 WORKER_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--keep", type=Path, help="copy the raw collapsed stacks here")
     args = parser.parse_args()
+    prepare_environment()
     print(profile(args.records, args.rate, args.keep))
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import latency, memory, startup, throughput  # noqa: E402
-from benchmarks.common import have, machine  # noqa: E402
+from benchmarks.common import have, machine, prepare_environment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
+    unset = prepare_environment()
     began = time.perf_counter()
     info = machine()
     load_start = tuple(round(x, 1) for x in os.getloadavg())
@@ -187,6 +188,11 @@ def main() -> None:
                  "above that means other jobs shared the machine during the run, so absolute "
                  "figures are noisy; the interleaved ratios less so.")
     lines.insert(5, "")
+    if unset:
+        lines.insert(6, f"Unset for the run (they distort it; see benchmarks/common.py): "
+                     f"{', '.join(unset)}. Bytecode compiled beforehand, as a wheel install "
+                     "has it.")
+        lines.insert(7, "")
     block = "\n".join(lines).rstrip() + "\n"
     print(block)
     if not args.no_write:

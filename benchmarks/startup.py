@@ -21,7 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    SEED_PIPELINE, launch, median, reap, seed_records, stageflow_command,
+    SEED_PIPELINE,
+    launch,
+    median,
+    prepare_environment,
+    reap,
+    seed_records,
+    stageflow_command,
 )
 
 _IMPORTS = (
@@ -76,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
+    prepare_environment()
     print(measure(args.runs))
 
 

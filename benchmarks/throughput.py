@@ -27,7 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    SEED_PIPELINE, launch, median, reap, seed_file, stageflow_command, timed_lines,
+    SEED_PIPELINE,
+    launch,
+    median,
+    prepare_environment,
+    reap,
+    seed_file,
+    stageflow_command,
+    timed_lines,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -88,6 +95,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    prepare_environment()
     with tempfile.TemporaryDirectory(prefix="stageflow-bench-") as directory:
         summary = measure(args.records, args.runs, Path(directory))
     for variant, row in summary.items():
