@@ -51,11 +51,12 @@ def section_throughput(t: dict[str, dict[str, float]], records: int) -> list[str
     sf, pz, tx = t["stageflow"], t["pyzmq"], t["txzmq"]
     out = [f"### (a) Seed pipeline throughput ({records:,} records, median of "
            f"{int(sf['runs'])} interleaved runs)", "",
-           "| program | whole run (rec/s) | first→last line (rec/s) | wall (s) | first line (s) |",
-           "|---|---:|---:|---:|---:|"]
+           "| program | whole run (rec/s) | first→last line (rec/s) | wall (s) | first line (s) "
+           "| CPU, all processes (µs/record) |",
+           "|---|---:|---:|---:|---:|---:|"]
     for name, row in (("stageflow run", sf), ("pyzmq + json", pz), ("txZMQ + json", tx)):
         out.append(f"| {name} | {fmt(row['whole_rate'], 0)} | {fmt(row['steady_rate'], 0)} | "
-                   f"{fmt(row['wall'])} | {fmt(row['first'])} |")
+                   f"{fmt(row['wall'])} | {fmt(row['first'])} | {fmt(row['cpu_us'], 1)} |")
     out += ["", "| ratio | whole run | first→last line | target |", "|---|---:|---:|---|"]
     for name, other, target in (("stageflow / pyzmq", pz, 1.3), ("stageflow / txZMQ", tx, 1.5)):
         whole = sf["whole_rate"] / other["whole_rate"]

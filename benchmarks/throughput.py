@@ -10,7 +10,9 @@ pipe that this process reads:
 
 Runs are interleaved (A B C A B C ...) so drifting machine load hits all alike. For each
 run: records/s over the whole run (launch to exit, startup included) and records/s from the
-first to the last output line (startup excluded).
+first to the last output line (startup excluded); and the CPU time (user + system) of all
+its processes per record, from ``getrusage(RUSAGE_CHILDREN)`` (each program waits for its
+workers, so their time is included).
 
     python benchmarks/throughput.py [--records 200000] [--runs 3]
 """
@@ -18,6 +20,7 @@ first to the last output line (startup excluded).
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,6 +53,7 @@ def command(variant: str, path: Path) -> list[str]:
 
 def run_once(variant: str, path: Path, records: int) -> dict[str, float]:
     """One whole-process run: wall seconds, first/last output line, records/s both ways."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = launch(command(variant, path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -60,7 +64,10 @@ def run_once(variant: str, path: Path, records: int) -> dict[str, float]:
         reap(process)
     if lines != records or process.returncode != 0:
         raise RuntimeError(f"{variant}: {lines} of {records} lines, exit {process.returncode}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
+        "cpu_us": cpu / records * 1e6,
         "wall": wall,
         "first": first,
         "whole_rate": records / wall,
@@ -84,7 +91,7 @@ def measure(records: int, runs: int, directory: Path) -> dict[str, dict[str, flo
     for variant, results in found.items():
         summary[variant] = {
             key: median([r[key] for r in results])
-            for key in ("wall", "first", "whole_rate", "steady_rate")
+            for key in ("wall", "first", "whole_rate", "steady_rate", "cpu_us")
         }
         summary[variant]["runs"] = len(results)
     return summary
