@@ -1,6 +1,6 @@
 """Run every pipeline benchmark, print the results table and write it to benchmarks/README.md.
 
-    python benchmarks/run_all.py            # full run, ~10 minutes
+    python benchmarks/run_all.py            # full run, ~6-8 minutes
     python benchmarks/run_all.py --quick    # smoke check, ~1-2 minutes (figures are rough)
 
 From the repository root, in the venv with ``pip install -e '.[bench]' -e ./plugins/seed``
