@@ -357,7 +357,7 @@ def _check(produced: Any, needed: Any, ctx: _Context) -> list[_Problem]:
             if not p_fixed or len(p_items) != len(c_items):
                 return mismatch
             problems = []
-            for p_item, c_item in zip(p_items, c_items):
+            for p_item, c_item in zip(p_items, c_items, strict=False):
                 problems.extend(_check(p_item, c_item, ctx))
             return _nested(problems, needed, produced)
         problems = []
@@ -377,7 +377,7 @@ def _check(produced: Any, needed: Any, ctx: _Context) -> list[_Problem]:
         if len(p_args) != len(c_args):
             return []
         problems = []
-        for p_arg, c_arg in zip(p_args, c_args):
+        for p_arg, c_arg in zip(p_args, c_args, strict=False):
             problems.extend(_check(p_arg, c_arg, ctx))
         return mismatch if problems else []
 

@@ -130,7 +130,9 @@ class Pipeline:
             if isinstance(stage, Mapping) and isinstance(stage.get("uses"), type):
                 cls = stage["uses"]
                 if not issubclass(cls, Stage):
-                    raise PipelineError(f"{cls!r} given as `uses` is not a stageflow.Stage subclass")
+                    raise PipelineError(
+                        f"{cls!r} given as `uses` is not a stageflow.Stage subclass"
+                    )
                 cls.check_definition()
                 reference = f"{cls.__module__}:{cls.__qualname__}"
                 classes[reference] = cls
@@ -146,7 +148,7 @@ class Pipeline:
         )
         self.mismatches: tuple[Mismatch, ...] = tuple(
             mismatch
-            for upstream, downstream in zip(self.stages, self.stages[1:])
+            for upstream, downstream in zip(self.stages, self.stages[1:], strict=False)
             for mismatch in check_edge(
                 upstream.name, upstream.cls.Output, downstream.name, downstream.cls.Input
             )

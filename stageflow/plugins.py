@@ -165,7 +165,7 @@ def load_registry(*, load_entrypoints: bool = True, plugins: Iterable[Any] = ())
                 if not (isinstance(cls, type) and issubclass(cls, Stage)):
                     raise PluginError(f"{cls!r} is not a stageflow.Stage subclass")
                 cls.check_definition()
-        except Exception as exc:  # one broken plugin must not hide the others' stages
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the others
             registry.problems.append(
                 PluginProblem(plugin_name, dist, f"{type(exc).__name__}: {exc}")
             )

@@ -10,7 +10,6 @@ import signal
 import stat
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stageflow")
 
-_FLUSH_EVERY = 0.2
 
 
 def register(subparsers: Any) -> None:
@@ -134,15 +132,12 @@ def run(args: argparse.Namespace) -> int:
     signals = _GracefulStop(the_run)
     status = EXIT_OK
     try:
-        last_flush = time.monotonic()
         write = output.write
-        for line in the_run.lines():
+        # Flushed whenever the run is about to wait: a downstream reader sees each result
+        # as soon as nothing else is ready, without a flush per line while busy.
+        for line in the_run.lines(on_idle=output.flush):
             write(line)
             write(b"\n")
-            now = time.monotonic()
-            if now - last_flush > _FLUSH_EVERY:
-                output.flush()
-                last_flush = now
     except RecordsFailedError as exc:
         fail(str(exc))
         status = EXIT_RECORDS_FAILED

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -154,6 +154,7 @@ class Coordinator:
         self._replay_due = False
         self._finish_stage: int | None = None
         self._next_synthetic = -1
+        self._wakeup_fd: int | None = None
         self._last_supervise = 0.0
 
     # -- sockets and processes ------------------------------------------------------------
@@ -286,36 +287,65 @@ class Coordinator:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self, source: Iterator[Any]) -> Iterator[bytes]:
-        """Feed ``source`` (``(seq, record_bytes)`` pairs or WAIT) and yield result lines."""
+    def run(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[bytes]:
+        """Feed ``source`` (``(seq, record_bytes)`` pairs or WAIT) and yield result lines.
+
+        ``wakeup_fd`` becomes readable when a source that said WAIT has more (see
+        :class:`stageflow.engine.run.ReadAhead`); ``on_idle`` is called before the loop
+        waits, after it yielded results (the CLI flushes its output there).
+        """
         exhausted = False
         started = self._started
+        if wakeup_fd is not None:
+            self._poller.register(wakeup_fd, zmq.POLLIN)
+        self._wakeup_fd = wakeup_fd
+        yielded = False
         while True:
+            more_input = False
             if not exhausted and not self.stopping:
-                exhausted = self._feed(source)
+                exhausted, more_input = self._feed(source)
             idle = (exhausted or self.stopping) and not self.tracker.roots
             settled = idle and not self._rewires and not self._restarts_pending()
             if settled and not self._advance_finish():
                 break
             self._flush_backlogs()
-            self._poll(0.0 if self.tracker.completed else 0.02)
+            busy = more_input or self.tracker.completed
+            if not busy and yielded and on_idle is not None:
+                on_idle()
+                yielded = False
+            self._poll(0.0 if busy else 0.02)
             self._supervise()
             for root in self.tracker.take_completed():
-                yield from self._emit(root)
+                for line in self._emit(root):
+                    yielded = True
+                    yield line
             self.report.seconds = time.monotonic() - started
+        if wakeup_fd is not None:
+            self._poller.unregister(wakeup_fd)
+            self._wakeup_fd = None
         self.report.finished = exhausted and not self.stopping
         self.report.interrupted = self.stopping
         self.report.seconds = time.monotonic() - started
 
-    def _feed(self, source: Iterator[Any]) -> bool:
-        """Send what the in-flight window allows; return True once the source is exhausted."""
+    def _feed(self, source: Iterator[Any]) -> tuple[bool, bool]:
+        """Send what the in-flight window allows.
+
+        Returns (exhausted, more): whether the source has ended, and whether it may have
+        more ready right now (so the loop should not wait).
+        """
         credit = self.options.max_in_flight - len(self.tracker.roots)
         stage0 = self.slots[0]
         chunk = min(credit, self.options.batch_size * len(stage0))
         if chunk <= 0:
-            return False
+            return False, False
         taken: list[Root] = []
         exhausted = False
+        more = True
         clock = time.monotonic
         until = clock() + _FEED_FOR
         for _ in range(chunk):
@@ -325,6 +355,7 @@ class Coordinator:
                 exhausted = True
                 break
             if item is WAIT:
+                more = False
                 break
             seq, record = item
             root = self.tracker.add(seq, record, 0)
@@ -348,7 +379,7 @@ class Coordinator:
                 break
         if taken:
             self._send_roots(0, taken)
-        return exhausted
+        return exhausted, more and not exhausted and len(taken) < credit
 
     def _send_roots(self, stage: int, roots: list[Root]) -> None:
         # Split evenly over the stage's workers so round-robin gives each a fair share,
@@ -393,6 +424,9 @@ class Coordinator:
 
     def _poll(self, timeout: float) -> None:
         events = dict(self._poller.poll(int(timeout * 1000)))
+        if self._wakeup_fd is not None and self._wakeup_fd in events:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wakeup_fd, 65536)
         if self._results in events:
             self._receive_results()
         if self._control in events:

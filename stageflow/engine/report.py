@@ -50,7 +50,8 @@ class RunReport:
             f"{self.dead_lettered} dead-lettered",
         ]
         if self.worker_restarts:
-            parts.append(f"{self.worker_restarts} worker {_plural(self.worker_restarts, 'restart')}")
+            restarts = self.worker_restarts
+            parts.append(f"{restarts} worker {_plural(restarts, 'restart')}")
         return f"pipeline {self.pipeline!r}: " + ", ".join(parts) + f" in {self.seconds:.2f}s"
 
 

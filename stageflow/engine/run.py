@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,7 +66,8 @@ class Run:
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
         self.options = EngineOptions(**options)
-        self._items = _read_ahead(items) if read_ahead else items
+        self._items = items
+        self._use_read_ahead = read_ahead
         self._numbered = numbered
         self._dead_letter = dead_letter
         self._coordinator: Coordinator | None = None
@@ -82,17 +84,34 @@ class Run:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def lines(self) -> Iterator[bytes]:
-        """Iterate over the results as JSON lines (bytes, no newline), without parsing them."""
+    def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
+
+        ``on_idle`` is called whenever the run is about to wait after handing out results:
+        the moment to flush a buffered output.
+        """
         sink, owned = self._open_sink()
-        coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
+        try:
+            coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
+        except BaseException:
+            if owned and sink is not None:
+                sink.close()
+            raise
         self._coordinator = coordinator
+        ahead: ReadAhead | None = None
         try:
             coordinator.start()
-            source = iter(self._items) if self._numbered else _numbered(self._items)
-            yield from coordinator.run(source)
+            items: Iterable[Any] = self._items
+            if self._use_read_ahead:
+                ahead = ReadAhead(items)
+                items = ahead
+            source = iter(items) if self._numbered else _numbered(items)
+            wakeup = ahead.wakeup_fd if ahead is not None else None
+            yield from coordinator.run(source, wakeup, on_idle)
         finally:
             coordinator.close()
+            if ahead is not None:
+                ahead.close()
             if owned and sink is not None:
                 sink.close()
         if self.report.dead_lettered > self.report.max_errors:
@@ -158,43 +177,66 @@ def _to_json(item: Any) -> bytes:
     return to_json(item)
 
 
-def _read_ahead(items: Iterable[Any], depth: int = 4096) -> Iterator[Any]:
-    """Iterate ``items`` in a daemon thread; yield WAIT whenever nothing is ready yet."""
-    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    done = threading.Event()
+class ReadAhead:
+    """Iterate ``items`` in a daemon thread; yield WAIT whenever nothing is ready yet.
 
-    def hand_over(entry: tuple[bool, Any]) -> bool:
-        while not done.is_set():
+    A byte written to :attr:`wakeup_fd` for each item lets the coordinator sleep in its
+    poll and still take a record the moment it arrives.
+    """
+
+    def __init__(self, items: Iterable[Any], depth: int = 4096) -> None:
+        self._items = items
+        self._ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+        self._done = threading.Event()
+        self.wakeup_fd, self._wakeup_write = os.pipe()
+        os.set_blocking(self.wakeup_fd, False)
+        os.set_blocking(self._wakeup_write, False)
+        threading.Thread(target=self._pump, name="stageflow-read-ahead", daemon=True).start()
+
+    def _hand_over(self, entry: tuple[bool, Any]) -> bool:
+        while not self._done.is_set():
             try:
-                ready.put(entry, timeout=0.1)
-                return True
+                self._ready.put(entry, timeout=0.1)
             except queue.Full:
                 continue
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+                os.write(self._wakeup_write, b"x")
+            return True
         return False  # the consumer went away: stop reading
 
-    def pump() -> None:
+    def _pump(self) -> None:
         try:
-            for item in items:
-                if not hand_over((True, item)):
+            for item in self._items:
+                if not self._hand_over((True, item)):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, raised there
-            hand_over((False, exc))
+            self._hand_over((False, exc))
         else:
-            hand_over((False, None))
+            self._hand_over((False, None))
+        finally:
+            # Closed by the writer, so no write can ever land on a reused descriptor.
+            os.close(self._wakeup_write)
 
-    threading.Thread(target=pump, name="stageflow-read-ahead", daemon=True).start()
-    try:
-        while True:
-            try:
-                more, item = ready.get_nowait()
-            except queue.Empty:
-                yield WAIT
-                continue
-            if more:
-                yield item
-            elif item is None:
-                return
-            else:
-                raise item
-    finally:
-        done.set()
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    more, item = self._ready.get_nowait()
+                except queue.Empty:
+                    yield WAIT
+                    continue
+                if more:
+                    yield item
+                elif item is None:
+                    return
+                else:
+                    raise item
+        finally:
+            self._done.set()  # the consumer is gone: the pump stops at its next hand-over
+
+    def close(self) -> None:
+        """Stop the pump and close the wake-up pipe; call once the poller is done with it."""
+        self._done.set()
+        if self.wakeup_fd >= 0:
+            os.close(self.wakeup_fd)  # a later write by the pump fails with EPIPE, suppressed
+            self.wakeup_fd = -1

@@ -148,7 +148,7 @@ def build_graph(pipeline: Pipeline) -> Graph:
     for mismatch in pipeline.mismatches:
         by_pair.setdefault((mismatch.upstream, mismatch.downstream), []).append(mismatch)
     edges = []
-    for (index, up), down in zip(enumerate(pipeline.stages), pipeline.stages[1:]):
+    for (index, up), down in zip(enumerate(pipeline.stages), pipeline.stages[1:], strict=False):
         problems = tuple(_problem(mismatch) for mismatch in by_pair.get((up.name, down.name), []))
         edges.append(
             Edge(index, index + 1, stages[index].output, stages[index + 1].input, problems)

@@ -80,7 +80,7 @@ def _arrow(labels: list[str]) -> list[str]:
     lines = [
         f"{_ARROW_INDENT}│ {part}" for label in labels for part in _wrap(label, room, rest="  ")
     ]
-    return lines + [f"{_ARROW_INDENT}▼"]
+    return [*lines, f"{_ARROW_INDENT}▼"]
 
 
 def _wrap(text: str, width: int, *, first: str = "", rest: str = "") -> list[str]:
