@@ -8,8 +8,9 @@ compared with ``time.perf_counter()`` (one clock, no cross-process skew). The fi
 Two ways in:
 
 embedding
-    ``Pipeline.from_file(...).run(items).lines()``, the items a paced generator that yields
-    ``WAIT`` until the next record is due. Two figures: from the moment stageflow took the
+    ``Pipeline.from_file(...).run(items, read_ahead=True).lines()``, the items a paced
+    generator that sleeps until the next record is due (``read_ahead`` is the documented way
+    to feed a blocking iterator). Two figures: from the moment stageflow took the
     record (``sent``, stamped in the record), and from the moment it was due by the schedule
     (which adds any delay before the coordinator asked the generator for it). A third,
     unpaced figure sends one record at a time, the next once the previous came back: the
@@ -55,7 +56,6 @@ def _summary(latencies: list[float], elapsed: float, count: int) -> dict[str, fl
 def embedding(rate: float, seconds: float, warmup: int) -> dict[str, dict[str, float]]:
     """Latency through the embedding API; returns 'sent' and 'scheduled' summaries."""
     from stageflow import Pipeline
-    from stageflow.engine.coordinator import WAIT
 
     count = int(rate * seconds) + warmup
     period = 1.0 / rate
@@ -66,15 +66,16 @@ def embedding(rate: float, seconds: float, warmup: int) -> dict[str, dict[str, f
         start = clock()
         for seq in range(count):
             when = start + seq * period
-            while clock() < when:
-                yield WAIT
+            delay = when - clock()
+            if delay > 0:
+                time.sleep(delay)
             due[seq] = when
             yield {"seq": seq, "sent": clock()}
 
     from_sent: list[float] = []
     from_due: list[float] = []
     first_at = last_at = 0.0
-    run = Pipeline.from_file(PIPELINE).run(paced())
+    run = Pipeline.from_file(PIPELINE).run(paced(), read_ahead=True)
     for line in run.lines():
         now = time.perf_counter()
         record = json.loads(line)
