@@ -150,7 +150,7 @@ def machine() -> dict[str, str]:
         "cpu": model,
         "memory": memory,
         **versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 

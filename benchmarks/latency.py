@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, launch, percentile, prepare_environment, reap  # noqa: E402
+from benchmarks.common import ROOT, launch, percentile, prepare_environment, reap
 
 PIPELINE = Path(__file__).resolve().parent / "pass3.yaml"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import SEED_PIPELINE, prepare_environment, seed_file, stageflow_command  # noqa: E402
+from benchmarks.common import SEED_PIPELINE, prepare_environment, seed_file, stageflow_command
 
 #: (bucket, function names), first match wins; names are py-spy's "Qual.name" of a frame.
 WORKER_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (

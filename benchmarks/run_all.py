@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import latency, memory, startup, throughput  # noqa: E402
-from benchmarks.common import have, machine, prepare_environment  # noqa: E402
+from benchmarks import latency, memory, startup, throughput
+from benchmarks.common import have, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"

@@ -21,6 +21,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -28,7 +29,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import seed_math  # noqa: E402
+from benchmarks import seed_math
 
 #: (role, workers), upstream first, as in examples/seed/pipeline.yaml.
 TOPOLOGY = (("preprocess", 2), ("analyze", 2), ("collect", 1))
@@ -121,8 +122,13 @@ def coordinate(source: IO[bytes], output: IO[bytes], max_in_flight: int) -> int:
         context.destroy(linger=0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cli(
+    description: str,
+    work: Callable[[str, list[str]], None],
+    coordinate: Callable[[IO[bytes], IO[bytes], int], None],
+) -> None:
+    """The command line both hand-written programs share: a coordinator, or one worker."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-i", "--input", default="-")
     parser.add_argument("-o", "--output", default="-")
     parser.add_argument("--max-in-flight", type=int, default=8192)
@@ -131,11 +137,11 @@ def main() -> None:
     if args.worker:
         work(args.worker[0], args.worker[1:])
         return
-    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
-    output = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
+    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    output = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
     with source, output:
         coordinate(source, output, args.max_in_flight)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(__doc__.splitlines()[0], work, coordinate)

@@ -1,5 +1,10 @@
-"""The seed's arithmetic, as /work/shared/seed/push-pull.md's Preprocessor, Analyzer and
-ResultsCollector compute it, for the hand-written pipelines (no pydantic, no validation)."""
+"""The seed's arithmetic, as the seed push/pull guide's Preprocessor, Analyzer and
+ResultsCollector compute it, for the hand-written pipelines (no pydantic, no validation).
+
+It repeats the seed plugin's four small functions on purpose: the hand-written baselines
+must not import stageflow or pydantic, or they would pay their start-up cost.
+tests/test_benchmark_math.py keeps the two in step.
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ slices so results are read while it feeds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import seed_math  # noqa: E402
-from benchmarks.seed_handwritten import TOPOLOGY, spawn_workers  # noqa: E402
+from benchmarks import seed_math
+from benchmarks.seed_handwritten import TOPOLOGY, run_cli, spawn_workers
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 #: Records pushed per reactor turn by the source.
@@ -111,21 +110,5 @@ def coordinate(source: IO[bytes], output: IO[bytes], max_in_flight: int) -> int:
             proc.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-i", "--input", default="-")
-    parser.add_argument("-o", "--output", default="-")
-    parser.add_argument("--max-in-flight", type=int, default=8192)
-    parser.add_argument("--worker", nargs="+", metavar=("ROLE", "DOWNSTREAM"))
-    args = parser.parse_args()
-    if args.worker:
-        work(args.worker[0], args.worker[1:])
-        return
-    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
-    output = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
-    with source, output:
-        coordinate(source, output, args.max_in_flight)
-
-
 if __name__ == "__main__":
-    main()
+    run_cli(__doc__.splitlines()[0], work, coordinate)
