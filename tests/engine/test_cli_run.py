@@ -204,7 +204,9 @@ def test_second_signal_stops_at_once(tmp_path: Path) -> None:
     assert proc.stderr is not None
     seen = b""
     while b"received SIGINT" not in seen:  # signals sent together would merge into one
-        seen += proc.stderr.readline()
+        line = proc.stderr.readline()
+        assert line, f"stageflow run ended before handling the first signal: {seen!r}"
+        seen += line
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, (seen + err).decode()
