@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -99,10 +100,9 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the group we created for it: leftovers only
-    except (ProcessLookupError, PermissionError):
-        pass
+    # The group we created for it: leftovers only, and maybe none.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def median(values: Sequence[float]) -> float:

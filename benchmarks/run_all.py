@@ -63,7 +63,7 @@ def section_throughput(t: dict[str, dict[str, float]], records: int) -> list[str
         steady = sf["steady_rate"] / other["steady_rate"]
         out.append(f"| {name} | {whole:.2f}× | {steady:.2f}× | ≥ {target}× : "
                    f"{verdict(whole >= target and steady >= target)} |")
-    return out + [""]
+    return [*out, ""]
 
 
 def section_latency(lat: dict[str, dict[str, float]]) -> list[str]:
@@ -114,8 +114,8 @@ def section_startup(s: dict[str, float]) -> list[str]:
 def section_chain(text: str | None) -> list[str]:
     out = ["### (b) Transport: 3-hop forward chain (`benchmarks/transport_chain.py`)", ""]
     if text is None:
-        return out + ["Skipped: benchmarks/transport_chain.py is not on this branch.", ""]
-    return out + ["```", text.strip(), "```", ""]
+        return [*out, "Skipped: benchmarks/transport_chain.py is not on this branch.", ""]
+    return [*out, "```", text.strip(), "```", ""]
 
 
 def run_chain(args: list[str]) -> str | None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import seed_math
 from stageflow_seed import stages
+
+from benchmarks import seed_math
 from tests.helpers import REPO
 
 

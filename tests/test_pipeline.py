@@ -214,7 +214,7 @@ def test_python_pipeline_config_error() -> None:
 
 def test_non_stage_class_is_rejected() -> None:
     """A class that is not a Stage given as `uses` is a PipelineError."""
-    with pytest.raises(PipelineError, match="is not a stageflow.Stage subclass"):
+    with pytest.raises(PipelineError, match=r"is not a stageflow\.Stage subclass"):
         Pipeline("p", [{"name": "x", "uses": Line}])
 
 

@@ -153,7 +153,7 @@ def test_resolve_by_import_reference() -> None:
         registry.resolve("no_such_pkg:Stage")
     with pytest.raises(UnknownStageError, match="has no attribute 'Nope'"):
         registry.resolve("stageflow_seed.stages:Nope")
-    with pytest.raises(UnknownStageError, match="is not a stageflow.Stage subclass"):
+    with pytest.raises(UnknownStageError, match=r"is not a stageflow\.Stage subclass"):
         registry.resolve("stageflow_seed.stages:RawSeries")
 
 

@@ -124,7 +124,7 @@ def test_chain_over_the_bundled_sample() -> None:
     analyzed = run_stage(Analyzer, [p.model_dump() for p in preprocessed])
     collected = run_stage(Collector, [a.model_dump() for a in analyzed])
     assert [c.id for c in collected] == [r["id"] for r in records]
-    for record, result in zip(records, collected):
+    for record, result in zip(records, collected, strict=False):
         raw = record["raw_values"]
         top = max(raw, default=0)
         normalized = [Fraction(v) / Fraction(top) for v in raw] if top > 0 else raw

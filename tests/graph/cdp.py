@@ -8,6 +8,7 @@ client and no port, and lets a test send real (trusted) mouse events through
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -134,10 +135,8 @@ class Browser:
         return page
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(ProtocolError, OSError):
             self.call("Browser.close")
-        except (ProtocolError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -74,5 +74,5 @@ def test_png_has_signature_and_ihdr(dot_program: str) -> None:
 def test_missing_dot_raises_one_clear_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without `dot` on PATH, image formats raise GraphvizError naming the package."""
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(GraphvizError, match="needs Graphviz's `dot` program.*apt-get install"):
+    with pytest.raises(GraphvizError, match=r"needs Graphviz's `dot` program.*apt-get install"):
         render_image(cases.wordcount(), "png")
