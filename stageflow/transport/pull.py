@@ -40,6 +40,12 @@ class ZmqPullConnection(ZmqConnection):
     readBatchSize: int = 500
     """Messages read per reactor turn at most, before yielding to timers and other I/O."""
 
+    singleFrame: bool = False
+    """Set True when peers only ever send single-frame messages: each frame is then
+    delivered as a message of its own without asking ZeroMQ whether more frames follow,
+    which saves about half a microsecond per message. A multipart message sent to such a
+    connection arrives as separate one-frame messages (as with a plain ``recv()`` loop)."""
+
     def __init__(
         self,
         factory: ZmqFactory,
@@ -114,6 +120,9 @@ class ZmqPullConnection(ZmqConnection):
         recv = self.socket.recv
         on_pull = self.onPull
         noblock = _NOBLOCK
+        if self.singleFrame:
+            self._read_single_frames(recv, on_pull)
+            return
         try:
             for _ in range(self.readBatchSize):
                 # recv(flags, copy=False), positional because that is cheaper to call,
@@ -138,6 +147,23 @@ class ZmqPullConnection(ZmqConnection):
             return
         # The slice ended with messages probably still queued; the FD will not fire for
         # them (its edge is spent), so come back on the next turn.
+        self._schedule_read()
+
+    def _read_single_frames(self, recv: Any, on_pull: Any) -> None:
+        """The read loop of a ``singleFrame`` connection: one recv per message."""
+        noblock = _NOBLOCK
+        try:
+            for _ in range(self.readBatchSize):
+                message = [recv(noblock)]
+                try:
+                    on_pull(message)
+                except Exception:  # noqa: BLE001 -- any error in user code is routed, not fatal
+                    self._route_error(message, Failure())  # type: ignore[no-untyped-call]
+                if not self._reading:
+                    return
+        except _Again:
+            self._recheck_events()
+            return
         self._schedule_read()
 
     def _recheck_events(self) -> None:

@@ -77,6 +77,22 @@ def test_multipart_arrives_whole(factory: ZmqFactory, reactor: Any) -> None:
     assert puller.received == [[b"head", b"", b"tail"], [b"single"], [b"one"]]
 
 
+def test_single_frame_mode_delivers_each_frame(factory: ZmqFactory, reactor: Any) -> None:
+    """With singleFrame, every frame is its own message, in order, multipart ones split."""
+
+    class FrameCollector(Collector):
+        singleFrame = True
+
+    puller = FrameCollector(factory, BIND_ANY)
+    pusher = ZmqPushConnection(factory, connect(puller.addresses[0]))
+    for n in range(1200):  # more than one read slice
+        pusher.push(b"%d" % n)
+    pusher.push([b"head", b"tail"])
+    run_until(reactor, lambda: len(puller.received) == 1202)
+    assert puller.received[:1200] == [[b"%d" % n] for n in range(1200)]
+    assert puller.received[1200:] == [[b"head"], [b"tail"]]
+
+
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:*", "tcp://*:*"])
 def test_wildcard_port_resolves_at_once(factory: ZmqFactory, reactor: Any, address: str) -> None:
     """Binding to port * picks a free port, listed in addresses right after construction."""
