@@ -120,21 +120,22 @@ class ZmqPullConnection(ZmqConnection):
         recv = self.socket.recv
         on_pull = self.onPull
         noblock = _NOBLOCK
-        if self.singleFrame:
-            self._read_single_frames(recv, on_pull)
-            return
+        single = self.singleFrame
         try:
             for _ in range(self.readBatchSize):
-                # recv(flags, copy=False), positional because that is cheaper to call,
-                # gives a Frame whose .more came from the same C call: cheaper than a
-                # getsockopt(RCVMORE) per message, which pyzmq resolves through an enum.
-                frame = recv(noblock, False)
-                message = [frame.bytes]
-                while frame.more:
-                    # The rest of a multipart message is already here: ZeroMQ delivers
-                    # messages whole.
+                if single:
+                    message = [recv(noblock)]
+                else:
+                    # recv(flags, copy=False), positional because that is cheaper to call,
+                    # gives a Frame whose .more came from the same C call: cheaper than a
+                    # getsockopt(RCVMORE) per message, which pyzmq resolves through an enum.
                     frame = recv(noblock, False)
-                    message.append(frame.bytes)
+                    message = [frame.bytes]
+                    while frame.more:
+                        # The rest of a multipart message is already here: ZeroMQ delivers
+                        # messages whole.
+                        frame = recv(noblock, False)
+                        message.append(frame.bytes)
                 try:
                     on_pull(message)
                 except Exception:  # noqa: BLE001 -- any error in user code is routed, not fatal
@@ -147,23 +148,6 @@ class ZmqPullConnection(ZmqConnection):
             return
         # The slice ended with messages probably still queued; the FD will not fire for
         # them (its edge is spent), so come back on the next turn.
-        self._schedule_read()
-
-    def _read_single_frames(self, recv: Any, on_pull: Any) -> None:
-        """The read loop of a ``singleFrame`` connection: one recv per message."""
-        noblock = _NOBLOCK
-        try:
-            for _ in range(self.readBatchSize):
-                message = [recv(noblock)]
-                try:
-                    on_pull(message)
-                except Exception:  # noqa: BLE001 -- any error in user code is routed, not fatal
-                    self._route_error(message, Failure())  # type: ignore[no-untyped-call]
-                if not self._reading:
-                    return
-        except _Again:
-            self._recheck_events()
-            return
         self._schedule_read()
 
     def _recheck_events(self) -> None:
