@@ -76,7 +76,7 @@ def render_image(graph: Graph, fmt: Literal["svg", "png"]) -> bytes:
 
 
 def _node_attrs(stage: StageNode) -> str:
-    workers = f"{stage.workers} worker{'s' if stage.workers != 1 else ''}"
+    workers = stage.workers_label
     rows = [
         f"<b>{_html(stage.name)}</b>",
         f'<font point-size="9">uses: {_html(stage.uses)}</font>',

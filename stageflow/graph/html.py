@@ -70,7 +70,7 @@ def _html_drawing(graph: Graph) -> str:
     parts = ['<div class="flow">', '<div class="io">input</div>']
     parts.append(_arrow(graph.input.name, []))
     for stage in graph.stages:
-        workers = f"{stage.workers} worker{'s' if stage.workers != 1 else ''}"
+        workers = stage.workers_label
         parts.append(
             f'<div class="stage box" data-stage-index="{stage.index}">'
             f"<strong>{_esc(stage.name)}</strong>"

@@ -67,7 +67,7 @@ def render_mermaid(graph: Graph) -> str:
 
 
 def _node_label(stage: StageNode) -> str:
-    workers = f"{stage.workers} worker{'s' if stage.workers != 1 else ''}"
+    workers = stage.workers_label
     rows = [
         f"<b>{_text(stage.name)}</b>",
         f"uses: {_text(stage.uses)}",

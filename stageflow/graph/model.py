@@ -53,6 +53,11 @@ class StageNode:
     config_values: Mapping[str, Any] | None
 
     @property
+    def workers_label(self) -> str:
+        """"1 worker" or "N workers", as every format shows it."""
+        return f"{self.workers} worker{'s' if self.workers != 1 else ''}"
+
+    @property
     def origin(self) -> str:
         """Where the stage class comes from, for a one-line caption."""
         if self.distribution:

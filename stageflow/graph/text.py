@@ -54,7 +54,7 @@ def render_text(graph: Graph) -> str:
 
 
 def _box_lines(stage: StageNode) -> list[str]:
-    workers = f"{stage.workers} worker{'s' if stage.workers != 1 else ''}"
+    workers = stage.workers_label
     return [
         visible(stage.name),
         f"  uses: {visible(stage.uses)}",
