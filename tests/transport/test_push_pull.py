@@ -18,9 +18,7 @@ from stageflow.transport import (
     ZmqPullConnection,
     ZmqPushConnection,
 )
-from tests.transport.support import run_until
-
-BIND_ANY = ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*")
+from tests.transport.support import BIND_ANY, connect, run_until
 
 
 class Collector(ZmqPullConnection):
@@ -32,10 +30,6 @@ class Collector(ZmqPullConnection):
 
     def onPull(self, message: list[bytes]) -> None:
         self.received.append(message)
-
-
-def connect(address: str) -> ZmqEndpoint:
-    return ZmqEndpoint(ZmqEndpointType.connect, address)
 
 
 def test_all_is_sorted_and_complete() -> None:
