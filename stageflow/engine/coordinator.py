@@ -133,6 +133,8 @@ class Coordinator:
         self._ctx.setsockopt(zmq.LINGER, 0)
         self._control = self._bind(zmq.PULL)
         self._results = self._bind(zmq.PULL)
+        self._rejected_results = wire.Rejections(log, "the coordinator's results socket")
+        self._rejected_control = wire.Rejections(log, "the coordinator's control socket")
         self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
@@ -445,7 +447,7 @@ class Coordinator:
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed result frame: %s", exc)
+                self._rejected_results.add(exc)
                 continue
             self.tracker.results(ids, records)
 
@@ -458,7 +460,7 @@ class Coordinator:
             try:
                 message, body = wire.decode_control(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed control message: %s", exc)
+                self._rejected_control.add(exc)
                 continue
             self._on_control(message, body)
             handled.append(message)
@@ -725,6 +727,8 @@ class Coordinator:
                 _close_stdin(proc)
             for proc in procs:
                 proc.wait()
+            self._rejected_results.flush()
+            self._rejected_control.flush()
             for sock in (self._control, self._results, *self._feeds):
                 sock.close(linger=0)
             self._ctx.term()

@@ -97,6 +97,7 @@ class Worker:
             max_record_size=settings["frame_bytes"],
         )
         self.frame_bytes: int = settings["frame_bytes"]
+        self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
         self.pending = Pending()
         self._last_flush = time.monotonic()
         self._endpoint = ZmqEndpoint
@@ -128,7 +129,7 @@ class Worker:
         try:
             ids, records = wire.decode_batch(message, self.secret)
         except wire.WireError as exc:
-            log.warning("worker %s dropped a malformed frame: %s", self.key, exc)
+            self.rejected.add(exc)
             return
         run_batch = self.runner.run_batch
         pending = self.pending
@@ -187,6 +188,7 @@ class Worker:
         deadline; what it could not send is delivered again by the coordinator anyway.
         """
         self.flush()
+        self.rejected.flush()
         deferred = self.outbox.flushed()
         deferred.addBoth(lambda _: self.control.flushed())
         deferred.addBoth(lambda _: self.factory.shutdown())
