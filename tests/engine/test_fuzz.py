@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 import struct
-import time
 
 import pytest
 import zmq
@@ -75,40 +73,6 @@ def test_malformed_frames_never_crash_a_worker(  # type: ignore[no-untyped-def]
     pushers[stage].send_multipart(frame or [b""])
     for stage_slots in coordinator.slots:
         assert stage_slots[0].proc.poll() is None
-
-
-def test_a_flood_of_forged_frames_costs_a_log_line_a_second(
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    """5,000 forged frames on a worker's port log a line a second with the count, not 5,000."""
-    pipeline = Pipeline("flood", [{"name": "split", "uses": Split}])
-    coordinator = Coordinator(pipeline, RunReport("flood"), EngineOptions())
-    context = zmq.Context()
-    pusher = context.socket(zmq.PUSH)
-    pusher.setsockopt(zmq.LINGER, 0)
-    try:
-        coordinator.start()  # after capfd took fd 2, so the worker's stderr is captured
-        pusher.connect(coordinator.slots[0][0].address or "")
-        forged = wire.sign([_head(0, b"{}", wire.pack_ints([1, 0, 5])), b"{}"], wire.new_key())
-        started = time.monotonic()
-        for _ in range(5000):
-            pusher.send_multipart(forged)
-        seen: list[str] = []
-
-        def all_counted() -> bool:
-            pusher.send_multipart(forged)  # one more each round, so the next interval logs
-            seen.append(capfd.readouterr().err)
-            totals = [int(n) for n in re.findall(r"\((\d+) in all\)", "".join(seen))]
-            return bool(totals) and max(totals) >= 5000
-
-        assert wait_until(all_counted, timeout=30, interval=0.05)
-        lines = [line for line in "".join(seen).splitlines() if "the inbox rejected" in line]
-        assert 2 <= len(lines) <= time.monotonic() - started + 2, lines
-        assert lines[0].startswith("stageflow[split#0]: the inbox rejected 1 message (1 in all)")
-    finally:
-        pusher.close(linger=0)
-        context.term()
-        coordinator.close()
 
 
 def test_workers_still_process_after_the_fuzzing(live_pipeline) -> None:  # type: ignore[no-untyped-def]
