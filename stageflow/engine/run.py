@@ -7,6 +7,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -70,12 +71,12 @@ class Run:
         self._use_read_ahead = read_ahead
         self._numbered = numbered
         self._dead_letter = dead_letter
-        self._coordinator: Coordinator | None = None
+        self._live = _Live()
         self._iterator: Iterator[Any] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         if self._iterator is None:
-            self._iterator = self._models()
+            self._iterator = _models(self.pipeline, self.lines())
         return self._iterator
 
     def __enter__(self) -> Run:
@@ -90,66 +91,116 @@ class Run:
         ``on_idle`` is called whenever the run is about to wait after handing out results:
         the moment to flush a buffered output.
         """
-        sink, owned = self._open_sink()
-        try:
-            coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
-        except BaseException:
-            if owned and sink is not None:
-                sink.close()
-            raise
-        self._coordinator = coordinator
-        ahead: ReadAhead | None = None
-        try:
-            coordinator.start()
-            items: Iterable[Any] = self._items
-            if self._use_read_ahead:
-                ahead = ReadAhead(items)
-                items = ahead
-            source = iter(items) if self._numbered else _numbered(items)
-            wakeup = ahead.wakeup_fd if ahead is not None else None
-            yield from coordinator.run(source, wakeup, on_idle)
-        finally:
-            coordinator.close()
-            if ahead is not None:
-                ahead.close()
-            if owned and sink is not None:
-                sink.close()
-        if self.report.dead_lettered > self.report.max_errors:
-            raise RecordsFailedError(
-                f"{self.report.dead_lettered} records were dead-lettered "
-                f"(allowed: {self.report.max_errors}); see the dead-letter output for each reason",
-                self.report,
-            )
+        return _lines(
+            self._live,
+            self.pipeline,
+            self.report,
+            self.options,
+            self._items,
+            self._dead_letter,
+            read_ahead=self._use_read_ahead,
+            numbered=self._numbered,
+            on_idle=on_idle,
+        )
 
     def stop(self) -> None:
         """Stop reading input; records already in flight are finished and yielded."""
-        if self._coordinator is not None:
-            self._coordinator.stopping = True
+        if self._live.coordinator is not None:
+            self._live.coordinator.stopping = True
 
     def abort(self) -> None:
         """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
-        if self._coordinator is not None:
-            self._coordinator.aborting = True
+        if self._live.coordinator is not None:
+            self._live.coordinator.aborting = True
 
     def close(self) -> None:
         """Abandon the iteration and stop every worker."""
         if self._iterator is not None:
             self._iterator.close()  # type: ignore[attr-defined]
-        elif self._coordinator is not None:
-            self._coordinator.close()
+        elif self._live.coordinator is not None:
+            self._live.coordinator.close()
 
-    def _models(self) -> Iterator[Any]:
-        parse = self.pipeline.stages[-1].cls.Output.model_validate_json
-        for line in self.lines():
-            yield parse(line)
 
-    def _open_sink(self) -> tuple[IO[str] | None, bool]:
-        target = self._dead_letter
-        if target is None:
-            return None, False
-        if isinstance(target, (str, os.PathLike)):
-            return Path(target).open("w", encoding="utf-8"), True
-        return target, False
+class _Live:
+    """What a running iteration shares with its :class:`Run`: the coordinator, once started.
+
+    The iteration's generators hold this, never the Run: a generator holding the Run that
+    holds it would be a reference cycle, and an abandoned iteration (``break``, then the
+    loop and the Run dropped) would keep its workers until the cyclic garbage collector
+    happened to run. Without the cycle, dropping the last reference closes the generator at
+    once, and its ``finally`` stops the workers.
+    """
+
+    coordinator: Coordinator | None = None
+
+
+def _lines(
+    live: _Live,
+    pipeline: Any,
+    report: RunReport,
+    options: EngineOptions,
+    items: Iterable[Any],
+    dead_letter: str | os.PathLike[str] | IO[str] | None,
+    *,
+    read_ahead: bool,
+    numbered: bool,
+    on_idle: Callable[[], None] | None,
+) -> Iterator[bytes]:
+    sink, owned = _open_sink(dead_letter)
+    try:
+        coordinator = Coordinator(pipeline, report, options, sink)
+    except BaseException:
+        if owned and sink is not None:
+            sink.close()
+        raise
+    live.coordinator = coordinator
+    # Also at interpreter exit, should an iteration still be suspended then: no temp dir or
+    # worker is left for the operating system to clean up.
+    stop_workers = weakref.finalize(live, coordinator.close)
+    ahead: ReadAhead | None = None
+    try:
+        coordinator.start()
+        if read_ahead:
+            ahead = ReadAhead(items)
+            items = ahead
+        source = iter(items) if numbered else _numbered(items)
+        wakeup = ahead.wakeup_fd if ahead is not None else None
+        yield from coordinator.run(source, wakeup, on_idle)
+    finally:
+        stop_workers()
+        if ahead is not None:
+            ahead.close()
+        if owned and sink is not None:
+            sink.close()
+    if report.dead_lettered > report.max_errors:
+        count = report.dead_lettered
+        where = (
+            "see the dead-letter output for each reason"
+            if dead_letter is not None
+            else "each reason was logged as a warning; --dead-letter PATH (dead_letter= in "
+            "Python) keeps them in a file"
+        )
+        raise RecordsFailedError(
+            f"{count} {'record was' if count == 1 else 'records were'} dead-lettered "
+            f"(allowed: {report.max_errors}); {where}",
+            report,
+        )
+
+
+def _models(pipeline: Any, lines: Iterator[bytes]) -> Iterator[Any]:
+    parse = pipeline.stages[-1].cls.Output.model_validate_json
+    for line in lines:
+        yield parse(line)
+
+
+def _open_sink(
+    target: str | os.PathLike[str] | IO[str] | None,
+) -> tuple[IO[str] | None, bool]:
+    if target is None:
+        return None, False
+    if isinstance(target, (str, os.PathLike)):
+        return Path(target).open("w", encoding="utf-8"), True
+    return target, False
 
 
 def _numbered(items: Iterable[Any]) -> Iterator[Any]:

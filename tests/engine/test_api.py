@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from stageflow import Pipeline, PipelineError, RecordsFailedError
@@ -106,6 +109,42 @@ def test_abandoned_iteration_stops_every_worker() -> None:
     assert len(live_children()) == 4
     iterator.close()  # type: ignore[attr-defined]
     assert wait_until(lambda: not live_children(), timeout=10)
+
+
+@pytest.mark.parametrize("how", ["break", "next-then-del"])
+def test_an_abandoned_run_frees_everything_without_the_garbage_collector(how: str) -> None:
+    """`break` (or next() and del) with the cyclic GC off: workers, fds, ports, temp dir gone."""
+    pipeline = split_count(2)
+    assert len(list(pipeline.run(lines(3)))) == 3  # first-use costs (imports, caches) paid
+    me = psutil.Process()
+    fds, ports = me.num_fds(), len(me.net_connections("tcp"))
+    gc.disable()
+    try:
+        run = pipeline.run(lines(100_000))
+        if how == "break":
+            for _ in run:
+                break
+        else:
+            iterator = iter(run)
+            next(iterator)
+            del iterator
+        assert len(live_children()) == 4
+        assert run._live.coordinator is not None
+        rundir = run._live.coordinator._rundir
+        assert os.path.isdir(rundir)
+        del run
+
+        def freed() -> bool:
+            return (
+                not live_children()
+                and me.num_fds() <= fds
+                and len(me.net_connections("tcp")) <= ports
+                and not os.path.exists(rundir)
+            )
+
+        assert wait_until(freed, timeout=10), (me.num_fds(), fds, os.path.exists(rundir))
+    finally:
+        gc.enable()
 
 
 def test_load_is_balanced_across_workers() -> None:
