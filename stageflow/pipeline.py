@@ -9,7 +9,6 @@ can satisfy the next stage's Input, all in its constructor. Running it is the en
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stageflow.compat import Mismatch, check_edge
+from stageflow.engine import shipping
 from stageflow.errors import PipelineError, SchemaMismatchError, StageConfigError
 from stageflow.plugins import StageEntry, StageRegistry, load_registry
 from stageflow.stage import Stage
@@ -235,7 +235,7 @@ class Pipeline:
         return BoundStage(spec, entry, config)
 
     def check_runnable(self) -> None:
-        """Raise PipelineError if a worker process could not import one of the stage classes."""
+        """Raise PipelineError if a worker process could not get one of the stage classes."""
         for stage in self.stages:
             _check_importable(stage.cls)
 
@@ -287,15 +287,15 @@ def _stage_name_at(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str |
 
 
 def _check_importable(cls: type[Stage]) -> None:
-    """Worker processes import stage classes; some places cannot be imported from."""
-    where = f"stage class {cls.__qualname__}"
-    if "<locals>" in cls.__qualname__:
+    """Worker processes import stage classes, or receive them by value when they cannot."""
+    if not shipping.by_value(cls):
+        return
+    try:
+        shipping.stage_settings(cls)
+    except Exception as exc:
         raise PipelineError(
-            f"{where} is defined inside a function, so worker processes cannot import it; "
-            "define it at module level"
-        )
-    if cls.__module__ == "__main__" and not getattr(sys.modules["__main__"], "__file__", None):
-        raise PipelineError(
-            f"{where} is defined in an interactive session (a notebook cell or the REPL), so "
-            "worker processes cannot import it; move it into a module and import it from there"
-        )
+            f"stage class {cls.__qualname__} is defined in {cls.__module__} (a script, notebook "
+            f"or function), so it is sent to the workers by value, and cloudpickle cannot "
+            f"pickle it: {type(exc).__name__}: {exc}; move what it holds into setup() or the "
+            "class into a module"
+        ) from exc

@@ -41,7 +41,7 @@ from typing import IO, Any
 
 import zmq
 
-from stageflow.engine import wire
+from stageflow.engine import shipping, wire
 from stageflow.engine.report import RunReport
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root, Tracker
@@ -177,7 +177,6 @@ class Coordinator:
         slot.address = None
         slot.finished = False
         slot.started_at = time.monotonic()
-        main = sys.modules.get("__main__")
         settings = {
             "key": slot.key,
             "parent_pid": os.getpid(),
@@ -185,8 +184,7 @@ class Coordinator:
             "stage": stage.name,
             "index": slot.stage,
             "slot": slot.index,
-            "uses": stage.entry.reference,
-            "main_path": getattr(main, "__file__", None),
+            **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
             "config": stage.config_json(),
             "retries": stage.spec.retries,
             "timeout": stage.spec.timeout,
