@@ -212,6 +212,7 @@ class Coordinator:
             proc.stdin.flush()
         except OSError:
             pass  # it died at once; supervision sees the exit and handles it like any death
+        log.debug("started worker %s#%d (pid %d)", stage.name, slot.index, proc.pid)
         slot.proc = proc
         self._by_key[slot.key] = slot
 
@@ -724,7 +725,7 @@ class Coordinator:
                     proc.kill()
                 _close_stdin(proc)
             for proc in procs:
-                proc.wait()
+                log.debug("worker pid %d exited with status %s", proc.pid, proc.wait())
             self._rejected_results.flush()
             self._rejected_control.flush()
             for sock in (self._control, self._results, *self._feeds):
