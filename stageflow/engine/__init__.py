@@ -5,6 +5,9 @@ Modules, by job:
 - :mod:`~stageflow.engine.wire`: the frame format records travel in.
 - :mod:`~stageflow.engine.runner`: one stage's per-batch work (validate, process, serialise),
   free of I/O.
+- :mod:`~stageflow.engine.strict`: JSON values that would change on the way (NaN literals in,
+  nan floats out), caught cheaply.
+- :mod:`~stageflow.engine.shipping`: how a worker gets its stage class, by name or by value.
 - :mod:`~stageflow.engine.worker`: the worker process: a runner on its own reactor, with
   :mod:`stageflow.transport` connections.
 - :mod:`~stageflow.engine.tracker`: follows every input record, and all it fans out into,
