@@ -34,7 +34,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, plugins, run, schema, validate
+    from stageflow.cli import graph, new, plugins, run, schema, validate
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema):
+    for module in (run, validate, graph, plugins, schema, new):
         module.register(subparsers)
     return parser
 
