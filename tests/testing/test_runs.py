@@ -122,7 +122,7 @@ def test_seed_pipeline_agrees_with_stageflow_run(tmp_path: Path) -> None:
 
 def test_run_stage_validates_config_like_a_pipeline_file() -> None:
     """A bad config is the pipeline's StageConfigError; a Config model is accepted too."""
-    with pytest.raises(StageConfigError, match="config field 'progress_every'"):
+    with pytest.raises(StageConfigError, match="progress_every"):
         run_stage(Collector, [], {"progress_every": 0})
     result = run_stage(Collector, [], Collector.Config(progress_every=5))  # type: ignore[misc]
     assert result.outputs == [] and result.dead_letters == []
