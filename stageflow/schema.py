@@ -29,6 +29,7 @@ from stageflow.stage import Stage
 __all__ = [
     "DIALECT",
     "PIPELINE_SCHEMA_FILE",
+    "RUN_REPORT_SCHEMA_FILE",
     "dumps",
     "editor_schema",
     "pipeline_schema",
@@ -39,6 +40,7 @@ __all__ = [
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 PIPELINE_SCHEMA_FILE = "pipeline.schema.json"
+RUN_REPORT_SCHEMA_FILE = "run-report.schema.json"
 STAGES_DIR = "stages"
 _KINDS = ("input", "output", "config")
 
@@ -144,7 +146,10 @@ def dumps(schema: dict[str, Any]) -> str:
 
 def render_all(stages: Iterable[type[Stage]]) -> dict[str, str]:
     """Every schema file for the pipeline format and ``stages``, by relative path."""
+    from stageflow.observe.report_json import report_schema
+
     files = {PIPELINE_SCHEMA_FILE: dumps(pipeline_schema())}
+    files[RUN_REPORT_SCHEMA_FILE] = dumps({"$schema": DIALECT, **report_schema()})
     for cls in sorted(stages, key=lambda c: c.name):
         for kind, schema in stage_schemas(cls).items():
             files[f"{STAGES_DIR}/{cls.name}.{kind}.json"] = dumps(schema)
