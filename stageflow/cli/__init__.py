@@ -41,7 +41,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, keygen, plugins, run, schema, validate
+    from stageflow.cli import graph, keygen, new, plugins, run, schema, validate
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stageflow {__version__}")
     _add_log_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema, keygen):
+    for module in (run, validate, graph, plugins, schema, keygen, new):
         module.register(subparsers)
     # Also after the subcommand (`stageflow run -v ...`); SUPPRESS keeps a subcommand that
     # was given neither from resetting what was given before it.
