@@ -135,9 +135,8 @@ def test_report_matches_the_run_and_its_schema(tmp_path: Path) -> None:
 def test_report_is_written_when_the_engine_cannot_run(tmp_path: Path) -> None:
     """A stage whose setup() fails: exit 3, and the report says engine-error with the reason."""
     pipe = tmp_path / "p.yaml"
-    pipe.write_text(
-        json.dumps({"name": "b", "stages": [{"name": "b", "uses": "tests.engine.stages:BrokenSetup"}]})
-    )
+    stage = {"name": "b", "uses": "tests.engine.stages:BrokenSetup"}
+    pipe.write_text(json.dumps({"name": "b", "stages": [stage]}))
     report = tmp_path / "r.json"
     source = write_lines(tmp_path / "in.jsonl", 3)
     done = run_stageflow("run", str(pipe), "-i", str(source), "--report", str(report))
