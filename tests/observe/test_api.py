@@ -77,3 +77,19 @@ def test_progress_snapshots_from_any_thread() -> None:
     assert split.processed == sum(w.processed for w in split.workers) == 300
     assert count.processed == 300 and last.busy_seconds > 0
     assert elsewhere and (elsewhere[0] is None or elsewhere[0].records_in <= 300)
+
+
+def test_show_progress_draws_the_final_numbers() -> None:
+    """The notebook helper draws the run live and leaves its final numbers on the console."""
+    import io
+
+    from rich.console import Console
+
+    from stageflow.observe import show_progress
+
+    screen = io.StringIO()
+    run = pipeline().run(items(120))
+    show_progress(run, Console(file=screen, width=100, force_terminal=True))
+    assert len(list(run)) == 120
+    drawn = screen.getvalue()
+    assert "read 120" in drawn and "written 120" in drawn and "split" in drawn
