@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import logging
 import os
@@ -244,8 +245,14 @@ def _open_output(path: str, append: bool) -> IO[bytes]:
 
 
 def _lines(source: IO[bytes], skip: int) -> Iterator[tuple[int, bytes]]:
-    """Numbered non-blank lines, after skipping the first ``skip``."""
+    """Numbered non-blank lines, after skipping the first ``skip``.
+
+    A UTF-8 byte order mark at the very start of the input (as some Windows editors write
+    one) is not part of the first record.
+    """
     for number, line in enumerate(source, 1):
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
         if number <= skip:
             continue
         line = line.rstrip(b"\r\n")

@@ -242,7 +242,8 @@ def _to_json(item: Any) -> bytes:
     if isinstance(item, bytes):
         return item.replace(b"\n", b" ")
     if isinstance(item, str):
-        return item.replace("\n", " ").encode()
+        # surrogatepass: a lone surrogate becomes bytes that are dead-lettered, not a crash.
+        return item.replace("\n", " ").encode("utf-8", "surrogatepass")
     if isinstance(item, BaseModel):
         return item.__pydantic_serializer__.to_json(item)
     from pydantic_core import to_json
