@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -214,3 +215,48 @@ def test_a_held_run_is_visible_in_metrics_and_as_a_stall(tmp_path: Path) -> None
     assert any("progress resumed" in line for line in lines)
     document = json.loads(report.read_text())
     assert document["results"] == 20 and document["outcome"] == "completed"
+
+
+def test_report_after_a_signal_says_interrupted_with_the_resume_hint(tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130, and the report has outcome interrupted and the resume hint."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"id": str(i), "text": "gated" if i == 1 else "a b"}) + "\n"
+            for i in range(20)
+        )
+    )
+    gate, report, out = tmp_path / "gate", tmp_path / "r.json", tmp_path / "out.jsonl"
+    pipe = split_pipeline(tmp_path, config={"gate": str(gate)})
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "stageflow", "run", str(pipe), "-i", str(source),
+            "-o", str(out), "--report", str(report), "--progress-interval", "0.1",
+        ],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO, env=ENV, text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        # Everything is read and the gated record holds its frame: stop now.
+        assert wait_until(lambda: any("progress: read 20 " in line for line in lines), 60), lines
+        proc.send_signal(signal.SIGINT)
+        assert wait_until(lambda: any("received SIGINT" in line for line in lines), 30), lines
+        gate.touch()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        gate.touch()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join()
+        proc.stderr.close()  # type: ignore[union-attr]
+    document = json.loads(report.read_text())
+    jsonschema.validate(document, SCHEMA)
+    assert document["outcome"] == "interrupted" and document["exit_status"] == 130
+    assert document["resume"] is not None
+    skip = document["resume"]["skip"]
+    assert document["resume"]["hint"] == f"--skip {skip} --append"
+    assert f"resume with --skip {skip} --append" in "".join(lines)
