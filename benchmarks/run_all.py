@@ -23,17 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import latency, mac, memory, startup, throughput
+from benchmarks import latency, mac, memory, progress_cost, startup, throughput
 from benchmarks.common import have, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 
-FULL = {"records": 200_000, "runs": 5, "latency_s": 10.0, "sizes": [100_000, 1_000_000],
+FULL = {"records": 200_000, "runs": 5, "watch_runs": 5,
+        "latency_s": 10.0, "sizes": [100_000, 1_000_000],
         "startup_runs": 7, "chain": ["--messages", "300000", "--runs", "3"],
-        "profile_records": 200_000}
-QUICK = {"records": 30_000, "runs": 1, "latency_s": 3.0, "sizes": [20_000, 100_000],
+        "profile_records": 200_000, "mac_frames": 2000}
+QUICK = {"records": 30_000, "runs": 1, "watch_runs": 1,
+         "latency_s": 3.0, "sizes": [20_000, 100_000],
          "startup_runs": 3, "chain": ["--messages", "50000", "--runs", "1"],
          "profile_records": 30_000, "mac_frames": 100}
 SINK_RATE = 1_500_000.0  # bytes/s read from the memory benchmark's pipe (~8k records/s)
@@ -164,6 +166,8 @@ def main() -> None:
         s = startup.measure(settings["startup_runs"])
         print("(f) frame MAC", flush=True)
         macs = mac.measure(settings["mac_frames"])
+        print("(g) cost of watching a run", flush=True)
+        watch = progress_cost.measure(settings["records"], settings["watch_runs"], directory)
         prof = None
         if not args.no_profile and have("py-spy"):
             print("profile", flush=True)
@@ -184,6 +188,7 @@ def main() -> None:
     lines += section_startup(s)
     lines += ["### (f) Signing every byte of a frame (`benchmarks/mac.py`)", "", mac.report(macs),
               ""]
+    lines += progress_cost.section(watch, settings["records"], settings["watch_runs"])
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]
