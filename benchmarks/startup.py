@@ -94,7 +94,7 @@ def spawn_to_done(launcher: Launcher, directory: Path, count: int, started: floa
         proc = launcher.spawn({"out": str(out)})
         proc.wait(60)
         if not out.exists():
-            raise RuntimeError(f"startup: the launcher's worker did not run (exit {proc.returncode})")
+            raise RuntimeError(f"startup: a launcher's worker did not run (exit {proc.returncode})")
         times.append(time.perf_counter() - started)
         started = time.perf_counter()
     return times
