@@ -16,10 +16,10 @@ Lifetime chain: the server dies with the caller (``PR_SET_PDEATHSIG``, and end o
 its stdin), each worker dies with the server (``PR_SET_PDEATHSIG`` set in the child right
 after the fork), so nothing outlives the caller, even after ``kill -9`` of it.
 
-The server never installs a reactor nor creates a ZeroMQ context: a forked child would share
-the epoll descriptor and the context's threads. If a stage module does either at import
-time, the server says so in its ``ready`` reply and the launcher starts one that does not
-preload stage modules.
+The server never installs a reactor, creates a ZeroMQ context or starts a thread: a forked
+child would share the epoll descriptor, the context's threads, or locks held by a thread it
+does not have. If a stage module does any of these at import time, the server says so in
+its ``ready`` reply and the launcher starts one that does not preload stage modules.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -153,18 +154,21 @@ class _Server:
                 self.reap(os.WNOHANG)
             if 0 in readable:
                 chunk = os.read(0, 1 << 16)
-                if not chunk:
-                    break  # the caller closed the launcher, or died
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    self.handle(json.loads(line))
+                requests = [json.loads(line) for line in lines]
+                for request in requests:
+                    self.handle(request)
+                if not chunk or {"op": "stop"} in requests:
+                    break  # the caller closed the launcher, or died
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.reap(0)
 
     def handle(self, request: dict[str, Any]) -> None:
+        if request["op"] == "stop":
+            return
         if request["op"] == "kill":
             # Only a child not yet reaped: its pid cannot belong to anyone else yet.
             if request["pid"] in self.children:
@@ -215,8 +219,9 @@ def _drain(fd: int) -> bool:
 
 
 def _unforkable() -> bool:
-    """True when this process holds a reactor or a ZeroMQ context a child would share."""
-    if "twisted.internet.reactor" in sys.modules:
+    """True when this process holds what a forked child must not share: a reactor, a ZeroMQ
+    context, or a second thread (whose locks a child could inherit held, for ever)."""
+    if "twisted.internet.reactor" in sys.modules or threading.active_count() > 1:
         return True
     zmq = sys.modules.get("zmq")
     return zmq is not None and getattr(zmq.Context, "_instance", None) is not None

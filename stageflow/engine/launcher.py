@@ -185,8 +185,9 @@ class ForkServerLauncher(Launcher):
             return server
         if server.tainted:
             log.warning(
-                "stage module %s starts a Twisted reactor or a ZeroMQ context when imported, "
-                "so it cannot be preloaded; each worker imports the stage modules itself",
+                "stage module %s starts a Twisted reactor, a ZeroMQ context or a thread when "
+                "imported, so it cannot be preloaded; each worker imports the stage modules "
+                "itself",
                 server.tainted,
             )
             self.preload = self.preload[:1]
@@ -363,11 +364,13 @@ class _ForkServer:
             return self.exits.get(pid)
 
     def close(self) -> None:
-        """End of file on its stdin: the server kills what is left, reports, and exits."""
+        """Ask the server to stop: it kills what is left, reports, and exits."""
         with self._lock:
             if self.closed:
                 return
             self.closed = True
+            # "stop" as well as end of file: a process forked from ours may hold the pipe.
+            self.request({"op": "stop"})
             with contextlib.suppress(OSError):
                 self._stdin.close()
             self._wait_for(lambda: False, CLOSE_TIMEOUT)

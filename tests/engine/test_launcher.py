@@ -249,12 +249,23 @@ def test_a_dead_fork_server_is_replaced(tmp_path: Path, caplog: pytest.LogCaptur
         assert again.poll() is None
 
 
-def test_a_stage_module_that_starts_a_reactor_is_not_preloaded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+SPOILERS = {
+    "reactor": "from twisted.internet import reactor\n",
+    "thread": "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), "
+    "daemon=True).start()\n",
+}
+
+
+@pytest.mark.parametrize("spoiler", sorted(SPOILERS))
+def test_a_stage_module_that_spoils_forking_is_not_preloaded(
+    spoiler: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A stage module that installs a reactor when imported is left to the workers, which
-    still get a clean process; the log names the module."""
-    (tmp_path / "reactor_at_import.py").write_text("from twisted.internet import reactor\n")
+    """A stage module that installs a reactor or starts a thread when imported is left to the
+    workers, which still get a clean process; the log names the module."""
+    (tmp_path / "reactor_at_import.py").write_text(SPOILERS[spoiler])
     monkeypatch.syspath_prepend(str(tmp_path))
     context = zmq.Context()
     replies = context.socket(zmq.PULL)
@@ -270,4 +281,4 @@ def test_a_stage_module_that_starts_a_reactor_is_not_preloaded(
     finally:
         replies.close(linger=0)
         context.term()
-    assert "reactor_at_import starts a Twisted reactor" in caplog.text
+    assert "stage module reactor_at_import starts a Twisted reactor" in caplog.text
