@@ -16,24 +16,17 @@ import multiprocessing
 import sys
 from pathlib import Path
 
-from stageflow_seed.stages import (
-    AnalysisResult,
-    Analyzer,
-    Collector,
-    CollectorConfig,
-    Preprocessed,
-    Preprocessor,
-    RawSeries,
-)
+from stageflow_seed import stages
 
-_PREPROCESS = Preprocessor()
-_ANALYZE = Analyzer()
+_PREPROCESS = stages.Preprocessor()
+_ANALYZE = stages.Analyzer()
 
 
 def two_stages(line: bytes) -> bytes:
     """Preprocess and analyse one record, validating it on the way into each stage."""
-    pre = _PREPROCESS.process(RawSeries.model_validate_json(line)).model_dump_json()
-    return _ANALYZE.process(Preprocessed.model_validate_json(pre)).model_dump_json().encode()
+    pre = _PREPROCESS.process(stages.RawSeries.model_validate_json(line)).model_dump_json()
+    analysed = _ANALYZE.process(stages.Preprocessed.model_validate_json(pre))
+    return analysed.model_dump_json().encode()
 
 
 def main() -> None:
@@ -41,13 +34,13 @@ def main() -> None:
     parser.add_argument("input", type=Path)
     parser.add_argument("--processes", type=int, default=4, help="the seed's 2 + 2 workers")
     args = parser.parse_args()
-    collector = Collector(CollectorConfig(progress_every=500))
+    collector = stages.Collector(stages.CollectorConfig(progress_every=500))
     collector.setup()
     lines = [line for line in args.input.read_bytes().splitlines() if line.strip()]
     out = sys.stdout.buffer
     with multiprocessing.Pool(args.processes) as pool:
         for result in pool.imap(two_stages, lines, chunksize=64):
-            item = collector.process(AnalysisResult.model_validate_json(result))
+            item = collector.process(stages.AnalysisResult.model_validate_json(result))
             out.write(item.model_dump_json().encode() + b"\n")
     collector.finish()
     out.flush()

@@ -5,10 +5,11 @@ Started by :mod:`stageflow.engine.launcher`, never by hand:
 - ``python -m stageflow.engine.bootstrap worker``: one worker in a fresh interpreter. Its
   stdin carries one JSON *envelope* (the target, its settings, the caller's import path) and
   is closed after it.
-- ``python -m stageflow.engine.bootstrap fork-server FD``: imports the engine, Twisted's
-  modules, pydantic, pyzmq and the pipeline's stage modules once, then forks a worker per
-  request. Requests arrive as JSON lines on stdin; replies (``ready``, ``spawned``,
-  ``exit``) leave as JSON lines on the inherited pipe ``FD``. The server reaps every child
+- ``python -m stageflow.engine.bootstrap fork-server FD PARENT``: imports the engine,
+  Twisted's modules, pydantic, pyzmq and the pipeline's stage modules once (its first
+  request), then forks a worker per request. Requests (``preload``, ``spawn``, ``kill``,
+  ``stop``) arrive as JSON lines on stdin; replies (``ready``, ``spawned``, ``exit``) leave
+  as JSON lines on the inherited pipe ``FD``. The server reaps every child
   and reports its exit status the way :class:`subprocess.Popen` does (negative for a
   signal), since the caller cannot wait for a grandchild.
 
@@ -156,7 +157,7 @@ class _Server:
                 chunk = os.read(0, 1 << 16)
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
-                requests = [json.loads(line) for line in lines]
+                requests = [request for line in lines if (request := _parse(line))]
                 for request in requests:
                     self.handle(request)
                 if not chunk or {"op": "stop"} in requests:
@@ -168,6 +169,10 @@ class _Server:
 
     def handle(self, request: dict[str, Any]) -> None:
         if request["op"] == "stop":
+            return
+        if request["op"] == "preload":  # the first request
+            sys.path[:0] = [p for p in request["sys_path"] if p not in sys.path]
+            self.reply({"ready": os.getpid(), **self.preload(request["modules"])})
             return
         if request["op"] == "kill":
             # Only a child not yet reaped: its pid cannot belong to anyone else yet.
@@ -211,6 +216,15 @@ class _Server:
             self.reply({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """One request; None for a line torn by a caller interrupted mid-write (Ctrl-C)."""
+    try:
+        request: dict[str, Any] = json.loads(line)
+    except ValueError:
+        return None
+    return request
+
+
 def _drain(fd: int) -> bool:
     try:
         return bool(os.read(fd, 4096))
@@ -227,32 +241,17 @@ def _unforkable() -> bool:
     return zmq is not None and getattr(zmq.Context, "_instance", None) is not None
 
 
-def _read_line(fd: int) -> bytes:
-    # A byte at a time: what follows the line belongs to the request loop.
-    line = bytearray()
-    while not line.endswith(b"\n"):
-        chunk = os.read(fd, 1)
-        if not chunk:
-            break
-        line += chunk
-    return bytes(line)
-
-
-def _fork_server(reply_fd: int) -> None:
+def _fork_server(reply_fd: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    config = json.loads(_read_line(0))
-    die_with_parent(config["parent"])
-    sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
-    server = _Server(reply_fd)
-    server.reply({"ready": os.getpid(), **server.preload(config["preload"])})
-    server.serve()
+    die_with_parent(parent)
+    _Server(reply_fd).serve()
 
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["worker"]:
         _worker()
-    elif argv[:1] == ["fork-server"] and len(argv) == 2:
-        _fork_server(int(argv[1]))
+    elif argv[:1] == ["fork-server"] and len(argv) == 3:
+        _fork_server(int(argv[1]), int(argv[2]))
     else:
         sys.exit("stageflow.engine.bootstrap is started by stageflow's launcher, not by hand")
 

@@ -251,7 +251,7 @@ class _ForkServer:
         reply_r, reply_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", _BOOTSTRAP, "fork-server", str(reply_w)],
+                [sys.executable, "-m", _BOOTSTRAP, "fork-server", str(reply_w), str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=_caller_stderr(),
                 close_fds=True,
@@ -273,8 +273,7 @@ class _ForkServer:
         self.tainted: str | None = None
         self.closed = False
         self.lost = False
-        config = {"parent": os.getpid(), "preload": preload, "sys_path": sys.path}
-        self.request(config)
+        self.request({"op": "preload", "modules": preload, "sys_path": sys.path})
 
     # -- talking ---------------------------------------------------------------------------
 
