@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -331,14 +331,15 @@ class _ForkServer:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(CLOSE_TIMEOUT)
 
-    def _wait_for(self, done: Any, timeout: float | None) -> None:
+    def _wait_for(self, done: Callable[[], object], timeout: float | None) -> None:
+        """Handle replies until ``done()``, the server is gone, or ``timeout`` (0: one look)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while not done() and not self.lost:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left < 0:
-                    return
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 self._read(left)
+                if left == 0.0:
+                    return
 
     # -- what the launcher asks ------------------------------------------------------------
 
@@ -356,11 +357,10 @@ class _ForkServer:
             return _Forked(self, self.spawned[0]) if self.spawned else None
 
     def exit_status(self, pid: int, timeout: float | None) -> int | None:
+        """The exit status of ``pid`` (handed over once), waiting up to ``timeout``."""
         self._wait_for(lambda: pid in self.exits, timeout)
         with self._lock:
-            if not self.lost:
-                self._read(0)
-            return self.exits.get(pid)
+            return self.exits.pop(pid, None)
 
     def close(self) -> None:
         """Ask the server to stop: it kills what is left, reports, and exits."""
