@@ -214,7 +214,9 @@ def test_class_shipped_by_value_and_module_imported_lazily(
 
 def test_many_spawns_reuse_one_preloaded_server(tmp_path: Path) -> None:
     """Forty spawns in a row all fork from the same server, find everything already imported,
-    and leave it with no zombie and no extra file descriptor."""
+    and leave it with no zombie and no extra file descriptor; closing it leaves the caller
+    with the descriptors it had."""
+    caller_fds = len(os.listdir("/proc/self/fd"))
     with ForkServerLauncher(target=f"{TARGETS}:report", preload=["stageflow_seed"]) as launcher:
         first = launcher.spawn({"out": str(tmp_path / "first")})
         assert first.wait(DEADLINE) == 0
@@ -225,6 +227,7 @@ def test_many_spawns_reuse_one_preloaded_server(tmp_path: Path) -> None:
         assert launcher.server_pid == server.pid
         assert server.num_fds() == fds
         assert server.children() == []  # every child reaped
+    assert len(os.listdir("/proc/self/fd")) == caller_fds
     for i in range(40):
         facts = json.loads((tmp_path / f"r{i}").read_text())
         assert facts["ppid"] == server.pid
