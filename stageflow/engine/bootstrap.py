@@ -195,6 +195,7 @@ class _Server:
         die_with_parent(self.pid)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for fd in (self.wake_r, self.wake_w, self.reply_fd):
             os.close(fd)
         _stdin_from_devnull()
@@ -242,7 +243,10 @@ def _unforkable() -> bool:
 
 
 def _fork_server(reply_fd: int, parent: int) -> None:
+    # A signal to the whole process group is for the caller and its workers; the server
+    # ends with the caller (or when told), so restarts and close() keep working meanwhile.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(parent)
     _Server(reply_fd).serve()
 

@@ -234,6 +234,23 @@ def test_many_spawns_reuse_one_preloaded_server(tmp_path: Path) -> None:
         assert facts["preloaded"] == list(PRELOADED)
 
 
+def test_a_signal_to_the_process_group_leaves_the_server_up(tmp_path: Path) -> None:
+    """SIGTERM and SIGINT reach the server without ending it (its caller decides); a worker
+    forked afterwards still dies of SIGTERM like any process."""
+    with ForkServerLauncher(target=f"{TARGETS}:sleep") as launcher:
+        first = launcher.spawn({"out": str(tmp_path / "a")})
+        assert wait_until(lambda: started(tmp_path / "a"), DEADLINE)
+        server = launcher.server_pid
+        os.kill(server, signal.SIGTERM)
+        os.kill(server, signal.SIGINT)
+        worker = launcher.spawn({"out": str(tmp_path / "b")})
+        assert launcher.server_pid == server and alive(server)
+        assert wait_until(lambda: started(tmp_path / "b"), DEADLINE)
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.wait(DEADLINE) == -signal.SIGTERM
+        assert first.poll() is None
+
+
 def test_a_dead_fork_server_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """kill -9 of the server ends its workers (reported -9) and the next spawn starts a new
     server, saying so in the log."""
