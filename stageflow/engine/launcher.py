@@ -28,6 +28,7 @@ runs' workers with it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -62,6 +63,9 @@ SERVER_START_TIMEOUT = 60.0
 CLOSE_TIMEOUT = 5.0
 
 _BOOTSTRAP = "stageflow.engine.bootstrap"
+_PIPE_BUFFER = 1 << 16
+#: Linux's default /proc/sys/fs/pipe-max-size.
+_PIPE_MAX = 1 << 20
 
 
 class WorkerProcess(Protocol):
@@ -134,9 +138,15 @@ class SubprocessLauncher(Launcher):
             close_fds=True,
         )
         assert proc.stdin is not None
+        data = json.dumps(self._envelope(settings)).encode()
+        if len(data) > _PIPE_BUFFER and hasattr(fcntl, "F_SETPIPE_SZ"):
+            # Room for all of it, so we need not wait for the child to import and read;
+            # OSError: over the user's pipe quota, and then we wait.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(proc.stdin, fcntl.F_SETPIPE_SZ, min(len(data), _PIPE_MAX))
         # OSError: it died at once; its exit status tells the caller, like any death.
         with contextlib.suppress(OSError), proc.stdin:
-            proc.stdin.write(json.dumps(self._envelope(settings)).encode())
+            proc.stdin.write(data)
         self._started = [p for p in self._started if p.poll() is None]
         self._started.append(proc)
         return proc
