@@ -42,12 +42,9 @@ from typing import Any
 PRELOAD = (
     "stageflow",
     "stageflow.engine.worker",
-    "stageflow.engine.runner",
-    "stageflow.engine.wire",
     "stageflow.transport",
     "twisted.internet.epollreactor",
     "twisted.internet.defer",
-    "twisted.internet.task",
     "pydantic",
     "zmq",
 )
@@ -128,10 +125,8 @@ class _Server:
 
     def preload(self, modules: list[str]) -> dict[str, Any]:
         """Import the engine, then each stage module; stop at one that spoils forking."""
-        for name in PRELOAD:
-            importlib.import_module(name)
         failed: dict[str, str] = {}
-        for name in modules:
+        for name in [*PRELOAD, *modules]:
             try:
                 importlib.import_module(name)
             except Exception as exc:  # noqa: BLE001 - the worker imports it again and says why
