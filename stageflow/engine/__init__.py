@@ -12,6 +12,8 @@ Modules, by job:
   :mod:`stageflow.transport` connections.
 - :mod:`~stageflow.engine.tracker`: follows every input record, and all it fans out into,
   until its last output is written.
+- :mod:`~stageflow.engine.launcher`: starts worker processes, forked from a preloaded server
+  (:mod:`~stageflow.engine.bootstrap` is what runs in the processes it starts) or fresh.
 - :mod:`~stageflow.engine.coordinator`: starts, wires, feeds and supervises the workers.
 - :mod:`~stageflow.engine.run`: the iterator :meth:`stageflow.Pipeline.run` returns.
 - :mod:`~stageflow.engine.report`: what a run reports when it ends.
