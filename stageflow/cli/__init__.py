@@ -24,7 +24,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from stageflow.errors import EngineError, PipelineError, PluginError, StageflowError
+from stageflow.errors import (
+    EngineError,
+    PipelineError,
+    PluginError,
+    SecurityError,
+    StageflowError,
+)
 
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
@@ -35,7 +41,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, plugins, run, schema, validate
+    from stageflow.cli import graph, keygen, plugins, run, schema, validate
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
@@ -44,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stageflow {__version__}")
     _add_log_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema):
+    for module in (run, validate, graph, plugins, schema, keygen):
         module.register(subparsers)
     # Also after the subcommand (`stageflow run -v ...`); SUPPRESS keeps a subcommand that
     # was given neither from resetting what was given before it.
@@ -92,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
     try:
         status: int = args.func(args)
-    except (PipelineError, PluginError) as exc:
+    except (PipelineError, PluginError, SecurityError) as exc:
         _fail_with(exc, args.verbose)
         return EXIT_INVALID
     except EngineError as exc:

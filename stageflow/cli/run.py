@@ -14,8 +14,16 @@ import threading
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from stageflow.cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_RECORDS_FAILED, fail
-from stageflow.errors import RecordsFailedError
+from stageflow.cli import (
+    EXIT_ENGINE,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_RECORDS_FAILED,
+    fail,
+    observe,
+)
+from stageflow.errors import EngineError, RecordsFailedError
 
 if TYPE_CHECKING:
     from stageflow.engine.run import Run
@@ -78,6 +86,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="input records in flight at once; bounds memory (8192)",
     )
+    observe.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -96,6 +105,28 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        observation = observe.Observation(args)
+    except (ValueError, observe.MetricsError) as exc:
+        fail(str(exc))
+        return EXIT_INVALID
+    status: int | None = None
+    try:
+        status = _run(args, observation)
+    except EngineError:
+        status = EXIT_ENGINE
+        raise
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+        raise
+    finally:
+        problem = observation.close(status)
+        if problem is not None:
+            fail(problem)
+    return status
+
+
+def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     # Imported here so that the other commands never load the engine or ZeroMQ.
     from stageflow.engine.run import Run
     from stageflow.pipeline import Pipeline
@@ -131,7 +162,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
         log_level=logging.getLogger().getEffectiveLevel(),
+        metrics=observation.metrics,
+        latency=observation.latency,
     )
+    observation.attach(the_run, source, output)
     signals = _GracefulStop(the_run)
     status = EXIT_OK
     try:
@@ -163,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         resume = f"--skip {report.last_line_read}"
         if args.output != "-":
             resume += " --append"
+        report.resume_hint = resume
         fail(
             f"stopped early: the first {report.last_line_read} input lines are fully processed; "
             f"resume with {resume}"

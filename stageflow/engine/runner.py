@@ -19,12 +19,14 @@ import struct
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, from_json
 
 from stageflow.engine.strict import may_hold_floats, non_finite_field, nonstandard_json
+from stageflow.engine.timing import bucket_of
 from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage, iter_outputs
 
@@ -89,11 +91,23 @@ class Pending:
     dead: list[list[Any]] = field(default_factory=list)  # [root, attempt, entry]
     processed: int = 0
     size: int = 0  # bytes of records and dead-lettered records, to keep frames bounded
+    busy: float = 0.0  # seconds inside process(), retries included
+    times: dict[int, int] = field(default_factory=dict)  # process() calls per time bucket
 
     def take(self) -> Pending:
-        taken = Pending(self.ids, self.records, self.acks, self.dead, self.processed, self.size)
+        taken = Pending(
+            self.ids,
+            self.records,
+            self.acks,
+            self.dead,
+            self.processed,
+            self.size,
+            self.busy,
+            self.times,
+        )
         self.ids, self.records, self.acks, self.dead = [], [], [], []
         self.processed = self.size = 0
+        self.busy, self.times = 0.0, {}
         return taken
 
 
@@ -303,6 +317,7 @@ class StageRunner:
         failure: BaseException | None = None
         detail = ""
         outputs: list[bytes] = []
+        started = perf_counter()
         for _ in range(self.retries + 1):
             if self.current is not None:
                 self.current.set(root, attempt)
@@ -323,6 +338,10 @@ class StageRunner:
             finally:
                 if self.current is not None:
                     self.current.clear()
+        spent = perf_counter() - started
+        pending.busy += spent
+        bucket = bucket_of(spent)
+        pending.times[bucket] = pending.times.get(bucket, 0) + 1
         if failure is not None:
             attempts = (
                 ""

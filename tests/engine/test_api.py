@@ -129,8 +129,8 @@ def test_an_abandoned_run_frees_everything_without_the_garbage_collector(how: st
             next(iterator)
             del iterator
         assert len(live_children()) == 4
-        assert run._live.coordinator is not None
-        rundir = run._live.coordinator._rundir
+        assert run._coordinator is not None
+        rundir = run._coordinator._rundir
         assert os.path.isdir(rundir)
         del run
 
