@@ -37,7 +37,7 @@ class Run:
     Output models as their input records complete (not necessarily in input order when a
     stage has several workers). Every worker is gone when the iteration ends, raises, or is
     abandoned (``close()``, or ``break`` and dropping the iterator: at once, with no help
-    from the cyclic garbage collector, see :meth:`__iter__`).
+    from the cyclic garbage collector; see :class:`_Core`).
 
     When the run dead-lettered more records than ``max_errors`` allows, the iteration ends
     by raising :class:`~stageflow.errors.RecordsFailedError`, whose ``report`` tells what
@@ -64,6 +64,91 @@ class Run:
         Measure each record's time from input to result for the report (on with metrics).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
+    """
+
+    def __init__(self, pipeline: Any, items: Iterable[Any], **options: Any) -> None:
+        self._core = _Core(pipeline, items, **options)
+        self._iterator: Iterator[Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._iterator is None:
+            self._iterator = self._core.models()
+        return self._iterator
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    @property
+    def pipeline(self) -> Any:
+        return self._core.pipeline
+
+    @property
+    def report(self) -> RunReport:
+        return self._core.report
+
+    @property
+    def watch(self) -> Watch:
+        return self._core.watch
+
+    @property
+    def options(self) -> EngineOptions:
+        return self._core.options
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served, once iteration started with ``metrics``."""
+        return self._core.metrics_url
+
+    def progress(self) -> Progress | None:
+        """A snapshot of what the run has done so far; None before iteration started.
+
+        From the thread that iterates it is taken now; from any other thread it is the
+        latest one taken (at most a quarter of a second old while the run is going).
+        """
+        return self._core.progress()
+
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
+
+        It runs in the iterating thread, between two turns of the engine's loop, so keep
+        it short; an exception it raises ends the run like one from the iteration.
+        """
+        self._core.on_progress(listener, every)
+
+    def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
+
+        ``on_idle`` is called whenever the run is about to wait after handing out results:
+        the moment to flush a buffered output.
+        """
+        return self._core.lines(on_idle)
+
+    def stop(self) -> None:
+        """Stop reading input; records already in flight are finished and yielded."""
+        self._core.stop()
+
+    def abort(self) -> None:
+        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
+        self._core.abort()
+
+    def close(self) -> None:
+        """Abandon the iteration and stop every worker."""
+        if self._iterator is not None:
+            self._iterator.close()  # type: ignore[attr-defined]
+        elif self._core._coordinator is not None:
+            self._core._coordinator.close()
+
+
+class _Core:
+    """A :class:`Run`'s state and engine: everything but the iterator it hands out.
+
+    The iterator's frames refer to the core, never to the Run that holds the iterator, so
+    there is no reference cycle: when an abandoned iteration (``break``, then the loop and
+    the Run dropped) loses its last reference, it is closed at once and its ``finally``
+    stops the workers, with no wait for the cyclic garbage collector.
     """
 
     def __init__(
@@ -94,32 +179,9 @@ class Run:
         self._numbered = numbered
         self._dead_letter = dead_letter
         self._coordinator: Coordinator | None = None
-        self._iterator: weakref.ref[Iterator[Any]] | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        # The Run keeps only a weak reference to its iterator: the iterator's frames refer
-        # to the Run, so a strong one would be a cycle, and an abandoned iteration (`break`,
-        # then the loop and the Run dropped) would keep its workers until the cyclic garbage
-        # collector ran. As it is, dropping the iterator closes it, and its `finally` stops
-        # the workers.
-        if self._iterator is None:
-            iterator = self._models()
-            self._iterator = weakref.ref(iterator)
-            return iterator
-        return self._iterator() or iter(())  # an abandoned iteration does not start again
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     def progress(self) -> Progress | None:
-        """A snapshot of what the run has done so far; None before iteration started.
-
-        From the thread that iterates it is taken now; from any other thread it is the
-        latest one taken (at most a quarter of a second old while the run is going).
-        """
+        """See :meth:`Run.progress`."""
         coordinator, latest = self._coordinator, self.watch.latest
         ended = latest is not None and latest.ended
         if coordinator is not None and self._thread == threading.get_ident() and not ended:
@@ -127,24 +189,16 @@ class Run:
         return latest
 
     def on_progress(self, listener: Listener, every: float = EVERY) -> None:
-        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
-
-        It runs in the iterating thread, between two turns of the engine's loop, so keep
-        it short; an exception it raises ends the run like one from the iteration.
-        """
+        """See :meth:`Run.on_progress`."""
         self.watch.add(listener, every)
 
     @property
     def metrics_url(self) -> str | None:
-        """Where the metrics are served, once iteration started with ``metrics``."""
+        """See :attr:`Run.metrics_url`."""
         return self._metrics.url if self._metrics is not None else None
 
     def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
-        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
-
-        ``on_idle`` is called whenever the run is about to wait after handing out results:
-        the moment to flush a buffered output.
-        """
+        """See :meth:`Run.lines`."""
         self.report.started_at = time.time()
         self._thread = threading.get_ident()
         self._start_metrics()
@@ -199,22 +253,14 @@ class Run:
             )
 
     def stop(self) -> None:
-        """Stop reading input; records already in flight are finished and yielded."""
+        """See :meth:`Run.stop`."""
         if self._coordinator is not None:
             self._coordinator.stopping = True
 
     def abort(self) -> None:
-        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
+        """See :meth:`Run.abort`."""
         if self._coordinator is not None:
             self._coordinator.aborting = True
-
-    def close(self) -> None:
-        """Abandon the iteration and stop every worker."""
-        iterator = self._iterator() if self._iterator is not None else None
-        if iterator is not None:
-            iterator.close()  # type: ignore[attr-defined]
-        elif self._coordinator is not None:
-            self._coordinator.close()
 
     def _start_metrics(self) -> None:
         option = self._metrics_option
@@ -230,7 +276,7 @@ class Run:
         if isinstance(self._metrics_option, str) and self._metrics is not None:
             self._metrics.close()
 
-    def _models(self) -> Iterator[Any]:
+    def models(self) -> Iterator[Any]:
         parse = self.pipeline.stages[-1].cls.Output.model_validate_json
         for line in self.lines():
             yield parse(line)
