@@ -63,6 +63,29 @@ def test_check_stage_names_every_problem() -> None:
     assert "kit-count needs field 'word'" in message
 
 
+def test_check_stage_finds_an_alias_the_model_cannot_read_back() -> None:
+    """An aliased field written by name and read only by alias breaks the wire: named."""
+
+    class Tagged(BaseModel):
+        kind: str = Field(alias="type")
+
+    class Fixed(Tagged):
+        model_config = ConfigDict(serialize_by_alias=True)
+
+    class Aliased(stageflow.Stage):
+        name = "kit-aliased"
+        Input = Line
+        Output = Tagged
+
+        def process(self, item: Line) -> Tagged:
+            return Tagged(type=item.text)
+
+    with pytest.raises(PluginError, match="Output Tagged writes field 'kind' under that name"):
+        check_stage(Aliased)
+    Aliased.Output = Fixed
+    check_stage(Aliased)
+
+
 def test_check_stage_rejects_a_broken_definition() -> None:
     """A stage without Output fails the loader's own definition check."""
 
