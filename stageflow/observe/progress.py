@@ -171,6 +171,8 @@ class LiveDisplay:
         self._stalls = stalls
         self._live: Live = Live(console=console, auto_refresh=False, transient=False)
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
+        #: What the display shows now (a rich renderable), e.g. to print it elsewhere.
+        self.picture: RenderableType | None = None
 
     def start(self) -> None:
         self._live.start()
@@ -184,8 +186,8 @@ class LiveDisplay:
     def __call__(self, progress: Progress) -> None:
         self._figures.update(progress)
         stall = self._stalls.stall if self._stalls is not None else None
-        picture = render_progress(progress, self._figures, stall.message if stall else None)
-        self._live.update(picture, refresh=True)
+        self.picture = render_progress(progress, self._figures, stall.message if stall else None)
+        self._live.update(self.picture, refresh=True)
 
     def stop(self) -> None:
         self._live.stop()
