@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
 
 
 def graph(args: argparse.Namespace) -> int:
+    if args.format is None and args.output is not None and _format_from_suffix(args.output) is None:
+        fail(
+            f"cannot tell the format of {args.output!r} from its extension; name a file ending in "
+            f"{', '.join(_SUFFIXES)}, or give --format"
+        )
+        return EXIT_INVALID
     fmt: Format = args.format or _format_from_suffix(args.output) or "text"
     if fmt == "png" and args.output is None and sys.stdout.isatty():
         fail("png is binary and stdout is a terminal; write it with -o FILE or redirect stdout")

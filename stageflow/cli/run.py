@@ -147,7 +147,9 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         for handle in opened:
             if handle not in (sys.stdin.buffer, sys.stdout.buffer):
                 handle.close()
-        fail(f"cannot open {exc.filename!r}: {exc.strerror}; check the path")
+        what = ("the input file", "the output file", "the dead-letter file")[len(opened)]
+        fix = "check the path" if not opened else "check that its folder exists and is writable"
+        fail(f"cannot open {what} {exc.filename!r}: {exc.strerror}; {fix}")
         return EXIT_INVALID
     the_run = Run(
         pipeline,

@@ -231,8 +231,10 @@ class _LocalRun:
         runner = self.runners[index]
         pending = Pending()
         runner.run_batch(ids, records, pending)
-        processed = self.result.report.processed
-        processed[runner.stage_name] = processed.get(runner.stage_name, 0) + pending.processed
+        # Counted as the coordinator counts a worker's ack; the one instance is worker #0.
+        busy = [pending.busy, [n for pair in pending.times.items() for n in pair]]
+        name = runner.stage_name
+        self.result.report.add_ack(name, f"{name}#0", pending.processed, busy)
         for root, _attempt, entry in pending.dead:
             self.roots[root].dead.append(_as_sent(entry))
         if pending.records:
