@@ -360,9 +360,15 @@ def read_done(process: subprocess.Popen[str]) -> tuple[float, float]:
     return float(elapsed), float(cpu)
 
 
-def stop(processes: list[subprocess.Popen[str]]) -> None:
+def stop(
+    processes: list[subprocess.Popen[str]], finishing: Sequence[subprocess.Popen[str]] = ()
+) -> None:
+    """Terminate ``processes``, letting those that are ``finishing`` on their own exit first."""
+    for process in finishing:
+        process.wait(timeout=10)
     for process in processes:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
     for process in processes:
         process.wait(timeout=10)
 
@@ -390,6 +396,7 @@ def measure_pubsub(variant: str, messages: int) -> Result:
         publisher.stdin.flush()
         done = [read_done(subscriber) for subscriber in subscribers]
         publisher.stdin.close()
+        stop(processes, finishing=subscribers)
     finally:
         stop(processes)
     slowest = max(elapsed for elapsed, _ in done)
@@ -409,6 +416,7 @@ def measure_reqrep(variant: str, requests: int, inflight: int) -> Result:
         processes.append(client)
         elapsed, client_cpu = read_done(client)
         server_cpu = cpu_seconds(server.pid) - server_cpu
+        stop(processes, finishing=[client])
     finally:
         stop(processes)
     return Result(requests / elapsed, (client_cpu + server_cpu) / requests * 1e6)
