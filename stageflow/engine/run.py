@@ -7,7 +7,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -90,6 +90,23 @@ class Run:
         ``on_idle`` is called whenever the run is about to wait after handing out results:
         the moment to flush a buffered output.
         """
+        for _seq, results in self.completions(on_idle):
+            yield from results
+
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """Iterate once per completed input record: ``(seq, its result lines)``.
+
+        ``seq`` is the record's number (its line number with ``numbered``), and not
+        positive for what a stage's ``finish()`` emitted. Every dead letter of the record is
+        in the dead-letter output before it is yielded, so a caller can record durably which
+        records a given length of its output and dead letters covers (``stageflow run``'s
+        resume journal does). ``on_started`` is called once every worker is ready, before
+        the first record is read: the moment to open (and truncate) the outputs.
+        """
         sink, owned = self._open_sink()
         try:
             coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
@@ -101,13 +118,15 @@ class Run:
         ahead: ReadAhead | None = None
         try:
             coordinator.start()
+            if on_started is not None:
+                on_started()
             items: Iterable[Any] = self._items
             if self._use_read_ahead:
                 ahead = ReadAhead(items)
                 items = ahead
             source = iter(items) if self._numbered else _numbered(items)
             wakeup = ahead.wakeup_fd if ahead is not None else None
-            yield from coordinator.run(source, wakeup, on_idle)
+            yield from coordinator.completions(source, wakeup, on_idle)
         finally:
             coordinator.close()
             if ahead is not None:
