@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import latency, memory, startup, throughput
+from benchmarks import journal, latency, memory, startup, throughput
 from benchmarks.common import have, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
@@ -111,6 +111,21 @@ def section_startup(s: dict[str, float]) -> list[str]:
             f"worker imports takes {fmt(s['imports'], 3)} s (median).", ""]
 
 
+def section_journal(j: dict[str, dict[str, float]], records: int) -> list[str]:
+    on, off = j["journal"], j["no-journal"]
+    out = [f"### (f) Resume journal: seed pipeline into a file ({records:,} records, median of "
+           f"{int(on['runs'])} interleaved runs)", "",
+           "| variant | whole run (rec/s) | engine time (rec/s) | wall (s) "
+           "| CPU, all processes (µs/record) |", "|---|---:|---:|---:|---:|"]
+    for name, row in (("journal (default)", on), ("`--no-journal`", off)):
+        out.append(f"| {name} | {fmt(row['whole_rate'], 0)} | {fmt(row['engine_rate'], 0)} | "
+                   f"{fmt(row['wall'])} | {fmt(row['cpu_us'], 1)} |")
+    ratio = on["engine_rate"] / off["engine_rate"]
+    out += ["", f"Journal / no journal, engine time: {ratio:.3f}×; target within 5% "
+            f"(≥ 0.95×): {verdict(ratio >= 0.95)}.", ""]
+    return out
+
+
 def section_chain(text: str | None) -> list[str]:
     out = ["### (b) Transport: 3-hop forward chain (`benchmarks/transport_chain.py`)", ""]
     if text is None:
@@ -160,6 +175,8 @@ def main() -> None:
         lat["closed"] = latency.closed_loop(int(settings["latency_s"] * 300), 500)
         print("(d) memory", flush=True)
         mem = memory.measure(settings["sizes"], SINK_RATE, 0.1, directory)
+        print("(f) journal", flush=True)
+        jour = journal.measure(settings["records"], settings["runs"], directory)
         print("(e) startup", flush=True)
         s = startup.measure(settings["startup_runs"])
         prof = None
@@ -180,6 +197,7 @@ def main() -> None:
     lines += section_latency(lat)
     lines += section_memory(mem)
     lines += section_startup(s)
+    lines += section_journal(jour, settings["records"])
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]

@@ -18,7 +18,6 @@ commit fails its CRC and is ignored, and the commit before it still holds.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import hashlib
 import json
@@ -87,10 +86,6 @@ class Ranges:
                 merged.append([first, last])
         self._firsts = [first for first, _ in merged]
         self._lasts = [last for _, last in merged]
-
-    def __contains__(self, number: int) -> bool:
-        at = bisect.bisect_right(self._firsts, number) - 1
-        return at >= 0 and number <= self._lasts[at]
 
     def __len__(self) -> int:
         return sum(last - first + 1 for first, last in zip(self._firsts, self._lasts, strict=True))

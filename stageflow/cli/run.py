@@ -156,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
         _close_input(source)
         fail(str(exc))
         return EXIT_INVALID
+    if outputs.resume is not None:
+        log.info(
+            "resuming from %s: %d input lines are already complete",
+            outputs.journal_path,
+            len(outputs.resume.done),
+        )
     in_flight = None if outputs.journaled else outputs.in_flight
     the_run = Run(
         pipeline,
@@ -189,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     except OutputClosed:
         status = EXIT_BROKEN_PIPE
     finally:
+        outputs.busy = True  # from here on a second signal only hurries the stop along
         if status != EXIT_OK:
             the_run.abort()  # nothing more is read, and no worker is waited for
         completions.close()

@@ -270,3 +270,38 @@ def test_resume_checks_the_journal_and_a_finished_run_removes_it(tmp_path: Path)
     assert not journal.exists()
     again = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(out), "--resume")
     assert again.returncode == 2 and "there is no journal" in again.stderr
+
+
+def test_workers_that_cannot_restart_end_with_the_summary_and_a_resume(tmp_path: Path) -> None:
+    """A storm of failed restarts: the cause, the summary, then a resume that completes once."""
+    n = 3_000
+    source = write_lines(tmp_path / "in.jsonl", n)
+    lines = source.read_text().splitlines()
+    lines[1_500] = json.dumps({"id": "1500", "text": "die"})
+    source.write_text("\n".join(lines) + "\n")
+    marker = tmp_path / "died"
+    pipe = write_pipeline(
+        tmp_path / "doomed.yaml",
+        [
+            {
+                "name": "doomed",
+                "uses": "tests.engine.stages:Doomed",
+                "workers": 2,
+                "config": {"marker": str(marker)},
+            },
+            {"name": "split", "uses": "tests.engine.stages:Split", "workers": 2},
+            {"name": "count", "uses": "tests.engine.stages:CountWords"},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(out), timeout=120)
+    assert done.returncode == 3, done.stderr
+    stderr = done.stderr.strip().splitlines()
+    assert "the device this stage needs is gone" in done.stderr  # the error "above" is there
+    assert "stage 'doomed' failed to start 3 times" in stderr[-3]
+    assert stderr[-2].startswith("stageflow: pipeline ")
+    command = printed_command(done.stderr)
+    (tmp_path / "died.fixed").touch()
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert ids_in(out) == Counter({str(i): 1 for i in range(n)})
