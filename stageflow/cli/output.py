@@ -170,6 +170,10 @@ class Outputs:
         self.highest_done = 0
         for target in self.targets:
             target.check()
+            if target.path != "-" and _same_file(input_fd, target.path):
+                raise OutputSetupError(
+                    f"{target.name} is the input file; writing it would destroy the input"
+                )
         wanted = not args.no_journal and self.output.regular
         if wanted and _is_regular_fd(input_fd):
             dead_path = self.dead.path if self.dead is not None else None
@@ -262,11 +266,14 @@ class Outputs:
             buffer += b"\n"
         if seq > 0:
             self._buffered.append(seq)
-        if self.dead is not None:
-            self._dead_boundary = self.dead.written + len(self.dead.buffer)
+        dead = self.dead
+        if dead is not None:
+            self._dead_boundary = dead.written + len(dead.buffer)
         if len(buffer) >= _FLUSH_BYTES:
             self._drain()
-        self._release()
+        self.busy = False  # as _release(), without a call per record
+        if self.interrupt_pending:
+            self._release()
 
     def idle(self) -> None:
         """The run is about to wait: let readers see what is ready, and commit if due."""
@@ -427,6 +434,13 @@ def _regular_or_missing(path: str) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except FileNotFoundError:
         return True
+    except OSError:
+        return False
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
     except OSError:
         return False
 

@@ -162,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
             outputs.journal_path,
             len(outputs.resume.done),
         )
+    elif outputs.journaled and os.path.exists(outputs.journal_path):
+        log.warning(
+            "%s says an earlier run into this output stopped before its end; this run "
+            "starts over (stop it now and add --resume to continue that one instead)",
+            outputs.journal_path,
+        )
     in_flight = None if outputs.journaled else outputs.in_flight
     the_run = Run(
         pipeline,
