@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import resource
 import shlex
 import signal
 import subprocess
@@ -304,4 +305,43 @@ def test_workers_that_cannot_restart_end_with_the_summary_and_a_resume(tmp_path:
     (tmp_path / "died.fixed").touch()
     resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
+    assert ids_in(out) == Counter({str(i): 1 for i in range(n)})
+
+
+def limit_file_size(size: int) -> Callable[[], None]:
+    """For Popen: files may not grow past ``size`` bytes; a write beyond fails with EFBIG."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not a kill
+
+    return apply
+
+
+def test_a_failed_write_to_a_regular_output_resumes_from_the_journal(tmp_path: Path) -> None:
+    """A write error on --output FILE is one line, exit 4, and a printed resume that completes."""
+    n = 3_000
+    source = write_lines(tmp_path / "in.jsonl", n)
+    out = tmp_path / "out.jsonl"
+    proc = start(
+        str(slow_pipeline(tmp_path)),
+        "-i",
+        str(source),
+        "-o",
+        str(out),
+        preexec_fn=limit_file_size(40_000),
+    )
+    _, err = proc.communicate(timeout=120)
+    stderr = err.decode()
+    assert proc.returncode == 4, stderr
+    assert "Traceback" not in stderr
+    assert (
+        f"stageflow: error: cannot write the output file {str(out)!r}: File too large (EFBIG)"
+        in (stderr.splitlines())
+    )
+    assert out.stat().st_size <= 40_000
+    done = subprocess.run(
+        printed_command(stderr), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
     assert ids_in(out) == Counter({str(i): 1 for i in range(n)})
