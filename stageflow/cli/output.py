@@ -283,6 +283,13 @@ class Outputs:
         self._drain()
         self._release()
 
+    #: For the progress line (stageflow.cli.observe): results before it reach the terminal.
+    flush = idle
+
+    def fileno(self) -> int:
+        """The output's descriptor (stdout's before the file is open), as a file has one."""
+        return sys.stdout.fileno() if self.output.path == "-" else self.output.fd
+
     def _release(self) -> None:
         self.busy = False
         if self.interrupt_pending:

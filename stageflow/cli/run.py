@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import os
 import signal
@@ -10,7 +11,7 @@ import stat
 import sys
 import threading
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from stageflow.cli import (
     EXIT_BROKEN_PIPE,
@@ -21,6 +22,7 @@ from stageflow.cli import (
     EXIT_OUTPUT_FAILED,
     EXIT_RECORDS_FAILED,
     fail,
+    observe,
 )
 from stageflow.cli.output import OutputClosed, Outputs, OutputSetupError, SinkFailed
 from stageflow.errors import EngineError, RecordsFailedError
@@ -102,6 +104,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="input records in flight at once; bounds memory (8192)",
     )
+    observe.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -140,6 +143,28 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        observation = observe.Observation(args)
+    except (ValueError, observe.MetricsError) as exc:
+        fail(str(exc))
+        return EXIT_INVALID
+    status: int | None = None
+    try:
+        status = _run(args, observation)
+    except EngineError:
+        status = EXIT_ENGINE
+        raise
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+        raise
+    finally:
+        problem = observation.close(status)
+        if problem is not None:
+            fail(problem)
+    return status
+
+
+def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     # Imported here so that the other commands never load the engine or ZeroMQ.
     from stageflow.engine.run import Run
     from stageflow.pipeline import Pipeline
@@ -180,7 +205,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
         log_level=logging.getLogger().getEffectiveLevel(),
+        metrics=observation.metrics,
+        latency=observation.latency,
     )
+    # The observer only asks the output for fileno() and flush().
+    observation.attach(the_run, source, cast("IO[bytes]", outputs))
     signals = _GracefulStop(the_run, outputs)
     completions = the_run.completions(on_idle=outputs.idle, on_started=outputs.open)
     status, error = EXIT_OK, None
@@ -221,10 +250,12 @@ def run(args: argparse.Namespace) -> int:
         status, error = EXIT_INTERRUPTED, "stopped early, after finishing the records in flight"
     if error is not None and status != EXIT_INTERRUPTED:
         fail(error)  # the cause first: stderr ends with the summary and the way on
+        if report.error is None and status != EXIT_RECORDS_FAILED:
+            report.error = error
     log.info("%s", report.summary())
     if status in (EXIT_OK, EXIT_RECORDS_FAILED):
         return status
-    hint = outputs.resume_hint(report.last_line_read)
+    hint = report.resume_hint = outputs.resume_hint(report.last_line_read)
     fail(f"{error}; {hint}" if status == EXIT_INTERRUPTED else hint)
     return status
 
@@ -281,10 +312,13 @@ def _lines(
 ) -> Iterator[tuple[int, bytes]]:
     """Numbered non-blank lines, after the first ``skip`` and without those ``done``.
 
-    ``in_flight`` collects the numbers handed out, for a run without a journal to tell
-    where it can resume.
+    A UTF-8 byte order mark at the very start of the input (as some Windows editors write
+    one) is not part of the first record. ``in_flight`` collects the numbers handed out,
+    for a run without a journal to tell where it can resume.
     """
     for number, line in enumerate(source, 1):
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
         if number <= skip or (done is not None and number in done):
             continue
         line = line.rstrip(b"\r\n")
