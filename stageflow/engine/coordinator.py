@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -286,10 +287,16 @@ class Coordinator:
             # killer), so allow more tries than for an error of the stage's own.
             limit *= 3
         if slot.start_failures >= limit:
+            code = slot.proc.returncode
+            # A worker killed by a signal printed nothing: there is no error above to point at.
+            why = (
+                f"it was killed by {signal.Signals(-code).name}"
+                if code is not None and code < 0 and -code in signal.valid_signals()
+                else f"last exit status {code}; see its error above"
+            )
             raise EngineError(
                 f"the worker of stage {self.pipeline.stages[slot.stage].name!r} failed to "
-                f"start {slot.start_failures} times (last exit status {slot.proc.returncode}); "
-                "see its error above"
+                f"start {slot.start_failures} times ({why})"
             )
 
     # -- the loop -------------------------------------------------------------------------
@@ -305,6 +312,21 @@ class Coordinator:
         ``wakeup_fd`` becomes readable when a source that said WAIT has more (see
         :class:`stageflow.engine.run.ReadAhead`); ``on_idle`` is called before the loop
         waits, after it yielded results (the CLI flushes its output there).
+        """
+        for _seq, results in self.completions(source, wakeup_fd, on_idle):
+            yield from results
+
+    def completions(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """Like :meth:`run`, but yield ``(seq, result lines)`` once per completed record.
+
+        The record's dead letters are in the dead-letter sink before it is yielded, so a
+        caller that journals its output knows what each file holds (``seq`` is not positive
+        for what ``finish()`` emitted).
         """
         exhausted = False
         started = self._started
@@ -330,9 +352,8 @@ class Coordinator:
             if self.watch is not None:
                 self.watch.tick()
             for root in self.tracker.take_completed():
-                for line in self._emit(root):
-                    yielded = True
-                    yield line
+                yielded = True
+                yield root.seq, self._emit(root)
             self.report.seconds = time.monotonic() - started
         if wakeup_fd is not None:
             self._poller.unregister(wakeup_fd)
@@ -547,7 +568,7 @@ class Coordinator:
             self._next_synthetic -= 1
         self._send_roots(stage, roots)
 
-    def _emit(self, root: Root) -> Iterator[bytes]:
+    def _emit(self, root: Root) -> list[bytes]:
         if self.latency is not None:
             self.latency.done(root)
         if root.dead:
@@ -555,9 +576,10 @@ class Coordinator:
                 self._dead_letter(entry)
         if root.seq > 0:
             self.report.records_done += 1
-        if root.results:
-            self.report.results += len(root.results)
-            yield from root.results
+        if not root.results:
+            return []
+        self.report.results += len(root.results)
+        return root.results
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)

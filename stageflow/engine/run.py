@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -126,6 +126,22 @@ class Run:
         """
         return self._core.lines(on_idle)
 
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """Iterate once per completed input record: ``(seq, its result lines)``.
+
+        ``seq`` is the record's number (its line number with ``numbered``), and not
+        positive for what a stage's ``finish()`` emitted. Every dead letter of the record is
+        in the dead-letter output before it is yielded, so a caller can record durably which
+        records a given length of its output and dead letters covers (``stageflow run``'s
+        resume journal does). ``on_started`` is called once every worker is ready, before
+        the first record is read: the moment to open (and truncate) the outputs.
+        """
+        return self._core.completions(on_idle, on_started)
+
     def stop(self) -> None:
         """Stop reading input; records already in flight are finished and yielded."""
         self._core.stop()
@@ -199,6 +215,15 @@ class _Core:
 
     def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
         """See :meth:`Run.lines`."""
+        for _seq, results in self.completions(on_idle):
+            yield from results
+
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """See :meth:`Run.completions`."""
         self.report.started_at = time.time()
         self._thread = threading.get_ident()
         self._start_metrics()
@@ -219,13 +244,15 @@ class _Core:
         ahead: ReadAhead | None = None
         try:
             coordinator.start()
+            if on_started is not None:
+                on_started()
             items: Iterable[Any] = self._items
             if self._use_read_ahead:
                 ahead = ReadAhead(items)
                 items = ahead
             source = iter(items) if self._numbered else _numbered(items)
             wakeup = ahead.wakeup_fd if ahead is not None else None
-            yield from coordinator.run(source, wakeup, on_idle)
+            yield from coordinator.completions(source, wakeup, on_idle)
         except EngineError as exc:
             self.report.error = str(exc)
             raise
