@@ -42,7 +42,7 @@ from typing import IO, Any
 
 import zmq
 
-from stageflow.engine import wire
+from stageflow.engine import shipping, wire
 from stageflow.engine.report import RunReport
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root, Tracker
@@ -137,6 +137,8 @@ class Coordinator:
         self._ctx.setsockopt(zmq.LINGER, 0)
         self._control = self._bind(zmq.PULL)
         self._results = self._bind(zmq.PULL)
+        self._rejected_results = wire.Rejections(log, "the coordinator's results socket")
+        self._rejected_control = wire.Rejections(log, "the coordinator's control socket")
         self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
@@ -182,7 +184,6 @@ class Coordinator:
         slot.address = None
         slot.finished = False
         slot.started_at = time.monotonic()
-        main = sys.modules.get("__main__")
         settings = {
             "key": slot.key,
             "parent_pid": os.getpid(),
@@ -190,8 +191,7 @@ class Coordinator:
             "stage": stage.name,
             "index": slot.stage,
             "slot": slot.index,
-            "uses": stage.entry.reference,
-            "main_path": getattr(main, "__file__", None),
+            **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
             "config": stage.config_json(),
             "retries": stage.spec.retries,
             "timeout": stage.spec.timeout,
@@ -219,6 +219,7 @@ class Coordinator:
             proc.stdin.flush()
         except OSError:
             pass  # it died at once; supervision sees the exit and handles it like any death
+        log.debug("started worker %s#%d (pid %d)", stage.name, slot.index, proc.pid)
         slot.proc = proc
         self._by_key[slot.key] = slot
 
@@ -476,7 +477,7 @@ class Coordinator:
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed result frame: %s", exc)
+                self._rejected_results.add(exc)
                 continue
             self.tracker.results(ids, records)
 
@@ -489,7 +490,7 @@ class Coordinator:
             try:
                 message, body = wire.decode_control(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed control message: %s", exc)
+                self._rejected_control.add(exc)
                 continue
             self._on_control(message, body)
             handled.append(message)
@@ -810,7 +811,9 @@ class Coordinator:
                     proc.kill()
                 _close_stdin(proc)
             for proc in procs:
-                proc.wait()
+                log.debug("worker pid %d exited with status %s", proc.pid, proc.wait())
+            self._rejected_results.flush()
+            self._rejected_control.flush()
             for sock in (self._control, self._results, *self._feeds):
                 sock.close(linger=0)
             self._ctx.term()
