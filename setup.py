@@ -13,14 +13,11 @@ except ImportError:
     extensions = []
 else:
     extensions = cythonize(
-        [
-            Extension(
-                "stageflow.transport._recvloop",
-                ["stageflow/transport/_recvloop.pyx"],
-                optional=True,
-            )
-        ],
+        [Extension("stageflow.transport._recvloop", ["stageflow/transport/_recvloop.pyx"])],
         quiet=True,
     )
+    for extension in extensions:
+        # Set after cythonize, which does not carry the flag over.
+        extension.optional = True
 
 setup(ext_modules=extensions)
