@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,11 +42,14 @@ from typing import IO, Any
 
 import zmq
 
-from stageflow.engine import wire
+from stageflow.engine import shipping, wire
 from stageflow.engine.report import RunReport
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.errors import EngineError
+from stageflow.observe.latency import LatencyRecorder
+from stageflow.observe.snapshot import Progress, StageProgress, WorkerProgress
+from stageflow.observe.watch import Watch
 from stageflow.pipeline import Pipeline
 from stageflow.stage import Stage
 
@@ -133,6 +137,8 @@ class Coordinator:
         self._ctx.setsockopt(zmq.LINGER, 0)
         self._control = self._bind(zmq.PULL)
         self._results = self._bind(zmq.PULL)
+        self._rejected_results = wire.Rejections(log, "the coordinator's results socket")
+        self._rejected_control = wire.Rejections(log, "the coordinator's control socket")
         self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
@@ -156,6 +162,9 @@ class Coordinator:
         self._next_synthetic = -1
         self._wakeup_fd: int | None = None
         self._last_supervise = 0.0
+        # Observation (stageflow.observe): set by the Run before the loop starts.
+        self.watch: Watch | None = None
+        self.latency: LatencyRecorder | None = None
 
     # -- sockets and processes ------------------------------------------------------------
 
@@ -175,7 +184,6 @@ class Coordinator:
         slot.address = None
         slot.finished = False
         slot.started_at = time.monotonic()
-        main = sys.modules.get("__main__")
         settings = {
             "key": slot.key,
             "parent_pid": os.getpid(),
@@ -183,8 +191,7 @@ class Coordinator:
             "stage": stage.name,
             "index": slot.stage,
             "slot": slot.index,
-            "uses": stage.entry.reference,
-            "main_path": getattr(main, "__file__", None),
+            **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
             "config": stage.config_json(),
             "retries": stage.spec.retries,
             "timeout": stage.spec.timeout,
@@ -212,6 +219,7 @@ class Coordinator:
             proc.stdin.flush()
         except OSError:
             pass  # it died at once; supervision sees the exit and handles it like any death
+        log.debug("started worker %s#%d (pid %d)", stage.name, slot.index, proc.pid)
         slot.proc = proc
         self._by_key[slot.key] = slot
 
@@ -279,10 +287,16 @@ class Coordinator:
             # killer), so allow more tries than for an error of the stage's own.
             limit *= 3
         if slot.start_failures >= limit:
+            code = slot.proc.returncode
+            # A worker killed by a signal printed nothing: there is no error above to point at.
+            why = (
+                f"it was killed by {signal.Signals(-code).name}"
+                if code is not None and code < 0 and -code in signal.valid_signals()
+                else f"last exit status {code}; see its error above"
+            )
             raise EngineError(
                 f"the worker of stage {self.pipeline.stages[slot.stage].name!r} failed to "
-                f"start {slot.start_failures} times (last exit status {slot.proc.returncode}); "
-                "see its error above"
+                f"start {slot.start_failures} times ({why})"
             )
 
     # -- the loop -------------------------------------------------------------------------
@@ -298,6 +312,21 @@ class Coordinator:
         ``wakeup_fd`` becomes readable when a source that said WAIT has more (see
         :class:`stageflow.engine.run.ReadAhead`); ``on_idle`` is called before the loop
         waits, after it yielded results (the CLI flushes its output there).
+        """
+        for _seq, results in self.completions(source, wakeup_fd, on_idle):
+            yield from results
+
+    def completions(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """Like :meth:`run`, but yield ``(seq, result lines)`` once per completed record.
+
+        The record's dead letters are in the dead-letter sink before it is yielded, so a
+        caller that journals its output knows what each file holds (``seq`` is not positive
+        for what ``finish()`` emitted).
         """
         exhausted = False
         started = self._started
@@ -320,10 +349,11 @@ class Coordinator:
                 yielded = False
             self._poll(0.0 if busy else 0.02)
             self._supervise()
+            if self.watch is not None:
+                self.watch.tick()
             for root in self.tracker.take_completed():
-                for line in self._emit(root):
-                    yielded = True
-                    yield line
+                yielded = True
+                yield root.seq, self._emit(root)
             self.report.seconds = time.monotonic() - started
         if wakeup_fd is not None:
             self._poller.unregister(wakeup_fd)
@@ -379,6 +409,8 @@ class Coordinator:
                 break
         if taken:
             self._send_roots(0, taken)
+            if self.latency is not None:
+                self.latency.read(taken)
         return exhausted, more and not exhausted and len(taken) < credit
 
     def _send_roots(self, stage: int, roots: list[Root]) -> None:
@@ -445,7 +477,7 @@ class Coordinator:
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed result frame: %s", exc)
+                self._rejected_results.add(exc)
                 continue
             self.tracker.results(ids, records)
 
@@ -458,7 +490,7 @@ class Coordinator:
             try:
                 message, body = wire.decode_control(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed control message: %s", exc)
+                self._rejected_control.add(exc)
                 continue
             self._on_control(message, body)
             handled.append(message)
@@ -476,10 +508,8 @@ class Coordinator:
                 log.warning("dropped malformed acknowledgements: %s", exc)
             if slot is not None:
                 name = self.pipeline.stages[slot.stage].name
-                count = message.get("n", 0)
-                self.report.processed[name] = self.report.processed.get(name, 0) + count
                 worker = f"{name}#{slot.index}"
-                self.report.per_worker[worker] = self.report.per_worker.get(worker, 0) + count
+                self.report.add_ack(name, worker, message.get("n", 0), message.get("b"))
         elif slot is None or slot.key != message.get("w"):
             return
         elif kind == "ready":
@@ -538,15 +568,18 @@ class Coordinator:
             self._next_synthetic -= 1
         self._send_roots(stage, roots)
 
-    def _emit(self, root: Root) -> Iterator[bytes]:
+    def _emit(self, root: Root) -> list[bytes]:
+        if self.latency is not None:
+            self.latency.done(root)
         if root.dead:
             for entry in root.dead:
                 self._dead_letter(entry)
         if root.seq > 0:
             self.report.records_done += 1
-        if root.results:
-            self.report.results += len(root.results)
-            yield from root.results
+        if not root.results:
+            return []
+        self.report.results += len(root.results)
+        return root.results
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)
@@ -607,7 +640,7 @@ class Coordinator:
             slot.consecutive_deaths = 0
         slot.consecutive_deaths += 1
         delay = min(0.05 * 2 ** (slot.consecutive_deaths - 1), 2.0)
-        self.report.worker_restarts += 1
+        self.report.add_restart(name)
         log.warning(
             "worker %s#%d (pid %d) exited with status %s; restarting it in %.2fs",
             name,
@@ -696,8 +729,62 @@ class Coordinator:
             by_stage.setdefault(root.stage, []).append(root)
         for stage, roots in sorted(by_stage.items()):
             log.info("redelivering %d records in flight to stage %s", len(roots), stage)
+            self.report.redeliveries += len(roots)
             for start in range(0, len(roots), self.options.batch_size):
                 self._send_roots(stage, roots[start : start + self.options.batch_size])
+
+    # -- observation: the one method stageflow.observe reads the engine through ------------
+
+    def progress(self) -> Progress:
+        """A snapshot of the run so far (see :mod:`stageflow.observe.snapshot`)."""
+        report = self.report
+        stages = []
+        for s, stage_slots in enumerate(self.slots):
+            name = self.pipeline.stages[s].name
+            workers = []
+            for slot in stage_slots:
+                key = f"{name}#{slot.index}"
+                current = CurrentRecord.read(slot.current_path)
+                workers.append(
+                    WorkerProgress(
+                        name=key,
+                        pid=slot.proc.pid if slot.proc is not None else None,
+                        ready=slot.ready,
+                        processed=report.per_worker.get(key, 0),
+                        busy_seconds=report.worker_busy.get(key, 0.0),
+                        current_line=None if current is None else max(current[0], 0),
+                    )
+                )
+            stages.append(
+                StageProgress(
+                    name=name,
+                    workers=tuple(workers),
+                    processed=report.processed.get(name, 0),
+                    busy_seconds=report.busy.get(name, 0.0),
+                    queued_frames=len(self._backlog[s]),
+                    restarts=report.restarts.get(name, 0),
+                    dead_letters=sum(report.dead_by_stage.get(name, {}).values()),
+                )
+            )
+        return Progress(
+            pipeline=report.pipeline,
+            elapsed=time.monotonic() - self._started,
+            records_in=report.records_in,
+            records_done=report.records_done,
+            results=report.results,
+            dead_lettered=report.dead_lettered,
+            in_flight=len(self.tracker.roots),
+            worker_restarts=report.worker_restarts,
+            redeliveries=report.redeliveries,
+            stages=tuple(stages),
+            dead_letters=tuple(
+                (stage, error, count)
+                for stage, errors in report.dead_by_stage.items()
+                for error, count in errors.items()
+            ),
+            latency=tuple(sorted(report.latency.items())),
+            latency_seconds=report.latency_seconds,
+        )
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -724,7 +811,9 @@ class Coordinator:
                     proc.kill()
                 _close_stdin(proc)
             for proc in procs:
-                proc.wait()
+                log.debug("worker pid %d exited with status %s", proc.pid, proc.wait())
+            self._rejected_results.flush()
+            self._rejected_control.flush()
             for sock in (self._control, self._results, *self._feeds):
                 sock.close(linger=0)
             self._ctx.term()

@@ -7,15 +7,23 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
 from stageflow.engine.report import RunReport
-from stageflow.errors import RecordsFailedError
+from stageflow.errors import EngineError, RecordsFailedError
+from stageflow.observe.latency import LatencyRecorder
+from stageflow.observe.snapshot import Progress
+from stageflow.observe.watch import EVERY, Listener, Watch
+
+if TYPE_CHECKING:
+    from stageflow.observe.metrics import Metrics
 
 __all__ = ["Run"]
 
@@ -28,7 +36,8 @@ class Run:
     Iterating it starts the worker processes, feeds the items and yields the last stage's
     Output models as their input records complete (not necessarily in input order when a
     stage has several workers). Every worker is gone when the iteration ends, raises, or is
-    abandoned (``close()``, ``break`` or garbage collection of the iterator).
+    abandoned (``close()``, or ``break`` and dropping the iterator: at once, with no help
+    from the cyclic garbage collector; see :class:`_Core`).
 
     When the run dead-lettered more records than ``max_errors`` allows, the iteration ends
     by raising :class:`~stageflow.errors.RecordsFailedError`, whose ``report`` tells what
@@ -47,8 +56,115 @@ class Run:
         Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
         slow generator): results keep flowing while it waits. Leave it off for iterators
         bound to the calling thread (sqlite3 cursors, for example).
+    ``metrics``
+        Serve Prometheus metrics while the run lasts: an address such as ``"127.0.0.1:0"``
+        (a port alone means loopback; the URL is :attr:`metrics_url` once iteration
+        started), or a :class:`~stageflow.observe.metrics.Metrics` that the caller owns.
+    ``latency``
+        Measure each record's time from input to result for the report (on with metrics).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
+    """
+
+    def __init__(self, pipeline: Any, items: Iterable[Any], **options: Any) -> None:
+        self._core = _Core(pipeline, items, **options)
+        self._iterator: Iterator[Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._iterator is None:
+            self._iterator = self._core.models()
+        return self._iterator
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    @property
+    def pipeline(self) -> Any:
+        return self._core.pipeline
+
+    @property
+    def report(self) -> RunReport:
+        return self._core.report
+
+    @property
+    def watch(self) -> Watch:
+        return self._core.watch
+
+    @property
+    def options(self) -> EngineOptions:
+        return self._core.options
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served, once iteration started with ``metrics``."""
+        return self._core.metrics_url
+
+    def progress(self) -> Progress | None:
+        """A snapshot of what the run has done so far; None before iteration started.
+
+        From the thread that iterates it is taken now; from any other thread it is the
+        latest one taken (at most a quarter of a second old while the run is going).
+        """
+        return self._core.progress()
+
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
+
+        It runs in the iterating thread, between two turns of the engine's loop, so keep
+        it short; an exception it raises ends the run like one from the iteration.
+        """
+        self._core.on_progress(listener, every)
+
+    def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
+
+        ``on_idle`` is called whenever the run is about to wait after handing out results:
+        the moment to flush a buffered output.
+        """
+        return self._core.lines(on_idle)
+
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """Iterate once per completed input record: ``(seq, its result lines)``.
+
+        ``seq`` is the record's number (its line number with ``numbered``), and not
+        positive for what a stage's ``finish()`` emitted. Every dead letter of the record is
+        in the dead-letter output before it is yielded, so a caller can record durably which
+        records a given length of its output and dead letters covers (``stageflow run``'s
+        resume journal does). ``on_started`` is called once every worker is ready, before
+        the first record is read: the moment to open (and truncate) the outputs.
+        """
+        return self._core.completions(on_idle, on_started)
+
+    def stop(self) -> None:
+        """Stop reading input; records already in flight are finished and yielded."""
+        self._core.stop()
+
+    def abort(self) -> None:
+        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
+        self._core.abort()
+
+    def close(self) -> None:
+        """Abandon the iteration and stop every worker."""
+        if self._iterator is not None:
+            self._iterator.close()  # type: ignore[attr-defined]
+        elif self._core._coordinator is not None:
+            self._core._coordinator.close()
+
+
+class _Core:
+    """A :class:`Run`'s state and engine: everything but the iterator it hands out.
+
+    The iterator's frames refer to the core, never to the Run that holds the iterator, so
+    there is no reference cycle: when an abandoned iteration (``break``, then the loop and
+    the Run dropped) loses its last reference, it is closed at once and its ``finally``
+    stops the workers, with no wait for the cyclic garbage collector.
     """
 
     def __init__(
@@ -60,36 +176,57 @@ class Run:
         max_errors: int = 0,
         numbered: bool = False,
         read_ahead: bool = False,
+        metrics: str | Metrics | None = None,
+        latency: bool = False,
         **options: Any,
     ) -> None:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
+        self.report.stage_workers = {stage.name: stage.workers for stage in pipeline.stages}
+        self.watch = Watch()
+        self._metrics_option = metrics
+        self._metrics: Metrics | None = None
+        self._latency = latency or metrics is not None
+        self._thread: int | None = None
         self.options = EngineOptions(**options)
         self._items = items
         self._use_read_ahead = read_ahead
         self._numbered = numbered
         self._dead_letter = dead_letter
         self._coordinator: Coordinator | None = None
-        self._iterator: Iterator[Any] | None = None
 
-    def __iter__(self) -> Iterator[Any]:
-        if self._iterator is None:
-            self._iterator = self._models()
-        return self._iterator
+    def progress(self) -> Progress | None:
+        """See :meth:`Run.progress`."""
+        coordinator, latest = self._coordinator, self.watch.latest
+        ended = latest is not None and latest.ended
+        if coordinator is not None and self._thread == threading.get_ident() and not ended:
+            return coordinator.progress()
+        return latest
 
-    def __enter__(self) -> Run:
-        return self
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """See :meth:`Run.on_progress`."""
+        self.watch.add(listener, every)
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    @property
+    def metrics_url(self) -> str | None:
+        """See :attr:`Run.metrics_url`."""
+        return self._metrics.url if self._metrics is not None else None
 
     def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
-        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
+        """See :meth:`Run.lines`."""
+        for _seq, results in self.completions(on_idle):
+            yield from results
 
-        ``on_idle`` is called whenever the run is about to wait after handing out results:
-        the moment to flush a buffered output.
-        """
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """See :meth:`Run.completions`."""
+        self.report.started_at = time.time()
+        self._thread = threading.get_ident()
+        self._start_metrics()
         sink, owned = self._open_sink()
         try:
             coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
@@ -98,47 +235,75 @@ class Run:
                 sink.close()
             raise
         self._coordinator = coordinator
+        # Also run at interpreter exit, should the iteration still be suspended then.
+        stop_workers = weakref.finalize(self, coordinator.close)
+        coordinator.watch = self.watch
+        self.watch.source = coordinator.progress
+        if self._latency:
+            coordinator.latency = LatencyRecorder(self.report)
         ahead: ReadAhead | None = None
         try:
             coordinator.start()
+            if on_started is not None:
+                on_started()
             items: Iterable[Any] = self._items
             if self._use_read_ahead:
                 ahead = ReadAhead(items)
                 items = ahead
             source = iter(items) if self._numbered else _numbered(items)
             wakeup = ahead.wakeup_fd if ahead is not None else None
-            yield from coordinator.run(source, wakeup, on_idle)
+            yield from coordinator.completions(source, wakeup, on_idle)
+        except EngineError as exc:
+            self.report.error = str(exc)
+            raise
         finally:
-            coordinator.close()
+            stop_workers()
             if ahead is not None:
                 ahead.close()
             if owned and sink is not None:
                 sink.close()
+            self.report.ended_at = time.time()
+            self.watch.final(coordinator.progress())
+            self._stop_metrics()
         if self.report.dead_lettered > self.report.max_errors:
+            count = self.report.dead_lettered
+            where = (
+                "see the dead-letter output for each reason"
+                if self._dead_letter is not None
+                else "each reason was logged as a warning; --dead-letter PATH (dead_letter= in "
+                "Python) keeps them in a file"
+            )
             raise RecordsFailedError(
-                f"{self.report.dead_lettered} records were dead-lettered "
-                f"(allowed: {self.report.max_errors}); see the dead-letter output for each reason",
+                f"{count} {'record was' if count == 1 else 'records were'} dead-lettered "
+                f"(allowed: {self.report.max_errors}); {where}",
                 self.report,
             )
 
     def stop(self) -> None:
-        """Stop reading input; records already in flight are finished and yielded."""
+        """See :meth:`Run.stop`."""
         if self._coordinator is not None:
             self._coordinator.stopping = True
 
     def abort(self) -> None:
-        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
+        """See :meth:`Run.abort`."""
         if self._coordinator is not None:
             self._coordinator.aborting = True
 
-    def close(self) -> None:
-        """Abandon the iteration and stop every worker."""
-        if self._iterator is not None:
-            self._iterator.close()  # type: ignore[attr-defined]
-        elif self._coordinator is not None:
-            self._coordinator.close()
+    def _start_metrics(self) -> None:
+        option = self._metrics_option
+        if option is None or self._metrics is not None:
+            return
+        from stageflow.observe.metrics import Metrics
 
-    def _models(self) -> Iterator[Any]:
+        self._metrics = Metrics(option) if isinstance(option, str) else option
+        self._metrics.watch(self.watch)
+
+    def _stop_metrics(self) -> None:
+        # Only a server this run started is stopped; a Metrics the caller passed is theirs.
+        if isinstance(self._metrics_option, str) and self._metrics is not None:
+            self._metrics.close()
+
+    def models(self) -> Iterator[Any]:
         parse = self.pipeline.stages[-1].cls.Output.model_validate_json
         for line in self.lines():
             yield parse(line)
@@ -169,7 +334,8 @@ def _to_json(item: Any) -> bytes:
     if isinstance(item, bytes):
         return item.replace(b"\n", b" ")
     if isinstance(item, str):
-        return item.replace("\n", " ").encode()
+        # surrogatepass: a lone surrogate becomes bytes that are dead-lettered, not a crash.
+        return item.replace("\n", " ").encode("utf-8", "surrogatepass")
     if isinstance(item, BaseModel):
         return item.__pydantic_serializer__.to_json(item)
     from pydantic_core import to_json

@@ -178,3 +178,50 @@ class BrokenSetup(stageflow.Stage):
 
     def process(self, item: Line) -> Line:
         return item
+
+
+class Reading(BaseModel):
+    id: str
+    value: float
+
+
+class ScaleConfig(BaseModel):
+    factor: float = 1.0
+
+
+class Scale(stageflow.Stage):
+    """Reading -> Reading, the value multiplied by `factor` (1e308 * 10 overflows to inf)."""
+
+    name = "test-scale"
+    Input = Reading
+    Output = Reading
+    Config = ScaleConfig
+
+    def process(self, item: Reading) -> Reading:
+        return Reading(id=item.id, value=item.value * self.config.factor)
+
+
+class DoomConfig(BaseModel):
+    marker: str = Field(description="created when the worker dies; later setup()s fail")
+
+
+class Doomed(stageflow.Stage):
+    """Line -> Line; on the text "die" the worker is killed, and no replacement can start
+    until the file <marker>.fixed exists (a resource lost for good, e.g. a GPU)."""
+
+    name = "test-doomed"
+    Input = Line
+    Output = Line
+    Config = DoomConfig
+
+    def setup(self) -> None:
+        marker = self.config.marker
+        if os.path.exists(marker) and not os.path.exists(f"{marker}.fixed"):
+            raise RuntimeError("the device this stage needs is gone")
+
+    def process(self, item: Line) -> Line:
+        if item.text == "die" and not os.path.exists(self.config.marker):
+            with open(self.config.marker, "w"):
+                pass
+            os.kill(os.getpid(), signal.SIGKILL)
+        return item
