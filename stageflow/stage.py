@@ -32,12 +32,17 @@ class Stage:
     ``Config``
         Optional pydantic model for the stage's ``config:`` block; the validated instance
         is ``self.config``.
+    ``stateful``
+        Optional; True when :meth:`process` keeps state across records (a dedup cache, a
+        running total), so the engine never fuses the stage with a neighbour. A stage that
+        overrides :meth:`finish` is treated as stateful anyway.
     """
 
     name: ClassVar[str]
     Input: ClassVar[type[BaseModel]]
     Output: ClassVar[type[BaseModel]]
     Config: ClassVar[type[BaseModel] | None] = None
+    stateful: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel | None = None) -> None:
         if config is None and self.Config is not None:

@@ -4,7 +4,11 @@ It runs in the caller's process and thread on plain pyzmq sockets with no Twiste
 so a pipeline can run many times in one process, from a thread, a notebook or an asyncio
 program. The reactors live in the worker processes.
 
-Topology, for stages ``0..n-1`` with any number of workers each::
+The coordinator runs the pipeline's fusion plan (:mod:`stageflow.plan`): each unit, one
+stage or a fused group of consecutive stages, has its own workers, and "stage" below means
+a unit.
+
+Topology, for units ``0..n-1`` with any number of workers each::
 
     feed[0] PUSH ──► stage 0 workers ──► stage 1 workers ──► ... ──► results PULL
                         │                    │                           (coordinator)
@@ -47,7 +51,7 @@ from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.errors import EngineError
 from stageflow.pipeline import Pipeline
-from stageflow.stage import Stage
+from stageflow.plan import keeps_state
 
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
@@ -76,13 +80,14 @@ class EngineOptions:
     max_message_size: int = 64 * 1024 * 1024
     bind: str = _LOOPBACK
     log_level: int = logging.INFO
+    fuse: bool = True
 
 
 @dataclass
 class _Slot:
-    """One worker position (stage, index); its process changes when it is restarted."""
+    """One worker position (unit, index); its process changes when it is restarted."""
 
-    stage: int
+    stage: int  # the index of its plan unit
     index: int
     current_path: str
     generation: int = 0
@@ -119,6 +124,7 @@ class Coordinator:
         dead_letter_sink: IO[str] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.units = pipeline.plan(fuse=options.fuse).units
         self.report = report
         self.options = options
         self.sink = dead_letter_sink
@@ -133,21 +139,21 @@ class Coordinator:
         self._ctx.setsockopt(zmq.LINGER, 0)
         self._control = self._bind(zmq.PULL)
         self._results = self._bind(zmq.PULL)
-        self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
+        self._feeds = [self._ctx.socket(zmq.PUSH) for _ in self.units]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
-        self._backlog: list[deque[list[bytes]]] = [deque() for _ in pipeline.stages]
+        self._backlog: list[deque[list[bytes]]] = [deque() for _ in self.units]
         self._poller = zmq.Poller()
         self._poller.register(self._control, zmq.POLLIN)
         self._poller.register(self._results, zmq.POLLIN)
         self.slots: list[list[_Slot]] = [
             [
                 _Slot(s, j, os.path.join(self._rundir, f"current-{s}-{j}"))
-                for j in range(stage.workers)
+                for j in range(unit.workers)
             ]
-            for s, stage in enumerate(pipeline.stages)
+            for s, unit in enumerate(self.units)
         ]
         self._by_key: dict[str, _Slot] = {}
         self._rewires: list[_Rewire] = []
@@ -169,7 +175,7 @@ class Coordinator:
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _spawn(self, slot: _Slot) -> None:
-        stage = self.pipeline.stages[slot.stage]
+        unit = self.units[slot.stage]
         slot.generation += 1
         slot.ready = False
         slot.address = None
@@ -180,14 +186,20 @@ class Coordinator:
             "key": slot.key,
             "parent_pid": os.getpid(),
             "secret": self.secret.hex(),
-            "stage": stage.name,
+            "stage": unit.name,
+            "stages": [
+                {
+                    "stage": stage.name,
+                    "uses": stage.entry.reference,
+                    "config": stage.config_json(),
+                    "retries": stage.spec.retries,
+                    "timeout": stage.spec.timeout,
+                }
+                for stage in unit.stages
+            ],
             "index": slot.stage,
             "slot": slot.index,
-            "uses": stage.entry.reference,
             "main_path": getattr(main, "__file__", None),
-            "config": stage.config_json(),
-            "retries": stage.spec.retries,
-            "timeout": stage.spec.timeout,
             "control": self._address(self._control),
             "bind": self.options.bind,
             "current_path": slot.current_path,
@@ -280,7 +292,7 @@ class Coordinator:
             limit *= 3
         if slot.start_failures >= limit:
             raise EngineError(
-                f"the worker of stage {self.pipeline.stages[slot.stage].name!r} failed to "
+                f"the worker of stage {self.units[slot.stage].name!r} failed to "
                 f"start {slot.start_failures} times (last exit status {slot.proc.returncode}); "
                 "see its error above"
             )
@@ -475,11 +487,11 @@ class Coordinator:
             except wire.WireError as exc:
                 log.warning("dropped malformed acknowledgements: %s", exc)
             if slot is not None:
-                name = self.pipeline.stages[slot.stage].name
-                count = message.get("n", 0)
-                self.report.processed[name] = self.report.processed.get(name, 0) + count
-                worker = f"{name}#{slot.index}"
-                self.report.per_worker[worker] = self.report.per_worker.get(worker, 0) + count
+                # Counted per stage even inside a fused group, as if it were not fused.
+                for name, count in message.get("n", {}).items():
+                    self.report.processed[name] = self.report.processed.get(name, 0) + count
+                    worker = f"{name}#{slot.index}"
+                    self.report.per_worker[worker] = self.report.per_worker.get(worker, 0) + count
         elif slot is None or slot.key != message.get("w"):
             return
         elif kind == "ready":
@@ -590,7 +602,7 @@ class Coordinator:
                 elif not slot.ready and now - slot.started_at > self.options.start_timeout:
                     log.warning(
                         "worker %s#%d did not become ready within %.0fs; killing it",
-                        self.pipeline.stages[slot.stage].name,
+                        self.units[slot.stage].name,
                         slot.index,
                         self.options.start_timeout,
                     )
@@ -599,7 +611,8 @@ class Coordinator:
     def _on_death(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
         code = slot.proc.returncode
-        name = self.pipeline.stages[slot.stage].name
+        unit = self.units[slot.stage]
+        name = unit.name
         old_address = slot.address
         if not slot.ready:
             self._start_failed(slot)
@@ -617,11 +630,11 @@ class Coordinator:
             delay,
         )
         self._blame(slot, code)
-        if self.pipeline.stages[slot.stage].cls.finish is not Stage.finish:
+        if any(keeps_state(stage.cls) for stage in unit.stages):
             log.warning(
-                "stage %s keeps state for finish(): the dead worker's state is lost, and records "
-                "in flight are delivered again, so its finish() outputs may be incomplete or "
-                "count some records twice",
+                "stage %s keeps state: the dead worker's state is lost, and records in flight "
+                "are delivered again, so its finish() outputs may be incomplete or count some "
+                "records twice",
                 name,
             )
         _close_stdin(slot.proc)
@@ -653,13 +666,14 @@ class Coordinator:
             os.unlink(slot.current_path)
         if current is None:
             return
-        seq, attempt = current
+        seq, attempt, member = current
         root = self.tracker.roots.get(seq)
         if root is None or not root.live_attempt(attempt):
             return
         root.deaths += 1
         if root.deaths >= self.options.max_deaths:
-            stage = self.pipeline.stages[slot.stage].name
+            stages = self.units[slot.stage].stages
+            stage = stages[min(member, len(stages) - 1)].name
             self.tracker.give_up(
                 root,
                 dead_letter(

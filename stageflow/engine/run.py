@@ -47,6 +47,8 @@ class Run:
         Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
         slow generator): results keep flowing while it waits. Leave it off for iterators
         bound to the calling thread (sqlite3 cursors, for example).
+    ``fuse``
+        False runs every stage in worker processes of its own (see :mod:`stageflow.plan`).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
     """

@@ -8,6 +8,7 @@ Outputs and appends everything it produced (records, acknowledgements, dead lett
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import mmap
@@ -16,7 +17,7 @@ import random
 import signal
 import struct
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ __all__ = ["CurrentRecord", "Pending", "RecordTimeout", "StageRunner", "dead_let
 
 log = logging.getLogger(__name__)
 
-_CURRENT = struct.Struct("<qq")
+_CURRENT = struct.Struct("<qqq")
 _IDLE = (0, -1)
 
 
@@ -43,8 +44,11 @@ class CurrentRecord:
     """A tiny shared file saying which record the worker is inside process() for.
 
     The coordinator reads it after the worker dies, to know which record was being
-    processed (and so may be poison) without a message per record.
+    processed (and so may be poison) without a message per record. Inside a fused group it
+    also says which ``member`` (the stage's position in the group) was running.
     """
+
+    member = 0
 
     def __init__(self, path: str) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -56,14 +60,20 @@ class CurrentRecord:
         self.set(*_IDLE)
 
     def set(self, root: int, attempt: int) -> None:
-        _CURRENT.pack_into(self._map, 0, root, attempt)
+        _CURRENT.pack_into(self._map, 0, root, attempt, self.member)
 
     def clear(self) -> None:
-        _CURRENT.pack_into(self._map, 0, *_IDLE)
+        _CURRENT.pack_into(self._map, 0, *_IDLE, 0)
+
+    def for_member(self, member: int) -> CurrentRecord:
+        """The same file, written by the stage at position ``member`` of a fused group."""
+        view = copy.copy(self)
+        view.member = member
+        return view
 
     @staticmethod
-    def read(path: str) -> tuple[int, int] | None:
-        """The (root, attempt) a worker was processing, or None when it was idle."""
+    def read(path: str) -> tuple[int, int, int] | None:
+        """The (root, attempt, member) a worker was processing, or None when it was idle."""
         try:
             with open(path, "rb") as handle:
                 data = handle.read(_CURRENT.size)
@@ -71,8 +81,8 @@ class CurrentRecord:
             return None
         if len(data) != _CURRENT.size:
             return None
-        root, attempt = _CURRENT.unpack(data)
-        return None if attempt < 0 else (root, attempt)
+        root, attempt, member = _CURRENT.unpack(data)
+        return None if attempt < 0 else (root, attempt, member)
 
 
 @dataclass
@@ -83,14 +93,20 @@ class Pending:
     records: list[bytes] = field(default_factory=list)
     acks: list[int] = field(default_factory=list)
     dead: list[list[Any]] = field(default_factory=list)  # [root, attempt, entry]
-    processed: int = 0
+    processed: dict[str, int] = field(default_factory=dict)  # records each stage took in
     size: int = 0  # bytes of records and dead-lettered records, to keep frames bounded
 
     def take(self) -> Pending:
         taken = Pending(self.ids, self.records, self.acks, self.dead, self.processed, self.size)
         self.ids, self.records, self.acks, self.dead = [], [], [], []
-        self.processed = self.size = 0
+        self.processed = {}
+        self.size = 0
         return taken
+
+
+#: Where a stage's Outputs go once process() returned them:
+#: ``(root, attempt, outputs, record they came from, pending) -> XOR of the tags sent``.
+Forward = Callable[[int, int, list[Any], "bytes | BaseModel | None", Pending], int]
 
 
 def dead_letter(
@@ -160,6 +176,9 @@ class StageRunner:
             TypeAdapter(list[cls.Input]) if trusted_input else None  # type: ignore[name-defined]
         )
         self._tags = random.Random(os.urandom(16)).getrandbits
+        #: Serialised into the outgoing frame, or, inside a fused group, handed to the next
+        #: stage in memory (:mod:`stageflow.engine.group` rebinds it).
+        self.forward: Forward = self.emit
         if timeout is not None:
             signal.signal(signal.SIGALRM, _on_alarm)
 
@@ -169,6 +188,7 @@ class StageRunner:
     def run_batch(self, ids: Sequence[int], records: Sequence[bytes], pending: Pending) -> None:
         """Process one frame's records, appending what they produce to ``pending``."""
         items = self._validate_batch(records)
+        forward = self.forward
         for index, record in enumerate(records):
             base = index * 3
             root, attempt, tag = ids[base], ids[base + 1], ids[base + 2]
@@ -178,31 +198,38 @@ class StageRunner:
                 try:
                     item = self._input.model_validate_json(record)
                 except ValidationError as exc:
-                    pending.dead.append([root, attempt, self._invalid(root, record, exc)])
-                    pending.size += len(record)
+                    self.reject(root, attempt, record, exc, pending)
                     pending.acks += (root, attempt, tag)
-                    pending.processed += 1
                     continue
-            xor = self._process(root, attempt, item, record, pending)
+            outputs = self.process_item(root, attempt, item, record, pending)
+            xor = 0 if outputs is None else forward(root, attempt, outputs, record, pending)
             pending.acks += (root, attempt, tag ^ xor)
-            pending.processed += 1
+        name = self.stage_name
+        pending.processed[name] = pending.processed.get(name, 0) + len(records)
 
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Call the stage's finish() and return its serialised Outputs and any dead letter."""
+        pending = Pending()
+        self.finish_into(pending)
+        return pending.records, [entry for _, _, entry in pending.dead]
+
+    def finish_into(self, pending: Pending) -> None:
+        """Call the stage's finish() and forward its Outputs, which belong to no input line."""
         try:
-            return [self._to_json(out) for out in iter_outputs(self.stage.finish())], []
+            outputs = [self._model(out) for out in iter_outputs(self.stage.finish())]
         except Exception as exc:  # noqa: BLE001 - a failing finish() is data, like process()
             log.error("stage %r: finish() failed: %s: %s", self.stage_name, type(exc).__name__, exc)
-            return [], [
-                dead_letter(
-                    None,
-                    self.stage_name,
-                    type(exc).__name__,
-                    f"finish() failed: {exc}",
-                    None,
-                    detail=traceback.format_exc(),
-                )
-            ]
+            entry = dead_letter(
+                None,
+                self.stage_name,
+                type(exc).__name__,
+                f"finish() failed: {exc}",
+                None,
+                detail=traceback.format_exc(),
+            )
+            pending.dead.append([0, 0, entry])
+            return
+        self.forward(0, 0, outputs, None, pending)
 
     def _validate_batch(self, records: Sequence[bytes]) -> list[Any] | None:
         if self._batch is None or len(records) < 2:
@@ -213,17 +240,22 @@ class StageRunner:
             return None  # fall back to one record at a time, to name the bad one
         return items if len(items) == len(records) else None
 
-    def _process(self, root: int, attempt: int, item: Any, record: bytes, pending: Pending) -> int:
-        """Run process() with retries; append the outputs; return the XOR of their tags."""
+    def process_item(
+        self, root: int, attempt: int, item: Any, record: bytes | BaseModel, pending: Pending
+    ) -> list[Any] | None:
+        """Run process() on a valid Input with retries: its Outputs, or None if dead-lettered.
+
+        ``record`` is what the item was validated from, for the dead letter: the wire bytes,
+        or the item itself inside a fused group.
+        """
         failure: BaseException | None = None
         detail = ""
-        outputs: list[bytes] = []
+        outputs: list[Any] = []
         for _ in range(self.retries + 1):
             if self.current is not None:
                 self.current.set(root, attempt)
             try:
                 outputs = self._call(item)
-                self._check_sizes(outputs)
                 failure = None
                 break
             except RecordTimeout:
@@ -238,32 +270,68 @@ class StageRunner:
             finally:
                 if self.current is not None:
                     self.current.clear()
-        if failure is not None:
-            attempts = (
-                ""
-                if isinstance(failure, (RecordTimeout, _OutputError))
-                else (f" (after {self.retries + 1} attempts)")
-            )
-            entry = dead_letter(
-                root,
-                self.stage_name,
-                type(failure).__name__,
-                f"{failure}{attempts}",
-                record,
-                detail=detail or None,
-            )
-            pending.dead.append([root, attempt, entry])
-            pending.size += len(record)
+        if failure is None:
+            return outputs
+        attempts = (
+            ""
+            if isinstance(failure, (RecordTimeout, _OutputError))
+            else (f" (after {self.retries + 1} attempts)")
+        )
+        self._dead(root, attempt, failure, f"{failure}{attempts}", detail, record, pending)
+        return None
+
+    def emit(
+        self,
+        root: int,
+        attempt: int,
+        outputs: list[Any],
+        record: bytes | BaseModel | None,
+        pending: Pending,
+    ) -> int:
+        """Serialise Outputs into the outgoing frame; return the XOR of their new tags."""
+        try:
+            data = [self._serialize(output) for output in outputs]
+            self._check_sizes(data)
+        except _OutputError as exc:
+            self._dead(root, attempt, exc, str(exc), "", record, pending)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - an Output that cannot be serialised is data
+            self._dead(root, attempt, exc, str(exc), traceback.format_exc(), record, pending)
             return 0
         xor = 0
         tags = self._tags
-        for output in outputs:
+        for output in data:
             child = tags(63)
             xor ^= child
             pending.ids += (root, attempt, child)
             pending.records.append(output)
             pending.size += len(output)
         return xor
+
+    def reject(
+        self, root: int, attempt: int, record: bytes, exc: ValidationError, pending: Pending
+    ) -> None:
+        """Dead-letter a record that does not validate against the stage's Input."""
+        pending.dead.append([root, attempt, self._invalid(root, record, exc)])
+        pending.size += len(record)
+
+    def _dead(
+        self,
+        root: int,
+        attempt: int,
+        failure: BaseException,
+        message: str,
+        detail: str,
+        record: bytes | BaseModel | None,
+        pending: Pending,
+    ) -> None:
+        if isinstance(record, BaseModel):
+            record = type(record).__pydantic_serializer__.to_json(record)
+        entry = dead_letter(
+            root, self.stage_name, type(failure).__name__, message, record, detail=detail or None
+        )
+        pending.dead.append([root, attempt, entry])
+        pending.size += len(record or b"")
 
     def _check_sizes(self, outputs: list[bytes]) -> None:
         limit = self.max_record_size
@@ -277,7 +345,7 @@ class StageRunner:
                     "records"
                 )
 
-    def _call(self, item: Any) -> list[bytes]:
+    def _call(self, item: Any) -> list[Any]:
         if self.timeout is None:
             return self._outputs(self._stage_process(item))
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
@@ -287,17 +355,17 @@ class StageRunner:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def _outputs(self, result: Any) -> list[bytes]:
+    def _outputs(self, result: Any) -> list[Any]:
         if type(result) is self._output:
-            return [self._serialize(result)]  # the common one-in, one-out case, kept short
-        return [self._to_json(out) for out in iter_outputs(result)]
+            return [result]  # the common one-in, one-out case, kept short
+        return [self._model(out) for out in iter_outputs(result)]
 
-    def _to_json(self, output: Any) -> bytes:
+    def _model(self, output: Any) -> BaseModel:
         if isinstance(output, self._output):
-            return self._serialize(output)  # built by this stage: no second validation
+            return output  # built by this stage: no second validation
         if isinstance(output, dict):
             try:
-                return self._serialize(self._output.model_validate(output))
+                return self._output.model_validate(output)
             except ValidationError as exc:
                 raise _OutputError(
                     f"process() returned a dict that is not a valid {self._output.__name__}: "

@@ -1,4 +1,4 @@
-"""The worker process: one stage instance on its own Twisted reactor.
+"""The worker process: one stage instance, or a fused group of stages, on its own reactor.
 
 Started by the coordinator as ``python -m stageflow.engine.worker``. The first line on
 stdin is the worker's settings (JSON); later lines are commands. stdin reaching end of file
@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from stageflow.engine import wire
-from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
+from stageflow.engine.group import build_runner
+from stageflow.engine.runner import CurrentRecord, Pending
 from stageflow.stage import Stage
 
 log = logging.getLogger("stageflow.worker")
@@ -67,7 +68,7 @@ def load_stage_class(reference: str, main_path: str | None) -> type[Stage]:
 
 
 class Worker:
-    """Wires a :class:`StageRunner` to its sockets and to the coordinator's commands."""
+    """Wires a stage's or a fused group's runner to its sockets and the coordinator's commands."""
 
     def __init__(self, settings: dict[str, Any], reactor: Any) -> None:
         from stageflow.transport import (
@@ -82,16 +83,10 @@ class Worker:
         self.secret = bytes.fromhex(settings["secret"])
         self.reactor = reactor
         self.settings = settings
-        cls = load_stage_class(settings["uses"], settings.get("main_path"))
-        config = None
-        if cls.Config is not None:
-            config = cls.Config.model_validate_json(settings["config"])
-        self.runner = StageRunner(
-            cls,
-            settings["stage"],
-            config,
-            retries=settings["retries"],
-            timeout=settings["timeout"],
+        main_path = settings.get("main_path")
+        self.runner = build_runner(
+            settings["stages"],
+            lambda reference: load_stage_class(reference, main_path),
             trusted_input=settings["index"] > 0,
             current=CurrentRecord(settings["current_path"]),
             max_record_size=settings["frame_bytes"],
