@@ -15,7 +15,7 @@ from html import escape
 
 from stageflow.graph.dot import MISMATCH_COLOR, render_image
 from stageflow.graph.json import graph_to_dict
-from stageflow.graph.model import Graph, visible
+from stageflow.graph.model import FUSED_MARKER, Graph, visible
 
 __all__ = ["render_html"]
 
@@ -76,19 +76,24 @@ def _html_drawing(graph: Graph) -> str:
             f"<strong>{_esc(stage.name)}</strong>"
             f"<span>uses: {_esc(stage.uses)}</span>"
             f"<span>{workers} · {_esc(stage.origin)}</span>"
-            f"<span>{_esc(stage.input.name)} → {_esc(stage.output.name)}</span></div>"
+            f"<span>{_esc(stage.input.name)} → {_esc(stage.output.name)}</span>"
+            + (f"<span>{_esc(stage.fusion_label)}</span>" if stage.fusion_label else "")
+            + "</div>"
         )
         if stage.index < len(graph.edges):
             edge = graph.edges[stage.index]
-            parts.append(_arrow(edge.label, [problem.marker for problem in edge.problems]))
+            parts.append(
+                _arrow(edge.label, [problem.marker for problem in edge.problems], edge.fused)
+            )
     parts.append(_arrow(graph.output.name, []))
     parts.append('<div class="io">output</div></div>')
     return "\n".join(parts)
 
 
-def _arrow(label: str, markers: list[str]) -> str:
+def _arrow(label: str, markers: list[str], fused: bool = False) -> str:
     css = "arrow mismatch" if markers else "arrow"
-    spans = "".join(f'<span class="marker">{_esc(marker)}</span>' for marker in markers)
+    spans = f'<span class="fused">{_esc(FUSED_MARKER)}</span>' if fused else ""
+    spans += "".join(f'<span class="marker">{_esc(marker)}</span>' for marker in markers)
     return f'<div class="{css}"><div class="labels"><span>{_esc(label)}</span>{spans}</div></div>'
 
 
