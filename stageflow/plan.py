@@ -8,10 +8,11 @@ it, one :class:`Unit` (a stage, or a fused group of stages) per set of worker pr
 The rules:
 
 - Consecutive stages fuse unless something below makes a boundary between them.
-- A stage that keeps state is never fused with a neighbour: one whose class overrides
+- A stage that keeps state is never fused with a neighbour: one that declares
+  ``stateful = True``, or one that leaves ``stateful`` unset and overrides
   :meth:`Stage.finish` (its final outputs summarise what its own workers saw, so its worker
-  count is part of its meaning, and its finish must run after everything upstream finished),
-  or one that declares ``stateful = True``.
+  count is part of its meaning, and its finish must run after everything upstream finished).
+  ``stateful = False`` declares a finish() that does per-process work only.
 - A stage with ``fuse: false`` in the pipeline file runs in its own processes.
 - ``fuse=False`` (``stageflow run --no-fuse``) makes every stage its own unit.
 - A fused group runs as many processes as its stages ask for together, each hosting the
@@ -44,7 +45,8 @@ REASONS = {
 
 def keeps_state(cls: type[Stage]) -> bool:
     """Whether a stage's instances carry state across records, which fusion must respect."""
-    return bool(getattr(cls, "stateful", False)) or cls.finish is not Stage.finish
+    declared = getattr(cls, "stateful", None)
+    return cls.finish is not Stage.finish if declared is None else bool(declared)
 
 
 @dataclass(frozen=True)

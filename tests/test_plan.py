@@ -33,6 +33,10 @@ class Dedup(Pass):
     stateful = True
 
 
+class Closer(Summary):
+    stateful = False  # its finish() only closes a per-process resource
+
+
 def _pipeline(*stages: dict[str, Any]) -> Pipeline:
     return Pipeline("p", [{"name": f"s{i}", **stage} for i, stage in enumerate(stages)])
 
@@ -49,12 +53,14 @@ def test_consecutive_stages_fuse_into_as_many_processes_as_they_ask_for() -> Non
 
 
 def test_stateful_stages_run_alone() -> None:
-    """A stage overriding finish(), or declaring stateful, is fused with neither neighbour."""
+    """A stage overriding finish() or declaring stateful runs alone; stateful=False opts out."""
     pipeline = _pipeline(
         {"uses": Pass}, {"uses": Pass}, {"uses": Summary}, {"uses": Pass}, {"uses": Dedup}
     )
     assert _groups(pipeline) == [(["s0", "s1"], 2), (["s2"], 1), (["s3"], 1), (["s4"], 1)]
     assert pipeline.plan().boundaries == (None, "stateful", "stateful", "stateful")
+    closing = _pipeline({"uses": Pass}, {"uses": Closer})
+    assert _groups(closing) == [(["s0", "s1"], 2)]
 
 
 def test_fuse_false_and_no_fuse_are_boundaries() -> None:
