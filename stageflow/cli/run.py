@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import logging
 import os
@@ -13,8 +14,16 @@ import threading
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from stageflow.cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_RECORDS_FAILED, fail
-from stageflow.errors import RecordsFailedError
+from stageflow.cli import (
+    EXIT_ENGINE,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_RECORDS_FAILED,
+    fail,
+    observe,
+)
+from stageflow.errors import EngineError, RecordsFailedError
 
 if TYPE_CHECKING:
     from stageflow.engine.run import Run
@@ -82,6 +91,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="run every stage in worker processes of its own, never fused with its neighbours",
     )
+    observe.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -100,6 +110,28 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        observation = observe.Observation(args)
+    except (ValueError, observe.MetricsError) as exc:
+        fail(str(exc))
+        return EXIT_INVALID
+    status: int | None = None
+    try:
+        status = _run(args, observation)
+    except EngineError:
+        status = EXIT_ENGINE
+        raise
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+        raise
+    finally:
+        problem = observation.close(status)
+        if problem is not None:
+            fail(problem)
+    return status
+
+
+def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     # Imported here so that the other commands never load the engine or ZeroMQ.
     from stageflow.engine.run import Run
     from stageflow.pipeline import Pipeline
@@ -134,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         fuse=not args.no_fuse,
         log_level=logging.getLogger().getEffectiveLevel(),
+        metrics=observation.metrics,
+        latency=observation.latency,
     )
+    observation.attach(the_run, source, output)
     signals = _GracefulStop(the_run)
     status = EXIT_OK
     try:
@@ -166,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         resume = f"--skip {report.last_line_read}"
         if args.output != "-":
             resume += " --append"
+        report.resume_hint = resume
         fail(
             f"stopped early: the first {report.last_line_read} input lines are fully processed; "
             f"resume with {resume}"
@@ -215,8 +251,14 @@ def _open_output(path: str, append: bool) -> IO[bytes]:
 
 
 def _lines(source: IO[bytes], skip: int) -> Iterator[tuple[int, bytes]]:
-    """Numbered non-blank lines, after skipping the first ``skip``."""
+    """Numbered non-blank lines, after skipping the first ``skip``.
+
+    A UTF-8 byte order mark at the very start of the input (as some Windows editors write
+    one) is not part of the first record.
+    """
     for number, line in enumerate(source, 1):
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
         if number <= skip:
             continue
         line = line.rstrip(b"\r\n")

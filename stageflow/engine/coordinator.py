@@ -50,6 +50,9 @@ from stageflow.engine.report import RunReport
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.errors import EngineError
+from stageflow.observe.latency import LatencyRecorder
+from stageflow.observe.snapshot import Progress, StageProgress, WorkerProgress
+from stageflow.observe.watch import Watch
 from stageflow.pipeline import Pipeline
 from stageflow.plan import keeps_state
 
@@ -162,6 +165,9 @@ class Coordinator:
         self._next_synthetic = -1
         self._wakeup_fd: int | None = None
         self._last_supervise = 0.0
+        # Observation (stageflow.observe): set by the Run before the loop starts.
+        self.watch: Watch | None = None
+        self.latency: LatencyRecorder | None = None
 
     # -- sockets and processes ------------------------------------------------------------
 
@@ -332,6 +338,8 @@ class Coordinator:
                 yielded = False
             self._poll(0.0 if busy else 0.02)
             self._supervise()
+            if self.watch is not None:
+                self.watch.tick()
             for root in self.tracker.take_completed():
                 for line in self._emit(root):
                     yielded = True
@@ -391,6 +399,8 @@ class Coordinator:
                 break
         if taken:
             self._send_roots(0, taken)
+            if self.latency is not None:
+                self.latency.read(taken)
         return exhausted, more and not exhausted and len(taken) < credit
 
     def _send_roots(self, stage: int, roots: list[Root]) -> None:
@@ -488,10 +498,10 @@ class Coordinator:
                 log.warning("dropped malformed acknowledgements: %s", exc)
             if slot is not None:
                 # Counted per stage even inside a fused group, as if it were not fused.
+                busy = message.get("b") or {}
                 for name, count in message.get("n", {}).items():
-                    self.report.processed[name] = self.report.processed.get(name, 0) + count
                     worker = f"{name}#{slot.index}"
-                    self.report.per_worker[worker] = self.report.per_worker.get(worker, 0) + count
+                    self.report.add_ack(name, worker, count, busy.get(name))
         elif slot is None or slot.key != message.get("w"):
             return
         elif kind == "ready":
@@ -551,6 +561,8 @@ class Coordinator:
         self._send_roots(stage, roots)
 
     def _emit(self, root: Root) -> Iterator[bytes]:
+        if self.latency is not None:
+            self.latency.done(root)
         if root.dead:
             for entry in root.dead:
                 self._dead_letter(entry)
@@ -620,7 +632,8 @@ class Coordinator:
             slot.consecutive_deaths = 0
         slot.consecutive_deaths += 1
         delay = min(0.05 * 2 ** (slot.consecutive_deaths - 1), 2.0)
-        self.report.worker_restarts += 1
+        for stage in unit.stages:
+            self.report.add_restart(stage.name)
         log.warning(
             "worker %s#%d (pid %d) exited with status %s; restarting it in %.2fs",
             name,
@@ -710,8 +723,65 @@ class Coordinator:
             by_stage.setdefault(root.stage, []).append(root)
         for stage, roots in sorted(by_stage.items()):
             log.info("redelivering %d records in flight to stage %s", len(roots), stage)
+            self.report.redeliveries += len(roots)
             for start in range(0, len(roots), self.options.batch_size):
                 self._send_roots(stage, roots[start : start + self.options.batch_size])
+
+    # -- observation: the one method stageflow.observe reads the engine through ------------
+
+    def progress(self) -> Progress:
+        """A snapshot of the run so far (see :mod:`stageflow.observe.snapshot`)."""
+        report = self.report
+        stages = []
+        # A fused group's processes host each of its stages, so each stage lists them all.
+        for s, (unit, stage_slots) in enumerate(zip(self.units, self.slots, strict=True)):
+            currents = [CurrentRecord.read(slot.current_path) for slot in stage_slots]
+            for member, stage in enumerate(unit.stages):
+                name = stage.name
+                workers = []
+                for slot, current in zip(stage_slots, currents, strict=True):
+                    key = f"{name}#{slot.index}"
+                    inside = current is not None and current[2] == member
+                    workers.append(
+                        WorkerProgress(
+                            name=key,
+                            pid=slot.proc.pid if slot.proc is not None else None,
+                            ready=slot.ready,
+                            processed=report.per_worker.get(key, 0),
+                            busy_seconds=report.worker_busy.get(key, 0.0),
+                            current_line=max(current[0], 0) if current and inside else None,
+                        )
+                    )
+                stages.append(
+                    StageProgress(
+                        name=name,
+                        workers=tuple(workers),
+                        processed=report.processed.get(name, 0),
+                        busy_seconds=report.busy.get(name, 0.0),
+                        queued_frames=len(self._backlog[s]),
+                        restarts=report.restarts.get(name, 0),
+                        dead_letters=sum(report.dead_by_stage.get(name, {}).values()),
+                    )
+                )
+        return Progress(
+            pipeline=report.pipeline,
+            elapsed=time.monotonic() - self._started,
+            records_in=report.records_in,
+            records_done=report.records_done,
+            results=report.results,
+            dead_lettered=report.dead_lettered,
+            in_flight=len(self.tracker.roots),
+            worker_restarts=report.worker_restarts,
+            redeliveries=report.redeliveries,
+            stages=tuple(stages),
+            dead_letters=tuple(
+                (stage, error, count)
+                for stage, errors in report.dead_by_stage.items()
+                for error, count in errors.items()
+            ),
+            latency=tuple(sorted(report.latency.items())),
+            latency_seconds=report.latency_seconds,
+        )
 
     # -- stop -----------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from stageflow.engine.runner import CurrentRecord, Forward, Pending, StageRunner
+from stageflow.engine.strict import may_hold_floats
+from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage
 
 __all__ = ["GroupRunner", "build_runner"]
@@ -68,6 +70,9 @@ class GroupRunner:
         as_json = produced.__pydantic_serializer__.to_json
         validate = expected.model_validate
         process = downstream.process_item
+        # Across a process boundary a nan or infinite float is refused when it is written;
+        # it must be refused here too, or fusion would let through what a hop rejects.
+        check = upstream.dump if may_hold_floats(produced) else None
         entered = self._entered
 
         def forward(
@@ -77,20 +82,28 @@ class GroupRunner:
             record: bytes | BaseModel | None,
             pending: Pending,
         ) -> int:
+            if check is not None:
+                try:
+                    for output in outputs:
+                        check(output)
+                except InvalidOutput as exc:
+                    upstream.fail(root, attempt, exc, str(exc), "", record, pending)
+                    return 0
             entered[position] += len(outputs)
             xor = 0
             for output in outputs:
-                if type(output) is expected:
-                    item: Any = output
-                else:
-                    try:
+                try:
+                    if type(output) is expected:
+                        item: Any = output
+                    else:
                         item = validate(as_fields(output))
-                    except ValidationError as exc:
-                        downstream.reject(root, attempt, as_json(output), exc, pending)
-                        continue
-                results = process(root, attempt, item, item, pending)
-                if results is not None:
-                    xor ^= downstream.forward(root, attempt, results, item, pending)
+                    results = process(root, attempt, item, item, pending)
+                    if results is not None:
+                        xor ^= downstream.forward(root, attempt, results, item, pending)
+                except ValidationError as exc:
+                    downstream.reject(root, attempt, as_json(output), exc, pending)
+                except Exception as exc:  # noqa: BLE001 - engine_failure logs the traceback
+                    downstream.engine_failure(root, attempt, as_json(output), exc, pending)
             return xor
 
         return forward

@@ -7,15 +7,22 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
 from stageflow.engine.report import RunReport
-from stageflow.errors import RecordsFailedError
+from stageflow.errors import EngineError, RecordsFailedError
+from stageflow.observe.latency import LatencyRecorder
+from stageflow.observe.snapshot import Progress
+from stageflow.observe.watch import EVERY, Listener, Watch
+
+if TYPE_CHECKING:
+    from stageflow.observe.metrics import Metrics
 
 __all__ = ["Run"]
 
@@ -49,6 +56,12 @@ class Run:
         bound to the calling thread (sqlite3 cursors, for example).
     ``fuse``
         False runs every stage in worker processes of its own (see :mod:`stageflow.plan`).
+    ``metrics``
+        Serve Prometheus metrics while the run lasts: an address such as ``"127.0.0.1:0"``
+        (a port alone means loopback; the URL is :attr:`metrics_url` once iteration
+        started), or a :class:`~stageflow.observe.metrics.Metrics` that the caller owns.
+    ``latency``
+        Measure each record's time from input to result for the report (on with metrics).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
     """
@@ -62,11 +75,19 @@ class Run:
         max_errors: int = 0,
         numbered: bool = False,
         read_ahead: bool = False,
+        metrics: str | Metrics | None = None,
+        latency: bool = False,
         **options: Any,
     ) -> None:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
+        self.report.stage_workers = {stage.name: stage.workers for stage in pipeline.stages}
+        self.watch = Watch()
+        self._metrics_option = metrics
+        self._metrics: Metrics | None = None
+        self._latency = latency or metrics is not None
+        self._thread: int | None = None
         self.options = EngineOptions(**options)
         self._items = items
         self._use_read_ahead = read_ahead
@@ -86,12 +107,40 @@ class Run:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    def progress(self) -> Progress | None:
+        """A snapshot of what the run has done so far; None before iteration started.
+
+        From the thread that iterates it is taken now; from any other thread it is the
+        latest one taken (at most a quarter of a second old while the run is going).
+        """
+        coordinator, latest = self._coordinator, self.watch.latest
+        ended = latest is not None and latest.ended
+        if coordinator is not None and self._thread == threading.get_ident() and not ended:
+            return coordinator.progress()
+        return latest
+
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
+
+        It runs in the iterating thread, between two turns of the engine's loop, so keep
+        it short; an exception it raises ends the run like one from the iteration.
+        """
+        self.watch.add(listener, every)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served, once iteration started with ``metrics``."""
+        return self._metrics.url if self._metrics is not None else None
+
     def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
         """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
 
         ``on_idle`` is called whenever the run is about to wait after handing out results:
         the moment to flush a buffered output.
         """
+        self.report.started_at = time.time()
+        self._thread = threading.get_ident()
+        self._start_metrics()
         sink, owned = self._open_sink()
         try:
             coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
@@ -100,6 +149,10 @@ class Run:
                 sink.close()
             raise
         self._coordinator = coordinator
+        coordinator.watch = self.watch
+        self.watch.source = coordinator.progress
+        if self._latency:
+            coordinator.latency = LatencyRecorder(self.report)
         ahead: ReadAhead | None = None
         try:
             coordinator.start()
@@ -110,12 +163,18 @@ class Run:
             source = iter(items) if self._numbered else _numbered(items)
             wakeup = ahead.wakeup_fd if ahead is not None else None
             yield from coordinator.run(source, wakeup, on_idle)
+        except EngineError as exc:
+            self.report.error = str(exc)
+            raise
         finally:
             coordinator.close()
             if ahead is not None:
                 ahead.close()
             if owned and sink is not None:
                 sink.close()
+            self.report.ended_at = time.time()
+            self.watch.final(coordinator.progress())
+            self._stop_metrics()
         if self.report.dead_lettered > self.report.max_errors:
             raise RecordsFailedError(
                 f"{self.report.dead_lettered} records were dead-lettered "
@@ -139,6 +198,20 @@ class Run:
             self._iterator.close()  # type: ignore[attr-defined]
         elif self._coordinator is not None:
             self._coordinator.close()
+
+    def _start_metrics(self) -> None:
+        option = self._metrics_option
+        if option is None or self._metrics is not None:
+            return
+        from stageflow.observe.metrics import Metrics
+
+        self._metrics = Metrics(option) if isinstance(option, str) else option
+        self._metrics.watch(self.watch)
+
+    def _stop_metrics(self) -> None:
+        # Only a server this run started is stopped; a Metrics the caller passed is theirs.
+        if isinstance(self._metrics_option, str) and self._metrics is not None:
+            self._metrics.close()
 
     def _models(self) -> Iterator[Any]:
         parse = self.pipeline.stages[-1].cls.Output.model_validate_json
@@ -171,7 +244,8 @@ def _to_json(item: Any) -> bytes:
     if isinstance(item, bytes):
         return item.replace(b"\n", b" ")
     if isinstance(item, str):
-        return item.replace("\n", " ").encode()
+        # surrogatepass: a lone surrogate becomes bytes that are dead-lettered, not a crash.
+        return item.replace("\n", " ").encode("utf-8", "surrogatepass")
     if isinstance(item, BaseModel):
         return item.__pydantic_serializer__.to_json(item)
     from pydantic_core import to_json

@@ -147,8 +147,14 @@ class Worker:
         if batch.records:
             self.outbox.push(wire.encode_batch(batch.ids, batch.records, self.secret))
         if batch.acks or batch.dead:
+            # "b": seconds inside process() and the calls per time bucket (stageflow.observe).
+            busy = {
+                stage: [seconds, [n for pair in batch.times[stage].items() for n in pair]]
+                for stage, seconds in batch.busy.items()
+            }
             self.send_control(
-                {"t": "ack", "dead": batch.dead, "n": batch.processed}, wire.pack_ints(batch.acks)
+                {"t": "ack", "dead": batch.dead, "n": batch.processed, "b": busy},
+                wire.pack_ints(batch.acks),
             )
 
     # -- commands --------------------------------------------------------------------------

@@ -9,7 +9,17 @@ from pydantic import BaseModel, ConfigDict
 import stageflow
 from stageflow.engine.group import GroupRunner
 from stageflow.engine.runner import Pending, StageRunner
-from tests.engine.stages import CountWords, DropEmpty, FanOut, Line, Split, SplitConfig, Words
+from tests.engine.stages import (
+    CountWords,
+    DropEmpty,
+    FanOut,
+    Line,
+    Scale,
+    ScaleConfig,
+    Split,
+    SplitConfig,
+    Words,
+)
 
 
 def _run(runner: StageRunner | GroupRunner, records: list[bytes]) -> Pending:
@@ -180,3 +190,17 @@ def test_group_finish_runs_final_outputs_through_the_rest() -> None:
     group = GroupRunner([StageRunner(Tail, "tail"), StageRunner(CountWords, "count")])
     records, dead = group.finish()
     assert records == [b'{"id":"tail","words":2}'] and dead == []
+
+
+def test_a_float_json_cannot_hold_is_refused_where_it_was_made() -> None:
+    """An infinite float made inside a group is dead-lettered under its stage, as over a hop."""
+    group = GroupRunner(
+        [
+            StageRunner(Scale, "overflow", ScaleConfig(factor=10.0)),
+            StageRunner(Scale, "after", ScaleConfig()),
+        ]
+    )
+    pending = _run(group, [b'{"id":"1","value":1e308}', b'{"id":"2","value":2.5}'])
+    ((_, _, entry),) = pending.dead
+    assert (entry["stage"], entry["line"], entry["error"]) == ("overflow", 1, "InvalidOutput")
+    assert pending.records == [b'{"id":"2","value":25.0}'] and _acks_balance(pending)
