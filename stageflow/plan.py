@@ -19,6 +19,9 @@ The rules:
   whole group: stages with ``workers`` 1, 2 and 1 become 4 processes of the group. So the
   number of processes stays what the file asks for, and each stage gets at least as many
   instances as it asked for (``setup()`` runs once in each).
+- The engine places, supervises, redelivers to and scales units, never single stages inside
+  one: a worker that dies takes its whole group's records in flight with it, and they are
+  delivered again to the group; scaling a fused stage scales its group.
 """
 
 from __future__ import annotations
