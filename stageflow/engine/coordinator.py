@@ -632,8 +632,7 @@ class Coordinator:
             slot.consecutive_deaths = 0
         slot.consecutive_deaths += 1
         delay = min(0.05 * 2 ** (slot.consecutive_deaths - 1), 2.0)
-        for stage in unit.stages:
-            self.report.add_restart(stage.name)
+        self.report.add_restart(*(stage.name for stage in unit.stages))
         log.warning(
             "worker %s#%d (pid %d) exited with status %s; restarting it in %.2fs",
             name,
