@@ -119,7 +119,7 @@ TARGETS = (("text", "pool-validated", 1.0), ("text", "pyzmq", 0.5), ("numeric", 
 
 def section(found: dict[str, dict[str, dict[int, float]]], rounds: int) -> list[str]:
     """The Markdown table and the targets, for benchmarks/README.md."""
-    out = [f"### (f) Peers: the same pipelines on other tools (median of {rounds} interleaved "
+    out = [f"### (j) Peers: the same pipelines on other tools (median of {rounds} interleaved "
            "rounds, whole processes, outputs checked exactly)", ""]
     for program in PROGRAMS:
         if (reason := skipped(program)) is not None:

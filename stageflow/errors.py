@@ -11,6 +11,8 @@ The tree::
     ├── EngineError              the engine could not run the pipeline (CLI exit status 3)
     ├── GraphvizError            `stageflow graph` needs Graphviz's `dot` and it is missing or
     │                            failed (CLI exit status 2)
+    ├── ScaffoldError            `stageflow new` cannot create or extend a plugin project
+    │                            (CLI exit status 2)
     ├── SecurityError            CURVE keys are missing, unreadable or readable by others, or
     │                            an off-host address was asked for without keys (exit status 2)
     ├── InvalidOutput            process() or finish() returned something that is not the
@@ -60,6 +62,10 @@ class EngineError(StageflowError):
 
 class GraphvizError(StageflowError):
     """Raised when an image format is asked for and Graphviz's ``dot`` is missing or fails."""
+
+
+class ScaffoldError(StageflowError):
+    """Raised when ``stageflow new`` is given a bad name or a project it cannot extend."""
 
 
 class SecurityError(StageflowError):

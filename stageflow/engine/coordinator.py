@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from typing import IO, Any
 
 import zmq
 
-from stageflow.engine import wire
+from stageflow.engine import shipping, wire
 from stageflow.engine.report import RunReport
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root, Tracker
@@ -142,6 +143,8 @@ class Coordinator:
         self._ctx.setsockopt(zmq.LINGER, 0)
         self._control = self._bind(zmq.PULL)
         self._results = self._bind(zmq.PULL)
+        self._rejected_results = wire.Rejections(log, "the coordinator's results socket")
+        self._rejected_control = wire.Rejections(log, "the coordinator's control socket")
         self._feeds = [self._ctx.socket(zmq.PUSH) for _ in self.units]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
@@ -187,7 +190,6 @@ class Coordinator:
         slot.address = None
         slot.finished = False
         slot.started_at = time.monotonic()
-        main = sys.modules.get("__main__")
         settings = {
             "key": slot.key,
             "parent_pid": os.getpid(),
@@ -196,7 +198,7 @@ class Coordinator:
             "stages": [
                 {
                     "stage": stage.name,
-                    "uses": stage.entry.reference,
+                    **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
                     "config": stage.config_json(),
                     "retries": stage.spec.retries,
                     "timeout": stage.spec.timeout,
@@ -205,7 +207,6 @@ class Coordinator:
             ],
             "index": slot.stage,
             "slot": slot.index,
-            "main_path": getattr(main, "__file__", None),
             "control": self._address(self._control),
             "bind": self.options.bind,
             "current_path": slot.current_path,
@@ -230,6 +231,7 @@ class Coordinator:
             proc.stdin.flush()
         except OSError:
             pass  # it died at once; supervision sees the exit and handles it like any death
+        log.debug("started worker %s#%d (pid %d)", unit.name, slot.index, proc.pid)
         slot.proc = proc
         self._by_key[slot.key] = slot
 
@@ -297,10 +299,16 @@ class Coordinator:
             # killer), so allow more tries than for an error of the stage's own.
             limit *= 3
         if slot.start_failures >= limit:
+            code = slot.proc.returncode
+            # A worker killed by a signal printed nothing: there is no error above to point at.
+            why = (
+                f"it was killed by {signal.Signals(-code).name}"
+                if code is not None and code < 0 and -code in signal.valid_signals()
+                else f"last exit status {code}; see its error above"
+            )
             raise EngineError(
                 f"the worker of stage {self.units[slot.stage].name!r} failed to "
-                f"start {slot.start_failures} times (last exit status {slot.proc.returncode}); "
-                "see its error above"
+                f"start {slot.start_failures} times ({why})"
             )
 
     # -- the loop -------------------------------------------------------------------------
@@ -316,6 +324,21 @@ class Coordinator:
         ``wakeup_fd`` becomes readable when a source that said WAIT has more (see
         :class:`stageflow.engine.run.ReadAhead`); ``on_idle`` is called before the loop
         waits, after it yielded results (the CLI flushes its output there).
+        """
+        for _seq, results in self.completions(source, wakeup_fd, on_idle):
+            yield from results
+
+    def completions(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """Like :meth:`run`, but yield ``(seq, result lines)`` once per completed record.
+
+        The record's dead letters are in the dead-letter sink before it is yielded, so a
+        caller that journals its output knows what each file holds (``seq`` is not positive
+        for what ``finish()`` emitted).
         """
         exhausted = False
         started = self._started
@@ -341,9 +364,8 @@ class Coordinator:
             if self.watch is not None:
                 self.watch.tick()
             for root in self.tracker.take_completed():
-                for line in self._emit(root):
-                    yielded = True
-                    yield line
+                yielded = True
+                yield root.seq, self._emit(root)
             self.report.seconds = time.monotonic() - started
         if wakeup_fd is not None:
             self._poller.unregister(wakeup_fd)
@@ -467,7 +489,7 @@ class Coordinator:
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed result frame: %s", exc)
+                self._rejected_results.add(exc)
                 continue
             self.tracker.results(ids, records)
 
@@ -480,7 +502,7 @@ class Coordinator:
             try:
                 message, body = wire.decode_control(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed control message: %s", exc)
+                self._rejected_control.add(exc)
                 continue
             self._on_control(message, body)
             handled.append(message)
@@ -560,7 +582,7 @@ class Coordinator:
             self._next_synthetic -= 1
         self._send_roots(stage, roots)
 
-    def _emit(self, root: Root) -> Iterator[bytes]:
+    def _emit(self, root: Root) -> list[bytes]:
         if self.latency is not None:
             self.latency.done(root)
         if root.dead:
@@ -568,9 +590,10 @@ class Coordinator:
                 self._dead_letter(entry)
         if root.seq > 0:
             self.report.records_done += 1
-        if root.results:
-            self.report.results += len(root.results)
-            yield from root.results
+        if not root.results:
+            return []
+        self.report.results += len(root.results)
+        return root.results
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)
@@ -807,7 +830,9 @@ class Coordinator:
                     proc.kill()
                 _close_stdin(proc)
             for proc in procs:
-                proc.wait()
+                log.debug("worker pid %d exited with status %s", proc.pid, proc.wait())
+            self._rejected_results.flush()
+            self._rejected_control.flush()
             for sock in (self._control, self._results, *self._feeds):
                 sock.close(linger=0)
             self._ctx.term()

@@ -111,7 +111,7 @@ class GroupRunner:
 
 def build_runner(
     stages: Sequence[dict[str, Any]],
-    load: Callable[[str], type[Stage]],
+    load: Callable[[dict[str, Any]], type[Stage]],
     *,
     trusted_input: bool,
     current: CurrentRecord | None,
@@ -119,13 +119,14 @@ def build_runner(
 ) -> StageRunner | GroupRunner:
     """The runner of one plan unit: a StageRunner for one stage, a GroupRunner for several.
 
-    ``stages`` holds one dict per stage (``stage``, ``uses``, ``config`` as JSON, ``retries``,
-    ``timeout``), as the coordinator puts them in the worker's settings; ``load`` imports a
-    ``uses`` reference.
+    ``stages`` holds one dict per stage (``stage``, ``uses`` and maybe the class by value,
+    ``config`` as JSON, ``retries``, ``timeout``), as the coordinator puts them in the
+    worker's settings; ``load`` turns one such dict into the stage class
+    (:func:`stageflow.engine.shipping.load_stage_class`).
     """
     runners = []
     for position, spec in enumerate(stages):
-        cls = load(spec["uses"])
+        cls = load(spec)
         config = None
         if cls.Config is not None:
             config = cls.Config.model_validate_json(spec["config"])

@@ -8,7 +8,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -35,7 +36,8 @@ class Run:
     Iterating it starts the worker processes, feeds the items and yields the last stage's
     Output models as their input records complete (not necessarily in input order when a
     stage has several workers). Every worker is gone when the iteration ends, raises, or is
-    abandoned (``close()``, ``break`` or garbage collection of the iterator).
+    abandoned (``close()``, or ``break`` and dropping the iterator: at once, with no help
+    from the cyclic garbage collector; see :class:`_Core`).
 
     When the run dead-lettered more records than ``max_errors`` allows, the iteration ends
     by raising :class:`~stageflow.errors.RecordsFailedError`, whose ``report`` tells what
@@ -66,6 +68,107 @@ class Run:
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
     """
 
+    def __init__(self, pipeline: Any, items: Iterable[Any], **options: Any) -> None:
+        self._core = _Core(pipeline, items, **options)
+        self._iterator: Iterator[Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._iterator is None:
+            self._iterator = self._core.models()
+        return self._iterator
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    @property
+    def pipeline(self) -> Any:
+        return self._core.pipeline
+
+    @property
+    def report(self) -> RunReport:
+        return self._core.report
+
+    @property
+    def watch(self) -> Watch:
+        return self._core.watch
+
+    @property
+    def options(self) -> EngineOptions:
+        return self._core.options
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served, once iteration started with ``metrics``."""
+        return self._core.metrics_url
+
+    def progress(self) -> Progress | None:
+        """A snapshot of what the run has done so far; None before iteration started.
+
+        From the thread that iterates it is taken now; from any other thread it is the
+        latest one taken (at most a quarter of a second old while the run is going).
+        """
+        return self._core.progress()
+
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
+
+        It runs in the iterating thread, between two turns of the engine's loop, so keep
+        it short; an exception it raises ends the run like one from the iteration.
+        """
+        self._core.on_progress(listener, every)
+
+    def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
+
+        ``on_idle`` is called whenever the run is about to wait after handing out results:
+        the moment to flush a buffered output.
+        """
+        return self._core.lines(on_idle)
+
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """Iterate once per completed input record: ``(seq, its result lines)``.
+
+        ``seq`` is the record's number (its line number with ``numbered``), and not
+        positive for what a stage's ``finish()`` emitted. Every dead letter of the record is
+        in the dead-letter output before it is yielded, so a caller can record durably which
+        records a given length of its output and dead letters covers (``stageflow run``'s
+        resume journal does). ``on_started`` is called once every worker is ready, before
+        the first record is read: the moment to open (and truncate) the outputs.
+        """
+        return self._core.completions(on_idle, on_started)
+
+    def stop(self) -> None:
+        """Stop reading input; records already in flight are finished and yielded."""
+        self._core.stop()
+
+    def abort(self) -> None:
+        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
+        self._core.abort()
+
+    def close(self) -> None:
+        """Abandon the iteration and stop every worker."""
+        if self._iterator is not None:
+            self._iterator.close()  # type: ignore[attr-defined]
+        elif self._core._coordinator is not None:
+            self._core._coordinator.close()
+
+
+class _Core:
+    """A :class:`Run`'s state and engine: everything but the iterator it hands out.
+
+    The iterator's frames refer to the core, never to the Run that holds the iterator, so
+    there is no reference cycle: when an abandoned iteration (``break``, then the loop and
+    the Run dropped) loses its last reference, it is closed at once and its ``finally``
+    stops the workers, with no wait for the cyclic garbage collector.
+    """
+
     def __init__(
         self,
         pipeline: Any,
@@ -82,37 +185,26 @@ class Run:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
-        self.report.stage_workers = {stage.name: stage.workers for stage in pipeline.stages}
         self.watch = Watch()
         self._metrics_option = metrics
         self._metrics: Metrics | None = None
         self._latency = latency or metrics is not None
         self._thread: int | None = None
         self.options = EngineOptions(**options)
+        # A fused stage runs in every process of its group.
+        self.report.stage_workers = {
+            stage.name: unit.workers
+            for unit in pipeline.plan(fuse=self.options.fuse).units
+            for stage in unit.stages
+        }
         self._items = items
         self._use_read_ahead = read_ahead
         self._numbered = numbered
         self._dead_letter = dead_letter
         self._coordinator: Coordinator | None = None
-        self._iterator: Iterator[Any] | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        if self._iterator is None:
-            self._iterator = self._models()
-        return self._iterator
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     def progress(self) -> Progress | None:
-        """A snapshot of what the run has done so far; None before iteration started.
-
-        From the thread that iterates it is taken now; from any other thread it is the
-        latest one taken (at most a quarter of a second old while the run is going).
-        """
+        """See :meth:`Run.progress`."""
         coordinator, latest = self._coordinator, self.watch.latest
         ended = latest is not None and latest.ended
         if coordinator is not None and self._thread == threading.get_ident() and not ended:
@@ -120,24 +212,25 @@ class Run:
         return latest
 
     def on_progress(self, listener: Listener, every: float = EVERY) -> None:
-        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
-
-        It runs in the iterating thread, between two turns of the engine's loop, so keep
-        it short; an exception it raises ends the run like one from the iteration.
-        """
+        """See :meth:`Run.on_progress`."""
         self.watch.add(listener, every)
 
     @property
     def metrics_url(self) -> str | None:
-        """Where the metrics are served, once iteration started with ``metrics``."""
+        """See :attr:`Run.metrics_url`."""
         return self._metrics.url if self._metrics is not None else None
 
     def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
-        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
+        """See :meth:`Run.lines`."""
+        for _seq, results in self.completions(on_idle):
+            yield from results
 
-        ``on_idle`` is called whenever the run is about to wait after handing out results:
-        the moment to flush a buffered output.
-        """
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """See :meth:`Run.completions`."""
         self.report.started_at = time.time()
         self._thread = threading.get_ident()
         self._start_metrics()
@@ -149,6 +242,8 @@ class Run:
                 sink.close()
             raise
         self._coordinator = coordinator
+        # Also run at interpreter exit, should the iteration still be suspended then.
+        stop_workers = weakref.finalize(self, coordinator.close)
         coordinator.watch = self.watch
         self.watch.source = coordinator.progress
         if self._latency:
@@ -156,18 +251,20 @@ class Run:
         ahead: ReadAhead | None = None
         try:
             coordinator.start()
+            if on_started is not None:
+                on_started()
             items: Iterable[Any] = self._items
             if self._use_read_ahead:
                 ahead = ReadAhead(items)
                 items = ahead
             source = iter(items) if self._numbered else _numbered(items)
             wakeup = ahead.wakeup_fd if ahead is not None else None
-            yield from coordinator.run(source, wakeup, on_idle)
+            yield from coordinator.completions(source, wakeup, on_idle)
         except EngineError as exc:
             self.report.error = str(exc)
             raise
         finally:
-            coordinator.close()
+            stop_workers()
             if ahead is not None:
                 ahead.close()
             if owned and sink is not None:
@@ -176,28 +273,28 @@ class Run:
             self.watch.final(coordinator.progress())
             self._stop_metrics()
         if self.report.dead_lettered > self.report.max_errors:
+            count = self.report.dead_lettered
+            where = (
+                "see the dead-letter output for each reason"
+                if self._dead_letter is not None
+                else "each reason was logged as a warning; --dead-letter PATH (dead_letter= in "
+                "Python) keeps them in a file"
+            )
             raise RecordsFailedError(
-                f"{self.report.dead_lettered} records were dead-lettered "
-                f"(allowed: {self.report.max_errors}); see the dead-letter output for each reason",
+                f"{count} {'record was' if count == 1 else 'records were'} dead-lettered "
+                f"(allowed: {self.report.max_errors}); {where}",
                 self.report,
             )
 
     def stop(self) -> None:
-        """Stop reading input; records already in flight are finished and yielded."""
+        """See :meth:`Run.stop`."""
         if self._coordinator is not None:
             self._coordinator.stopping = True
 
     def abort(self) -> None:
-        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
+        """See :meth:`Run.abort`."""
         if self._coordinator is not None:
             self._coordinator.aborting = True
-
-    def close(self) -> None:
-        """Abandon the iteration and stop every worker."""
-        if self._iterator is not None:
-            self._iterator.close()  # type: ignore[attr-defined]
-        elif self._coordinator is not None:
-            self._coordinator.close()
 
     def _start_metrics(self) -> None:
         option = self._metrics_option
@@ -213,7 +310,7 @@ class Run:
         if isinstance(self._metrics_option, str) and self._metrics is not None:
             self._metrics.close()
 
-    def _models(self) -> Iterator[Any]:
+    def models(self) -> Iterator[Any]:
         parse = self.pipeline.stages[-1].cls.Output.model_validate_json
         for line in self.lines():
             yield parse(line)

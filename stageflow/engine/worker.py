@@ -16,21 +16,18 @@ Sockets (all through :mod:`stageflow.transport`):
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-import runpy
 import signal
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from stageflow.engine import wire
+from stageflow.engine import shipping, wire
 from stageflow.engine.group import build_runner
 from stageflow.engine.runner import CurrentRecord, Pending
-from stageflow.stage import Stage
 
 log = logging.getLogger("stageflow.worker")
 
@@ -43,28 +40,6 @@ FLUSH_AFTER = 0.05
 STOP_DEADLINE = 3.0
 #: Records processed between two looks at the clock.
 _SLICE = 16
-
-
-def load_stage_class(reference: str, main_path: str | None) -> type[Stage]:
-    """Import ``module:QualName``; a class from the caller's script is found by its path."""
-    module_name, _, qualname = reference.partition(":")
-    namespace: Any
-    if module_name == "__main__":
-        if not main_path:
-            raise ImportError(
-                f"stage {qualname} is defined in an interactive session; move it into a module"
-            )
-        namespace = runpy.run_path(main_path, run_name="__stageflow_main__")
-        obj: Any = namespace[qualname.split(".")[0]]
-        parts = qualname.split(".")[1:]
-    else:
-        obj = importlib.import_module(module_name)
-        parts = qualname.split(".")
-    for part in parts:
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, Stage)):
-        raise ImportError(f"{reference} is not a stageflow.Stage subclass")
-    return obj
 
 
 class Worker:
@@ -83,15 +58,15 @@ class Worker:
         self.secret = bytes.fromhex(settings["secret"])
         self.reactor = reactor
         self.settings = settings
-        main_path = settings.get("main_path")
         self.runner = build_runner(
             settings["stages"],
-            lambda reference: load_stage_class(reference, main_path),
+            shipping.load_stage_class,
             trusted_input=settings["index"] > 0,
             current=CurrentRecord(settings["current_path"]),
             max_record_size=settings["frame_bytes"],
         )
         self.frame_bytes: int = settings["frame_bytes"]
+        self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
         self.pending = Pending()
         self._last_flush = time.monotonic()
         self._endpoint = ZmqEndpoint
@@ -123,7 +98,7 @@ class Worker:
         try:
             ids, records = wire.decode_batch(message, self.secret)
         except wire.WireError as exc:
-            log.warning("worker %s dropped a malformed frame: %s", self.key, exc)
+            self.rejected.add(exc)
             return
         run_batch = self.runner.run_batch
         pending = self.pending
@@ -188,6 +163,7 @@ class Worker:
         deadline; what it could not send is delivered again by the coordinator anyway.
         """
         self.flush()
+        self.rejected.flush()
         deferred = self.outbox.flushed()
         deferred.addBoth(lambda _: self.control.flushed())
         deferred.addBoth(lambda _: self.factory.shutdown())

@@ -5,6 +5,7 @@ builds in :meth:`~stageflow.engine.coordinator.Coordinator.progress`; nothing re
 the engine's internals, so the engine can change while these front ends stay as they are.
 """
 
+from stageflow.observe.notebook import show_progress
 from stageflow.observe.snapshot import Progress, StageProgress, WorkerProgress
 
-__all__ = ["Progress", "StageProgress", "WorkerProgress"]
+__all__ = ["Progress", "StageProgress", "WorkerProgress", "show_progress"]

@@ -166,6 +166,7 @@ class ZmqConnection:
         self._readable = self.socketType not in _SEND_ONLY
         self._reading = self._readable
         self._read_call: Any = None
+        self._in_slice = False
         # Single frames as given, multipart messages as lists (the drain tells them apart).
         self._buffer: deque[Any] = deque()
         self._write_call: Any = None
@@ -352,6 +353,22 @@ class ZmqConnection:
         self._read_call = None
         if not self._reading:
             return
+        # Sends made by handlers during the slice need no read of their own scheduled:
+        # the slice goes on reading, and looks at ZMQ_EVENTS when it ends.
+        self._in_slice = True
+        try:
+            drained = self._read_batch()
+        finally:
+            self._in_slice = False
+        if drained:
+            self._recheck_events()
+        else:
+            # The slice ended with messages probably still queued; the FD will not fire
+            # for them (its edge is spent), so come back on the next turn.
+            self._schedule_read()
+
+    def _read_batch(self) -> bool:
+        """Deliver up to ``readBatchSize`` messages; True if ZeroMQ had no more."""
         # Locals: this loop is the receive hot path.
         recv = self.socket.recv
         deliver = self._receiver()
@@ -378,13 +395,10 @@ class ZmqConnection:
                     self._route_error(message, Failure())  # type: ignore[no-untyped-call]
                 if not self._reading:
                     # The handler paused us (flow control) or shut us down.
-                    return
+                    return False
         except _Again:
-            self._recheck_events()
-            return
-        # The slice ended with messages probably still queued; the FD will not fire for
-        # them (its edge is spent), so come back on the next turn.
-        self._schedule_read()
+            return True
+        return False
 
     def _recheck_events(self) -> None:
         """Look at ZMQ_EVENTS after a libzmq call that may have spent the FD's edge.
@@ -447,7 +461,7 @@ class ZmqConnection:
                     self._send(message, _NOBLOCK)
                 else:
                     self._send_multipart(message)
-                if self._reading and self._read_call is None:
+                if self._reading and self._read_call is None and not self._in_slice:
                     # A send may spend the FD edge announcing an incoming message.
                     self._read_call = self.reactor.callLater(0, self._read_slice)
                 return

@@ -232,3 +232,29 @@ class Scale(stageflow.Stage):
 
     def process(self, item: Reading) -> Reading:
         return Reading(id=item.id, value=item.value * self.config.factor)
+
+
+class DoomConfig(BaseModel):
+    marker: str = Field(description="created when the worker dies; later setup()s fail")
+
+
+class Doomed(stageflow.Stage):
+    """Line -> Line; on the text "die" the worker is killed, and no replacement can start
+    until the file <marker>.fixed exists (a resource lost for good, e.g. a GPU)."""
+
+    name = "test-doomed"
+    Input = Line
+    Output = Line
+    Config = DoomConfig
+
+    def setup(self) -> None:
+        marker = self.config.marker
+        if os.path.exists(marker) and not os.path.exists(f"{marker}.fixed"):
+            raise RuntimeError("the device this stage needs is gone")
+
+    def process(self, item: Line) -> Line:
+        if item.text == "die" and not os.path.exists(self.config.marker):
+            with open(self.config.marker, "w"):
+                pass
+            os.kill(os.getpid(), signal.SIGKILL)
+        return item

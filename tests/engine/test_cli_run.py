@@ -118,6 +118,38 @@ def test_unwritable_dead_letter_path_exits_2(tmp_path: Path) -> None:
     assert "cannot open" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_missing_output_folder_says_it_is_the_output(tmp_path: Path) -> None:
+    """--output into a missing folder names the output file and the fix, exit 2."""
+    source = write_lines(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "no-such-dir" / "out.jsonl"
+    done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(source), "-o", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"stageflow: error: cannot open the output file '{out}': its folder '{out.parent}' "
+        "does not exist; create it or choose another path\n"
+    )
+
+
+def test_one_dead_letter_without_a_file_verbose_after_the_subcommand(tmp_path: Path) -> None:
+    """One dead letter is "1 record was", the message says where the reason went, and -v
+    after the subcommand logs worker starts and exits; -q there hides the summary."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "1", "text": "ok"}\n{"id": "2"}\n')
+    pipe = split_pipeline(tmp_path)
+    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", os.devnull, "-v")
+    assert done.returncode == 1, done.stderr
+    assert (
+        "stageflow: error: 1 record was dead-lettered (allowed: 0); each reason was logged as "
+        "a warning; --dead-letter PATH (dead_letter= in Python) keeps them in a file"
+    ) in done.stderr.splitlines()
+    assert "dead-lettered (line 2, stage split): ValidationError" in done.stderr
+    assert done.stderr.count("stageflow: started worker ") == 3
+    assert done.stderr.count("exited with status 0") == 3
+    quiet = run_stageflow("run", str(pipe), "-i", str(source), "-o", os.devnull, "-q")
+    assert quiet.returncode == 1
+    assert "input records processed" not in quiet.stderr and "started worker" not in quiet.stderr
+
+
 def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     """A missing input file is one clear line and exit status 2."""
     done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(tmp_path / "nope"))
@@ -171,23 +203,23 @@ def count_lines(path: Path) -> int:
 
 
 def test_sigterm_drains_and_tells_where_to_resume(tmp_path: Path) -> None:
-    """SIGTERM finishes what is in flight, exits 130; the printed resume loses nothing."""
+    """SIGTERM finishes what is in flight, exits 130; without a journal --skip loses nothing."""
     source = write_lines(tmp_path / "in.jsonl", 20_000)
     pipe = split_pipeline(tmp_path, config={"pause": 0.0005})
     out = tmp_path / "out.jsonl"
-    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(out))
+    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(out), "--no-journal")
     assert wait_until(lambda: count_lines(out) > 500, timeout=60)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     stderr = err.decode()
     assert proc.returncode == 130, stderr
-    resume = stderr.split("resume with ")[1].split()
-    assert resume[0] == "--skip" and resume[2] == "--append"
-    skip = int(resume[1])
+    resume = stderr.split("resume with: ")[1].split()
+    assert resume[-4] == "--no-journal" and resume[-3] == "--skip" and resume[-1] == "--append"
+    skip = int(resume[-2])
     assert 500 < skip < 20_000
     first = {json.loads(line)["id"] for line in out.read_text().splitlines()}
     assert first == {str(i) for i in range(skip)}
-    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(out), *resume[:3])
+    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(out), *resume[-4:])
     assert done.returncode == 0, done.stderr
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids, key=int) == [str(i) for i in range(20_000)]

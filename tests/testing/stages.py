@@ -57,7 +57,7 @@ class Words(stageflow.Stage):
         if item.text == "wrong-type":
             return 42
         if item.text == "sleep":
-            time.sleep(10)
+            time.sleep(60)  # cut short by the stage timeout
         return self._words(item)
 
     def _words(self, item: Line) -> Iterator[Word]:

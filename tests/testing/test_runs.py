@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,20 +32,30 @@ KIT_INPUT = [
     '{"id": "8", "text": "wrong-type"}',
     '{"id": "9", "text": "sleep"}',
     '{"id": "10", "text": "the end"}',
+    '{"id": "11", "text": NaN}',
 ]
+#: A line that is not UTF-8: a real run keeps its bytes in the dead letter (base64).
+NOT_UTF8 = b'{"id": "12", "text": "caf\xe9"}'
 
 #: Fields that differ between any two runs of the seed stages: the time they ran.
 SEED_CLOCK_FIELDS = ("analyzed_at",)
 
 
 def canonical(entries: list[dict[str, Any]]) -> list[str]:
-    """Dead letters or records as sorted JSON: order is completion order in a real run."""
+    """Dead letters or records as sorted JSON: order is completion order in a real run.
+
+    Every field is compared, tracebacks included: both runs execute the same runner code and
+    the same stage modules from the same files, so not even a path differs.
+    """
     return sorted(json.dumps(entry, sort_keys=True) for entry in entries)
 
 
-def cli_run(pipeline: Path, lines: list[str], tmp_path: Path) -> tuple[list[bytes], list[dict]]:  # type: ignore[type-arg]
+def cli_run(
+    pipeline: Path, lines: list[str | bytes], tmp_path: Path
+) -> tuple[list[bytes], list[dict]]:  # type: ignore[type-arg]
     source = tmp_path / "input.jsonl"
-    source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    encoded = [line.encode() if isinstance(line, str) else line for line in lines]
+    source.write_bytes(b"".join(line + b"\n" for line in encoded))
     output = tmp_path / "output.jsonl"
     dead = tmp_path / "dead.jsonl"
     result = run_stageflow(
@@ -58,14 +69,18 @@ def cli_run(pipeline: Path, lines: list[str], tmp_path: Path) -> tuple[list[byte
 
 def test_pipeline_file_agrees_with_stageflow_run(tmp_path: Path) -> None:
     """Fan-out, filter, raise, bad outputs, timeout, failing finish(): byte-equal to the CLI."""
-    lines, dead = cli_run(KIT, KIT_INPUT, tmp_path)
-    local = run_pipeline(KIT, KIT_INPUT)
+    lines, dead = cli_run(KIT, [*KIT_INPUT, NOT_UTF8], tmp_path)
+    handler = signal.getsignal(signal.SIGALRM)
+    local = run_pipeline(KIT, [*KIT_INPUT, NOT_UTF8])
+    assert signal.getsignal(signal.SIGALRM) is handler  # the timeout's handler is put back
     assert sorted(local.lines) == sorted(lines)
     assert canonical(local.dead_letters) == canonical(dead)
-    # Every kind of failure is really exercised (output errors' names are the runner's).
-    assert len(dead) == 9
+    # Every kind of failure is really exercised.
+    assert len(dead) == 11
     kinds = {entry["error"] for entry in dead}
-    assert {"RecordTimeout", "RuntimeError", "ValueError", "ValidationError"} <= kinds
+    expected = {"InvalidOutput", "RecordTimeout", "RuntimeError", "ValueError", "ValidationError"}
+    assert expected <= kinds
+    assert any("record_base64" in entry for entry in dead)
     assert any(entry.get("traceback") for entry in dead)
 
 
@@ -122,7 +137,7 @@ def test_seed_pipeline_agrees_with_stageflow_run(tmp_path: Path) -> None:
 
 def test_run_stage_validates_config_like_a_pipeline_file() -> None:
     """A bad config is the pipeline's StageConfigError; a Config model is accepted too."""
-    with pytest.raises(StageConfigError, match="config field 'progress_every'"):
+    with pytest.raises(StageConfigError, match="progress_every"):
         run_stage(Collector, [], {"progress_every": 0})
     result = run_stage(Collector, [], Collector.Config(progress_every=5))  # type: ignore[misc]
     assert result.outputs == [] and result.dead_letters == []
