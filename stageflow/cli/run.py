@@ -104,6 +104,11 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="input records in flight at once; bounds memory (8192)",
     )
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="run every stage in worker processes of its own, never fused with its neighbours",
+    )
     observe.add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -204,6 +209,7 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         read_ahead=not _is_regular_file(source),
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
+        fuse=not args.no_fuse,
         log_level=logging.getLogger().getEffectiveLevel(),
         metrics=observation.metrics,
         latency=observation.latency,

@@ -4,7 +4,11 @@ It runs in the caller's process and thread on plain pyzmq sockets with no Twiste
 so a pipeline can run many times in one process, from a thread, a notebook or an asyncio
 program. The reactors live in the worker processes.
 
-Topology, for stages ``0..n-1`` with any number of workers each::
+The coordinator runs the pipeline's fusion plan (:mod:`stageflow.plan`): each unit, one
+stage or a fused group of consecutive stages, has its own workers, and "stage" below means
+a unit.
+
+Topology, for units ``0..n-1`` with any number of workers each::
 
     feed[0] PUSH ──► stage 0 workers ──► stage 1 workers ──► ... ──► results PULL
                         │                    │                           (coordinator)
@@ -51,7 +55,7 @@ from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress, StageProgress, WorkerProgress
 from stageflow.observe.watch import Watch
 from stageflow.pipeline import Pipeline
-from stageflow.stage import Stage
+from stageflow.plan import keeps_state
 
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
@@ -80,13 +84,14 @@ class EngineOptions:
     max_message_size: int = 64 * 1024 * 1024
     bind: str = _LOOPBACK
     log_level: int = logging.INFO
+    fuse: bool = True
 
 
 @dataclass
 class _Slot:
-    """One worker position (stage, index); its process changes when it is restarted."""
+    """One worker position (unit, index); its process changes when it is restarted."""
 
-    stage: int
+    stage: int  # the index of its plan unit
     index: int
     current_path: str
     generation: int = 0
@@ -123,6 +128,7 @@ class Coordinator:
         dead_letter_sink: IO[str] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.units = pipeline.plan(fuse=options.fuse).units
         self.report = report
         self.options = options
         self.sink = dead_letter_sink
@@ -139,21 +145,21 @@ class Coordinator:
         self._results = self._bind(zmq.PULL)
         self._rejected_results = wire.Rejections(log, "the coordinator's results socket")
         self._rejected_control = wire.Rejections(log, "the coordinator's control socket")
-        self._feeds = [self._ctx.socket(zmq.PUSH) for _ in pipeline.stages]
+        self._feeds = [self._ctx.socket(zmq.PUSH) for _ in self.units]
         for feed in self._feeds:
             feed.setsockopt(zmq.SNDHWM, 0)  # bounded by max_in_flight instead
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
-        self._backlog: list[deque[list[bytes]]] = [deque() for _ in pipeline.stages]
+        self._backlog: list[deque[list[bytes]]] = [deque() for _ in self.units]
         self._poller = zmq.Poller()
         self._poller.register(self._control, zmq.POLLIN)
         self._poller.register(self._results, zmq.POLLIN)
         self.slots: list[list[_Slot]] = [
             [
                 _Slot(s, j, os.path.join(self._rundir, f"current-{s}-{j}"))
-                for j in range(stage.workers)
+                for j in range(unit.workers)
             ]
-            for s, stage in enumerate(pipeline.stages)
+            for s, unit in enumerate(self.units)
         ]
         self._by_key: dict[str, _Slot] = {}
         self._rewires: list[_Rewire] = []
@@ -178,7 +184,7 @@ class Coordinator:
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _spawn(self, slot: _Slot) -> None:
-        stage = self.pipeline.stages[slot.stage]
+        unit = self.units[slot.stage]
         slot.generation += 1
         slot.ready = False
         slot.address = None
@@ -188,13 +194,19 @@ class Coordinator:
             "key": slot.key,
             "parent_pid": os.getpid(),
             "secret": self.secret.hex(),
-            "stage": stage.name,
+            "stage": unit.name,
+            "stages": [
+                {
+                    "stage": stage.name,
+                    **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
+                    "config": stage.config_json(),
+                    "retries": stage.spec.retries,
+                    "timeout": stage.spec.timeout,
+                }
+                for stage in unit.stages
+            ],
             "index": slot.stage,
             "slot": slot.index,
-            **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
-            "config": stage.config_json(),
-            "retries": stage.spec.retries,
-            "timeout": stage.spec.timeout,
             "control": self._address(self._control),
             "bind": self.options.bind,
             "current_path": slot.current_path,
@@ -219,7 +231,7 @@ class Coordinator:
             proc.stdin.flush()
         except OSError:
             pass  # it died at once; supervision sees the exit and handles it like any death
-        log.debug("started worker %s#%d (pid %d)", stage.name, slot.index, proc.pid)
+        log.debug("started worker %s#%d (pid %d)", unit.name, slot.index, proc.pid)
         slot.proc = proc
         self._by_key[slot.key] = slot
 
@@ -295,7 +307,7 @@ class Coordinator:
                 else f"last exit status {code}; see its error above"
             )
             raise EngineError(
-                f"the worker of stage {self.pipeline.stages[slot.stage].name!r} failed to "
+                f"the worker of stage {self.units[slot.stage].name!r} failed to "
                 f"start {slot.start_failures} times ({why})"
             )
 
@@ -507,9 +519,11 @@ class Coordinator:
             except wire.WireError as exc:
                 log.warning("dropped malformed acknowledgements: %s", exc)
             if slot is not None:
-                name = self.pipeline.stages[slot.stage].name
-                worker = f"{name}#{slot.index}"
-                self.report.add_ack(name, worker, message.get("n", 0), message.get("b"))
+                # Counted per stage even inside a fused group, as if it were not fused.
+                busy = message.get("b") or {}
+                for name, count in message.get("n", {}).items():
+                    worker = f"{name}#{slot.index}"
+                    self.report.add_ack(name, worker, count, busy.get(name))
         elif slot is None or slot.key != message.get("w"):
             return
         elif kind == "ready":
@@ -623,7 +637,7 @@ class Coordinator:
                 elif not slot.ready and now - slot.started_at > self.options.start_timeout:
                     log.warning(
                         "worker %s#%d did not become ready within %.0fs; killing it",
-                        self.pipeline.stages[slot.stage].name,
+                        self.units[slot.stage].name,
                         slot.index,
                         self.options.start_timeout,
                     )
@@ -632,7 +646,8 @@ class Coordinator:
     def _on_death(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
         code = slot.proc.returncode
-        name = self.pipeline.stages[slot.stage].name
+        unit = self.units[slot.stage]
+        name = unit.name
         old_address = slot.address
         if not slot.ready:
             self._start_failed(slot)
@@ -640,7 +655,7 @@ class Coordinator:
             slot.consecutive_deaths = 0
         slot.consecutive_deaths += 1
         delay = min(0.05 * 2 ** (slot.consecutive_deaths - 1), 2.0)
-        self.report.add_restart(name)
+        self.report.add_restart(*(stage.name for stage in unit.stages))
         log.warning(
             "worker %s#%d (pid %d) exited with status %s; restarting it in %.2fs",
             name,
@@ -650,11 +665,11 @@ class Coordinator:
             delay,
         )
         self._blame(slot, code)
-        if self.pipeline.stages[slot.stage].cls.finish is not Stage.finish:
+        if any(keeps_state(stage.cls) for stage in unit.stages):
             log.warning(
-                "stage %s keeps state for finish(): the dead worker's state is lost, and records "
-                "in flight are delivered again, so its finish() outputs may be incomplete or "
-                "count some records twice",
+                "stage %s keeps state: the dead worker's state is lost, and records in flight "
+                "are delivered again, so its finish() outputs may be incomplete or count some "
+                "records twice",
                 name,
             )
         _close_stdin(slot.proc)
@@ -686,13 +701,14 @@ class Coordinator:
             os.unlink(slot.current_path)
         if current is None:
             return
-        seq, attempt = current
+        seq, attempt, member = current
         root = self.tracker.roots.get(seq)
         if root is None or not root.live_attempt(attempt):
             return
         root.deaths += 1
         if root.deaths >= self.options.max_deaths:
-            stage = self.pipeline.stages[slot.stage].name
+            stages = self.units[slot.stage].stages
+            stage = stages[min(member, len(stages) - 1)].name
             self.tracker.give_up(
                 root,
                 dead_letter(
@@ -739,33 +755,36 @@ class Coordinator:
         """A snapshot of the run so far (see :mod:`stageflow.observe.snapshot`)."""
         report = self.report
         stages = []
-        for s, stage_slots in enumerate(self.slots):
-            name = self.pipeline.stages[s].name
-            workers = []
-            for slot in stage_slots:
-                key = f"{name}#{slot.index}"
-                current = CurrentRecord.read(slot.current_path)
-                workers.append(
-                    WorkerProgress(
-                        name=key,
-                        pid=slot.proc.pid if slot.proc is not None else None,
-                        ready=slot.ready,
-                        processed=report.per_worker.get(key, 0),
-                        busy_seconds=report.worker_busy.get(key, 0.0),
-                        current_line=None if current is None else max(current[0], 0),
+        # A fused group's processes host each of its stages, so each stage lists them all.
+        for s, (unit, stage_slots) in enumerate(zip(self.units, self.slots, strict=True)):
+            currents = [CurrentRecord.read(slot.current_path) for slot in stage_slots]
+            for member, stage in enumerate(unit.stages):
+                name = stage.name
+                workers = []
+                for slot, current in zip(stage_slots, currents, strict=True):
+                    key = f"{name}#{slot.index}"
+                    inside = current is not None and current[2] == member
+                    workers.append(
+                        WorkerProgress(
+                            name=key,
+                            pid=slot.proc.pid if slot.proc is not None else None,
+                            ready=slot.ready,
+                            processed=report.per_worker.get(key, 0),
+                            busy_seconds=report.worker_busy.get(key, 0.0),
+                            current_line=max(current[0], 0) if current and inside else None,
+                        )
+                    )
+                stages.append(
+                    StageProgress(
+                        name=name,
+                        workers=tuple(workers),
+                        processed=report.processed.get(name, 0),
+                        busy_seconds=report.busy.get(name, 0.0),
+                        queued_frames=len(self._backlog[s]),
+                        restarts=report.restarts.get(name, 0),
+                        dead_letters=sum(report.dead_by_stage.get(name, {}).values()),
                     )
                 )
-            stages.append(
-                StageProgress(
-                    name=name,
-                    workers=tuple(workers),
-                    processed=report.processed.get(name, 0),
-                    busy_seconds=report.busy.get(name, 0.0),
-                    queued_frames=len(self._backlog[s]),
-                    restarts=report.restarts.get(name, 0),
-                    dead_letters=sum(report.dead_by_stage.get(name, {}).values()),
-                )
-            )
         return Progress(
             pipeline=report.pipeline,
             elapsed=time.monotonic() - self._started,

@@ -56,6 +56,8 @@ class Run:
         Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
         slow generator): results keep flowing while it waits. Leave it off for iterators
         bound to the calling thread (sqlite3 cursors, for example).
+    ``fuse``
+        False runs every stage in worker processes of its own (see :mod:`stageflow.plan`).
     ``metrics``
         Serve Prometheus metrics while the run lasts: an address such as ``"127.0.0.1:0"``
         (a port alone means loopback; the URL is :attr:`metrics_url` once iteration
@@ -183,13 +185,18 @@ class _Core:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
-        self.report.stage_workers = {stage.name: stage.workers for stage in pipeline.stages}
         self.watch = Watch()
         self._metrics_option = metrics
         self._metrics: Metrics | None = None
         self._latency = latency or metrics is not None
         self._thread: int | None = None
         self.options = EngineOptions(**options)
+        # A fused stage runs in every process of its group.
+        self.report.stage_workers = {
+            stage.name: unit.workers
+            for unit in pipeline.plan(fuse=self.options.fuse).units
+            for stage in unit.stages
+        }
         self._items = items
         self._use_read_ahead = read_ahead
         self._numbered = numbered

@@ -1,4 +1,4 @@
-"""The worker process: one stage instance on its own Twisted reactor.
+"""The worker process: one stage instance, or a fused group of stages, on its own reactor.
 
 Started by the coordinator as ``python -m stageflow.engine.worker``. The first line on
 stdin is the worker's settings (JSON); later lines are commands. stdin reaching end of file
@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from stageflow.engine import shipping, wire
-from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
+from stageflow.engine.group import build_runner
+from stageflow.engine.runner import CurrentRecord, Pending
 
 log = logging.getLogger("stageflow.worker")
 
@@ -42,7 +43,7 @@ _SLICE = 16
 
 
 class Worker:
-    """Wires a :class:`StageRunner` to its sockets and to the coordinator's commands."""
+    """Wires a stage's or a fused group's runner to its sockets and the coordinator's commands."""
 
     def __init__(self, settings: dict[str, Any], reactor: Any) -> None:
         from stageflow.transport import (
@@ -57,16 +58,9 @@ class Worker:
         self.secret = bytes.fromhex(settings["secret"])
         self.reactor = reactor
         self.settings = settings
-        cls = shipping.load_stage_class(settings)
-        config = None
-        if cls.Config is not None:
-            config = cls.Config.model_validate_json(settings["config"])
-        self.runner = StageRunner(
-            cls,
-            settings["stage"],
-            config,
-            retries=settings["retries"],
-            timeout=settings["timeout"],
+        self.runner = build_runner(
+            settings["stages"],
+            shipping.load_stage_class,
             trusted_input=settings["index"] > 0,
             current=CurrentRecord(settings["current_path"]),
             max_record_size=settings["frame_bytes"],
@@ -129,7 +123,10 @@ class Worker:
             self.outbox.push(wire.encode_batch(batch.ids, batch.records, self.secret))
         if batch.acks or batch.dead:
             # "b": seconds inside process() and the calls per time bucket (stageflow.observe).
-            busy = [batch.busy, [n for pair in batch.times.items() for n in pair]]
+            busy = {
+                stage: [seconds, [n for pair in batch.times[stage].items() for n in pair]]
+                for stage, seconds in batch.busy.items()
+            }
             self.send_control(
                 {"t": "ack", "dead": batch.dead, "n": batch.processed, "b": busy},
                 wire.pack_ints(batch.acks),

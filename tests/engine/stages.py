@@ -180,6 +180,39 @@ class BrokenSetup(stageflow.Stage):
         return item
 
 
+class Stamped(BaseModel):
+    id: str
+    first_pid: int
+
+
+class Pids(BaseModel):
+    id: str
+    first_pid: int
+    second_pid: int
+
+
+class StampPid(stageflow.Stage):
+    """Line -> Stamped: the process that ran the first stage."""
+
+    name = "test-stamp-pid"
+    Input = Line
+    Output = Stamped
+
+    def process(self, item: Line) -> Stamped:
+        return Stamped(id=item.id, first_pid=os.getpid())
+
+
+class SecondPid(stageflow.Stage):
+    """Stamped -> Pids: and the process that ran the second, to see whether they were fused."""
+
+    name = "test-second-pid"
+    Input = Stamped
+    Output = Pids
+
+    def process(self, item: Stamped) -> Pids:
+        return Pids(id=item.id, first_pid=item.first_pid, second_pid=os.getpid())
+
+
 class Reading(BaseModel):
     id: str
     value: float
