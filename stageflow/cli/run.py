@@ -13,10 +13,18 @@ import threading
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from stageflow.cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_RECORDS_FAILED, fail
-from stageflow.errors import RecordsFailedError
+from stageflow.cli import (
+    EXIT_ENGINE,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_RECORDS_FAILED,
+    fail,
+)
+from stageflow.errors import EngineError, RecordsFailedError
 
 if TYPE_CHECKING:
+    from stageflow.engine.report import RunReport
     from stageflow.engine.run import Run
 
 log = logging.getLogger("stageflow")
@@ -77,6 +85,28 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="input records in flight at once; bounds memory (8192)",
     )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds without a heartbeat before a worker counts as lost and is replaced (10)",
+    )
+    parser.add_argument(
+        "--stuck-after",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="log a record that has been inside process() this long, again every S (30)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds a stopped run may take to end; records still inside process() by then "
+        "are dead-lettered as Stopped (5)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -91,6 +121,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not positive; give 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
     return value
 
 
@@ -127,10 +164,14 @@ def run(args: argparse.Namespace) -> int:
         read_ahead=not _is_regular_file(source),
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
+        heartbeat_timeout=args.heartbeat_timeout,
+        stuck_after=args.stuck_after,
+        stop_timeout=args.stop_timeout,
         log_level=logging.getLogger().getEffectiveLevel(),
     )
     signals = _GracefulStop(the_run)
     status = EXIT_OK
+    engine_error: EngineError | None = None
     try:
         write = output.write
         # Flushed whenever the run is about to wait: a downstream reader sees each result
@@ -144,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         fail("stopped at once on a second signal; records in flight were abandoned")
         return EXIT_INTERRUPTED
+    except EngineError as exc:
+        engine_error = exc
     finally:
         signals.restore()
         with contextlib.suppress(BrokenPipeError):  # the reader left, e.g. `| head`
@@ -156,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
             dead_letters.close()
     report = the_run.report
     log.info("%s", report.summary())
+    if engine_error is not None:
+        fail(str(engine_error))
+        if report.records_in:
+            fail(_resume_after_failure(report, args.output != "-"))
+        return EXIT_ENGINE
     if report.interrupted:
         resume = f"--skip {report.last_line_read}"
         if args.output != "-":
@@ -166,6 +214,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     return status
+
+
+def _resume_after_failure(report: RunReport, to_file: bool) -> str:
+    """Where a run the engine could not finish may resume, said without pointing elsewhere."""
+    done = report.complete_through
+    resume = f"--skip {done}" + (" --append" if to_file else "")
+    if not report.done_beyond:
+        return f"the first {done} input lines are fully processed; resume with {resume}"
+    return (
+        f"the first {done} input lines are fully processed, and {report.done_beyond} later "
+        f"ones too: resuming with {resume} would write the results of those "
+        f"{report.done_beyond} again"
+    )
 
 
 class _GracefulStop:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunReport"]
+__all__ = ["RunReport", "WorkerStatus"]
 
 #: Dead-letter entries kept in memory on the report; the dead-letter file has them all.
 KEPT_DEAD_LETTERS = 1000
@@ -27,11 +27,17 @@ class RunReport:
     dead_lettered: int = 0
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     worker_restarts: int = 0
+    #: Records sent again because the worker holding them was lost or stuck.
+    redelivered: int = 0
     processed: dict[str, int] = field(default_factory=dict)
     per_worker: dict[str, int] = field(default_factory=dict)
     finished: bool = False
     interrupted: bool = False
     last_line_read: int = 0
+    #: Every input line up to this one is fully processed (results written or dead-lettered).
+    complete_through: int = 0
+    #: Input records after ``complete_through`` that are fully processed too.
+    done_beyond: int = 0
     seconds: float = 0.0
 
     @property
@@ -53,6 +59,19 @@ class RunReport:
             restarts = self.worker_restarts
             parts.append(f"{restarts} worker {_plural(restarts, 'restart')}")
         return f"pipeline {self.pipeline!r}: " + ", ".join(parts) + f" in {self.seconds:.2f}s"
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One live worker of a running pipeline, as ``Run.workers()`` lists it."""
+
+    stage: str
+    name: str  # "stage#slot"
+    pid: int | None
+    host: str | None
+    state: str  # "starting", "ready" or "retiring"
+    frames: int  # frames it holds now
+    processed: int  # records it has processed
 
 
 def _plural(count: int, word: str) -> str:

@@ -14,7 +14,7 @@ from typing import IO, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
-from stageflow.engine.report import RunReport
+from stageflow.engine.report import RunReport, WorkerStatus
 from stageflow.errors import RecordsFailedError
 
 __all__ = ["Run"]
@@ -47,8 +47,12 @@ class Run:
         Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
         slow generator): results keep flowing while it waits. Leave it off for iterators
         bound to the calling thread (sqlite3 cursors, for example).
-    ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``
+    ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``,
+    ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
+
+    While it runs, :meth:`scale` (or ``add_worker``, ``remove_worker``, ``scale_to``) changes
+    how many workers a stage has, from any thread, and :meth:`workers` lists them.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Run:
         self._dead_letter = dead_letter
         self._coordinator: Coordinator | None = None
         self._iterator: Iterator[Any] | None = None
+        self._early: list[tuple[str, int, bool]] = []
 
     def __iter__(self) -> Iterator[Any]:
         if self._iterator is None:
@@ -98,6 +103,8 @@ class Run:
                 sink.close()
             raise
         self._coordinator = coordinator
+        for stage, count, relative in self._early:
+            coordinator.request_scale(stage, count, relative)
         ahead: ReadAhead | None = None
         try:
             coordinator.start()
@@ -130,6 +137,39 @@ class Run:
         """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
         if self._coordinator is not None:
             self._coordinator.aborting = True
+
+    def scale(self, stage: str, count: int) -> None:
+        """Give ``stage`` ``count`` workers while the run goes on; safe from any thread.
+
+        Added workers get work as soon as they are ready; removed ones finish the frames they
+        hold, run ``finish()`` and exit. Nothing is lost or done twice.
+        """
+        self._request(stage, count, relative=False)
+
+    def scale_to(self, stage: str, count: int) -> None:
+        """The same as :meth:`scale` (the name the seed's ScalableWorkerPool used)."""
+        self.scale(stage, count)
+
+    def add_worker(self, stage: str) -> None:
+        """One more worker for ``stage``."""
+        self._request(stage, 1, relative=True)
+
+    def remove_worker(self, stage: str) -> None:
+        """One worker fewer for ``stage`` (never fewer than one)."""
+        self._request(stage, -1, relative=True)
+
+    def workers(self) -> list[WorkerStatus]:
+        """The live workers: stage, pid or host, frames held and records processed."""
+        return self._coordinator.workers() if self._coordinator is not None else []
+
+    def _request(self, stage: str, count: int, relative: bool) -> None:
+        if self._coordinator is not None:
+            self._coordinator.request_scale(stage, count, relative)
+            return
+        names = [s.name for s in self.pipeline.stages]
+        if stage not in names:
+            raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
+        self._early.append((stage, count, relative))
 
     def close(self) -> None:
         """Abandon the iteration and stop every worker."""

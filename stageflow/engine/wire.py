@@ -39,6 +39,7 @@ from typing import Any
 __all__ = [
     "VERSION",
     "WireError",
+    "count_records",
     "decode_batch",
     "decode_control",
     "encode_batch",
@@ -130,6 +131,11 @@ def decode_batch(parts: Sequence[bytes], key: bytes) -> tuple[list[int], list[by
             f"frame carries {len(records)} records but {len(ids) // _IDS_PER_RECORD} ids"
         )
     return ids, records
+
+
+def count_records(parts: Sequence[bytes]) -> int:
+    """How many records a data frame says it carries, read from its head without checking it."""
+    return max(0, len(parts[0]) - _HEAD.size) // (_INT * _IDS_PER_RECORD) if parts else 0
 
 
 def encode_control(message: dict[str, Any], key: bytes, payload: bytes = b"") -> list[bytes]:
