@@ -234,13 +234,9 @@ class _Core:
         self.report.started_at = time.time()
         self._thread = threading.get_ident()
         self._start_metrics()
-        sink, owned = self._open_sink()
-        try:
-            coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
-        except BaseException:
-            if owned and sink is not None:
-                sink.close()
-            raise
+        coordinator = Coordinator(self.pipeline, self.report, self.options)
+        sink: IO[str] | None = None
+        owned = False
         self._coordinator = coordinator
         # Also run at interpreter exit, should the iteration still be suspended then.
         stop_workers = weakref.finalize(self, coordinator.close)
@@ -251,6 +247,9 @@ class _Core:
         ahead: ReadAhead | None = None
         try:
             coordinator.start()
+            # Only now: a run that fails to start leaves an existing dead-letter file alone.
+            sink, owned = self._open_sink()
+            coordinator.sink = sink
             if on_started is not None:
                 on_started()
             items: Iterable[Any] = self._items

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from stageflow.transport.compiled import read_batch as compiled_read_batch
 from stageflow.transport.endpoint import ZmqEndpoint, ZmqEndpointType
 from stageflow.transport.factory import ZmqFactory
 
@@ -132,6 +133,11 @@ class ZmqConnection:
     which saves about half a microsecond per message. A multipart message sent to such a
     connection arrives as separate one-frame messages (as with a plain ``recv()`` loop)."""
 
+    compiledReceive: bool = True
+    """Read with the compiled loop when it was built (see stageflow.transport.compiled):
+    multipart-safe at the cost of a plain single-frame ``recv()``. False keeps the
+    pure-Python loop. Read when the connection is made, as ``singleFrame`` is."""
+
     outgoingBufferLimit: int = 10_000
     """Messages held beyond ZeroMQ's high-water mark before ``send()`` blocks."""
 
@@ -167,6 +173,12 @@ class ZmqConnection:
         self._reading = self._readable
         self._read_call: Any = None
         self._in_slice = False
+        self._compiled_read = (
+            compiled_read_batch
+            if compiled_read_batch is not None and self.compiledReceive and not self.singleFrame
+            else None
+        )
+        self._handle: int = self.socket.underlying
         # Single frames as given, multipart messages as lists (the drain tells them apart).
         self._buffer: deque[Any] = deque()
         self._write_call: Any = None
@@ -357,7 +369,12 @@ class ZmqConnection:
         # the slice goes on reading, and looks at ZMQ_EVENTS when it ends.
         self._in_slice = True
         try:
-            drained = self._read_batch()
+            if self._compiled_read is not None:
+                drained = self._compiled_read(
+                    self, self._handle, self._receiver(), self.readBatchSize
+                )
+            else:
+                drained = self._read_batch()
         finally:
             self._in_slice = False
         if drained:

@@ -16,9 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from stageflow import Pipeline, RecordsFailedError
+from stageflow import EngineError, Pipeline, RecordsFailedError
 from tests.engine.conftest import live_children, wait_until
 from tests.engine.stages import (
+    BrokenSetup,
     CountWords,
     DropEmpty,
     Explode,
@@ -339,3 +340,13 @@ def test_abandoned_read_ahead_runs_leave_no_thread() -> None:
         next(iterator)
         iterator.close()  # type: ignore[attr-defined]
     assert wait_until(lambda: threading.active_count() == before, timeout=10)
+
+
+def test_a_run_that_fails_to_start_leaves_the_dead_letter_file_alone(tmp_path: Path) -> None:
+    """dead_letter=PATH is opened only once every worker is ready: setup() failing keeps it."""
+    dead = tmp_path / "dead.jsonl"
+    dead.write_bytes(b'{"line": 1, "error": "from yesterday"}\n')
+    pipeline = Pipeline("broken", [{"name": "ner", "uses": BrokenSetup}])
+    with pytest.raises(EngineError, match="failed to start"):
+        list(pipeline.run(lines(5), dead_letter=dead))
+    assert dead.read_bytes() == b'{"line": 1, "error": "from yesterday"}\n'

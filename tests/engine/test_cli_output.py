@@ -59,7 +59,7 @@ def with_bad_lines(path: Path, n: int, every: int) -> Path:
     return path
 
 
-def slow_pipeline(tmp_path: Path) -> Path:
+def slow_pipeline(tmp_path: Path, pause: float = 0.002) -> Path:
     """Three split workers, so results come out in an order other than the input's."""
     return write_pipeline(
         tmp_path / "slow.yaml",
@@ -68,7 +68,7 @@ def slow_pipeline(tmp_path: Path) -> Path:
                 "name": "split",
                 "uses": "tests.engine.stages:Split",
                 "workers": 3,
-                "config": {"pause": 0.002},
+                "config": {"pause": pause},
             },
             {"name": "count", "uses": "tests.engine.stages:CountWords", "workers": 2},
         ],
@@ -77,12 +77,6 @@ def slow_pipeline(tmp_path: Path) -> Path:
 
 def proc_ended(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
     return lambda: proc.poll() is not None
-
-
-def wait_for_output(proc: subprocess.Popen[bytes], out: Path, lines: int) -> None:
-    """Wait until ``out`` has ``lines`` lines or the run ended."""
-    ended = proc_ended(proc)
-    assert wait_until(lambda: count_lines(out) >= lines or ended(), timeout=90)
 
 
 def test_closed_output_pipe_exits_141_and_stops_reading(tmp_path: Path) -> None:
@@ -177,32 +171,47 @@ def test_a_run_that_fails_to_start_changes_no_file(tmp_path: Path) -> None:
     assert not (tmp_path / f"out.jsonl{JOURNAL}").exists()
 
 
+def journal_state(path: Path) -> tuple[int, int]:
+    """The journal's inode (a run replaces the file when it starts) and its commit lines."""
+    try:
+        return path.stat().st_ino, path.read_bytes().count(b"\n") - 1
+    except FileNotFoundError:
+        return 0, 0
+
+
+def wait_for_commit(proc: subprocess.Popen[bytes], journal: Path, old_inode: int) -> None:
+    """Wait until the run made its own journal (a new file) and committed to it, or ended."""
+    ended = proc_ended(proc)
+
+    def committed() -> bool:
+        inode, commits = journal_state(journal)
+        return inode != old_inode and commits >= 2  # beyond the commit it starts with
+
+    assert wait_until(lambda: committed() or ended(), timeout=90)
+
+
 def test_kill_9_five_times_then_resume_gives_every_result_once(tmp_path: Path) -> None:
     """kill -9 of `stageflow run` at random moments, 5 times, each --resume'd: exactly once."""
-    n = 4_000
+    n = 3_000
     source = with_bad_lines(tmp_path / "in.jsonl", n, every=97)
     out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
     journal = tmp_path / f"out.jsonl{JOURNAL}"
-    args = [str(slow_pipeline(tmp_path)), "-i", str(source), "-o", str(out)]
+    args = [str(slow_pipeline(tmp_path, pause=0.008)), "-i", str(source), "-o", str(out)]
     args += ["--dead-letter", str(dead), "--max-errors", str(n)]
     chance = random.Random()
-    kills = 0
     for attempt in range(5):
+        before, _ = journal_state(journal)
         proc = start(*args, *(["--resume"] if attempt else []), stderr=subprocess.DEVNULL)
-        # A moment somewhere in the run: after some new output, plus a random delay.
-        wait_for_output(proc, out, count_lines(out) + chance.randrange(50, 400))
-        wait_until(proc_ended(proc), timeout=chance.uniform(0.0, 0.4))
-        if proc.poll() is not None:
-            assert proc.returncode == 0  # it finished before the kill: nothing to resume
-            break
+        # A random moment after this run committed progress of its own, so that each
+        # resume has more to skip.
+        wait_for_commit(proc, journal, before)
+        wait_until(proc_ended(proc), timeout=chance.uniform(0.0, 1.0))
+        assert proc.poll() is None, f"run {attempt + 1} ended before its kill: slow it down"
         proc.kill()
         proc.wait()
-        kills += 1
         assert journal.exists()
-    if kills:
-        done = run_stageflow("run", *args, "--resume", timeout=120)
-        assert done.returncode == 0, done.stderr
-    assert kills >= 3, "the runs finished before they could be killed; slow them down"
+    done = run_stageflow("run", *args, "--resume", timeout=120)
+    assert done.returncode == 0, done.stderr
     assert not journal.exists()
     results = ids_in(out)
     bad = {str(i - 1) for i in range(97, n + 1, 97)}

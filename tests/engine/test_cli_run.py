@@ -125,8 +125,8 @@ def test_missing_output_folder_says_it_is_the_output(tmp_path: Path) -> None:
     done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(source), "-o", str(out))
     assert done.returncode == 2, done.stderr
     assert done.stderr == (
-        f"stageflow: error: cannot open the output file '{out}': its folder '{out.parent}' "
-        "does not exist; create it or choose another path\n"
+        f"stageflow: error: cannot open the output file '{out}': its folder "
+        f"'{out.parent}' does not exist; create it or choose another path\n"
     )
 
 
