@@ -284,7 +284,11 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     if status == EXIT_BROKEN_PIPE:
         log.info("the reader of the output went away; stopped after %d results", report.results)
         return status
-    if status == EXIT_OK and report.interrupted:
+    if status in (EXIT_OK, EXIT_RECORDS_FAILED) and report.interrupted:
+        # A signal stopped the run: that is its status (records it set aside as Stopped
+        # are dead letters like any other, and the resume hint covers the rest).
+        if status == EXIT_RECORDS_FAILED:
+            fail(str(error))
         status, error = EXIT_INTERRUPTED, "stopped early, after finishing the records in flight"
     if error is not None and status != EXIT_INTERRUPTED:
         fail(error)  # the cause first: stderr ends with the summary and the way on
