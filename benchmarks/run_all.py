@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import journal, latency, mac, memory, progress_cost, startup, throughput
+from benchmarks import journal, latency, mac, memory, peers, progress_cost, startup, throughput
 from benchmarks.common import have, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
@@ -56,11 +56,13 @@ def section_throughput(t: dict[str, dict[str, float]], records: int) -> list[str
            "| program | whole run (rec/s) | first→last line (rec/s) | wall (s) | first line (s) "
            "| CPU, all processes (µs/record) |",
            "|---|---:|---:|---:|---:|---:|"]
-    for name, row in (("stageflow run", sf), ("pyzmq + json", pz), ("txZMQ + json", tx)):
+    rows = (("stageflow run", sf), ("stageflow run --no-fuse", t["stageflow-nofuse"]),
+            ("pyzmq + json", pz), ("txZMQ + json", tx))
+    for name, row in rows:
         out.append(f"| {name} | {fmt(row['whole_rate'], 0)} | {fmt(row['steady_rate'], 0)} | "
                    f"{fmt(row['wall'])} | {fmt(row['first'])} | {fmt(row['cpu_us'], 1)} |")
     out += ["", "| ratio | whole run | first→last line | target |", "|---|---:|---:|---|"]
-    for name, other, target in (("stageflow / pyzmq", pz, 1.3), ("stageflow / txZMQ", tx, 1.5)):
+    for name, other, target in (("stageflow / pyzmq", pz, 2.0), ("stageflow / txZMQ", tx, 1.5)):
         whole = sf["whole_rate"] / other["whole_rate"]
         steady = sf["steady_rate"] / other["steady_rate"]
         out.append(f"| {name} | {whole:.2f}× | {steady:.2f}× | ≥ {target}× : "
@@ -203,6 +205,9 @@ def main() -> None:
         watch = progress_cost.measure(settings["records"], settings["watch_runs"], directory)
         print("(i) journal", flush=True)
         jour = journal.measure(settings["records"], settings["runs"], directory)
+        print("(j) peers", flush=True)
+        peer = peers.measure(["text", "numeric"], peers.SIZES["quick" if args.quick else "full"],
+                             settings["runs"] if args.quick else 3, directory)
         prof = None
         if not args.no_profile and have("py-spy"):
             print("profile", flush=True)
@@ -226,6 +231,7 @@ def main() -> None:
               ""]
     lines += progress_cost.section(watch, settings["records"], settings["watch_runs"])
     lines += section_journal(jour, settings["records"])
+    lines += peers.section(peer, 1 if args.quick else 3)
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]

@@ -104,6 +104,33 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="input records in flight at once; bounds memory (8192)",
     )
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="run every stage in worker processes of its own, never fused with its neighbours",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds without a heartbeat before a worker counts as lost and is replaced (10)",
+    )
+    parser.add_argument(
+        "--stuck-after",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="log a record that has been inside process() this long, again every S (30)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds a stopped run may take to end; records still inside process() by then "
+        "are dead-lettered as Stopped (5)",
+    )
     observe.add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -140,6 +167,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not positive; give 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
     return value
 
 
@@ -207,6 +241,10 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         read_ahead=not _is_regular_file(source),
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
+        fuse=not args.no_fuse,
+        heartbeat_timeout=args.heartbeat_timeout,
+        stuck_after=args.stuck_after,
+        stop_timeout=args.stop_timeout,
         log_level=logging.getLogger().getEffectiveLevel(),
         metrics=observation.metrics,
         latency=observation.latency,

@@ -7,7 +7,7 @@ from typing import Any
 
 from stageflow.engine.timing import quantile
 
-__all__ = ["RunReport"]
+__all__ = ["RunReport", "WorkerStatus"]
 
 #: Dead-letter entries kept in memory on the report; the dead-letter file has them all.
 KEPT_DEAD_LETTERS = 1000
@@ -34,6 +34,10 @@ class RunReport:
     finished: bool = False
     interrupted: bool = False
     last_line_read: int = 0
+    #: Every input line up to this one is fully processed (results written or dead-lettered).
+    complete_through: int = 0
+    #: Input records after ``complete_through`` that are fully processed too.
+    done_beyond: int = 0
     seconds: float = 0.0
     #: Seconds spent inside process() per stage, and per worker ("stage#index").
     busy: dict[str, float] = field(default_factory=dict)
@@ -43,6 +47,7 @@ class RunReport:
     restarts: dict[str, int] = field(default_factory=dict)
     #: Dead letters counted by stage, then by error name (all of them, not only those kept).
     dead_by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Records sent again because the worker holding them was lost or stuck.
     redeliveries: int = 0
     #: Wall-clock (time.time()) start and end of the run; None until it starts or ends.
     started_at: float | None = None
@@ -90,9 +95,11 @@ class RunReport:
             bucket = buckets[index]
             times[bucket] = times.get(bucket, 0) + buckets[index + 1]
 
-    def add_restart(self, stage: str) -> None:
+    def add_restart(self, *stages: str) -> None:
+        """Count one worker restart, against each stage the worker hosted (a fused group's)."""
         self.worker_restarts += 1
-        self.restarts[stage] = self.restarts.get(stage, 0) + 1
+        for stage in stages:
+            self.restarts[stage] = self.restarts.get(stage, 0) + 1
 
     def record_time(self, stage: str, q: float) -> float | None:
         """The ``q`` quantile of one process() call's duration in ``stage``, in seconds."""
@@ -114,6 +121,19 @@ class RunReport:
             restarts = self.worker_restarts
             parts.append(f"{restarts} worker {_plural(restarts, 'restart')}")
         return f"pipeline {self.pipeline!r}: " + ", ".join(parts) + f" in {self.seconds:.2f}s"
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One live worker of a running pipeline, as ``Run.workers()`` lists it."""
+
+    stage: str
+    name: str  # "stage#slot"
+    pid: int | None
+    host: str | None
+    state: str  # "starting", "ready" or "retiring"
+    frames: int  # frames it holds now
+    processed: int  # records it has processed
 
 
 def _plural(count: int, word: str) -> str:

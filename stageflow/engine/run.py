@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
-from stageflow.engine.report import RunReport
+from stageflow.engine.report import RunReport, WorkerStatus
 from stageflow.errors import EngineError, RecordsFailedError
 from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress
@@ -56,14 +56,20 @@ class Run:
         Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
         slow generator): results keep flowing while it waits. Leave it off for iterators
         bound to the calling thread (sqlite3 cursors, for example).
+    ``fuse``
+        False runs every stage in worker processes of its own (see :mod:`stageflow.plan`).
     ``metrics``
         Serve Prometheus metrics while the run lasts: an address such as ``"127.0.0.1:0"``
         (a port alone means loopback; the URL is :attr:`metrics_url` once iteration
         started), or a :class:`~stageflow.observe.metrics.Metrics` that the caller owns.
     ``latency``
         Measure each record's time from input to result for the report (on with metrics).
-    ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``
-        See :class:`~stageflow.engine.coordinator.EngineOptions`.
+    ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``,
+    ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``, ``fuse``
+        See :class:`~stageflow.engine.options.EngineOptions`.
+
+    While it runs, :meth:`scale` (or ``add_worker``, ``remove_worker``, ``scale_to``) changes
+    how many workers a stage has, from any thread, and :meth:`workers` lists them.
     """
 
     def __init__(self, pipeline: Any, items: Iterable[Any], **options: Any) -> None:
@@ -150,6 +156,33 @@ class Run:
         """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
         self._core.abort()
 
+    def scale(self, stage: str, count: int) -> None:
+        """Give ``stage`` ``count`` workers while the run goes on; safe from any thread.
+
+        Added workers get work as soon as they are ready; removed ones finish the frames they
+        hold, run ``finish()`` and exit. Nothing is lost or done twice. Before iteration
+        starts, it sets how many workers the run starts with. A stage fused with others
+        scales its whole group.
+        """
+        self._core.request_scale(stage, count, relative=False)
+
+    def scale_to(self, stage: str, count: int) -> None:
+        """The same as :meth:`scale` (the name the seed's ScalableWorkerPool used)."""
+        self.scale(stage, count)
+
+    def add_worker(self, stage: str) -> None:
+        """One more worker for ``stage``."""
+        self._core.request_scale(stage, 1, relative=True)
+
+    def remove_worker(self, stage: str) -> None:
+        """One worker fewer for ``stage`` (never fewer than one)."""
+        self._core.request_scale(stage, -1, relative=True)
+
+    def workers(self) -> list[WorkerStatus]:
+        """The live workers: stage, pid or host, frames held and records processed."""
+        coordinator = self._core._coordinator
+        return coordinator.workers() if coordinator is not None else []
+
     def close(self) -> None:
         """Abandon the iteration and stop every worker."""
         if self._iterator is not None:
@@ -183,18 +216,35 @@ class _Core:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
-        self.report.stage_workers = {stage.name: stage.workers for stage in pipeline.stages}
         self.watch = Watch()
         self._metrics_option = metrics
         self._metrics: Metrics | None = None
         self._latency = latency or metrics is not None
         self._thread: int | None = None
         self.options = EngineOptions(**options)
+        # A fused stage runs in every process of its group.
+        self.report.stage_workers = {
+            stage.name: unit.workers
+            for unit in pipeline.plan(fuse=self.options.fuse).units
+            for stage in unit.stages
+        }
         self._items = items
         self._use_read_ahead = read_ahead
         self._numbered = numbered
         self._dead_letter = dead_letter
         self._coordinator: Coordinator | None = None
+        #: Scaling asked for before the coordinator existed: (stage, count, relative).
+        self._early: list[tuple[str, int, bool]] = []
+
+    def request_scale(self, stage: str, count: int, relative: bool) -> None:
+        """See :meth:`Run.scale`."""
+        if self._coordinator is not None:
+            self._coordinator.request_scale(stage, count, relative)
+            return
+        names = [s.name for s in self.pipeline.stages]
+        if stage not in names:
+            raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
+        self._early.append((stage, count, relative))
 
     def progress(self) -> Progress | None:
         """See :meth:`Run.progress`."""
@@ -231,6 +281,8 @@ class _Core:
         sink: IO[str] | None = None
         owned = False
         self._coordinator = coordinator
+        for stage, count, relative in self._early:
+            coordinator.request_scale(stage, count, relative)
         # Also run at interpreter exit, should the iteration still be suspended then.
         stop_workers = weakref.finalize(self, coordinator.close)
         coordinator.watch = self.watch

@@ -17,9 +17,10 @@ A **control** message (kind 1, worker to coordinator) has a JSON object with a `
 after the fixed head; its payload is packed integers (acknowledgements) or records (the
 outputs of ``finish()``).
 
-The digest is keyed with a random key each run hands its workers through their private
-stdin, so a message from anything else that reaches a port (a stray client, a leftover of
-another run, a forger who saw earlier frames) is rejected before it is parsed. It covers
+The digest is keyed with a random key each run hands its workers in their settings, over
+their parent's private pipe, so a message from anything else that reaches a port (a stray
+client, a leftover of another run, a forger who saw earlier frames) is rejected before it is
+parsed. It covers
 the head and the payload in that order; the head holds the payload's length, so no byte
 can move between the two either. A receiver counts what it rejects and logs it at most
 once a second (:class:`Rejections`), so a flood cannot flood the log too. Version 3 of the
@@ -44,6 +45,7 @@ __all__ = [
     "VERSION",
     "Rejections",
     "WireError",
+    "count_records",
     "decode_batch",
     "decode_control",
     "encode_batch",
@@ -141,6 +143,11 @@ def decode_batch(parts: Sequence[bytes], key: bytes) -> tuple[list[int], list[by
             f"frame carries {len(records)} records but {len(ids) // _IDS_PER_RECORD} ids"
         )
     return ids, records
+
+
+def count_records(parts: Sequence[bytes]) -> int:
+    """How many records a data frame says it carries, read from its head without checking it."""
+    return max(0, len(parts[0]) - _HEAD.size) // (_INT * _IDS_PER_RECORD) if parts else 0
 
 
 def encode_control(message: dict[str, Any], key: bytes, payload: bytes = b"") -> list[bytes]:

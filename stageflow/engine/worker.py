@@ -1,48 +1,64 @@
-"""The worker process: one stage instance on its own Twisted reactor.
+"""The worker process: one stage instance, or a fused group of stages, on its own reactor.
 
-Started by the coordinator as ``python -m stageflow.engine.worker``. The first line on
-stdin is the worker's settings (JSON); later lines are commands. stdin reaching end of file
-means the coordinator is gone or wants us to stop, so a worker never outlives its pipeline,
-even when the coordinator is killed with SIGKILL.
+A launcher (:mod:`stageflow.engine.launcher`) starts a process that calls
+:func:`run_worker` with the worker's settings, a JSON-able dict the coordinator made. The
+worker then needs nothing else from its parent: it registers on the control plane
+(:mod:`stageflow.engine.link`), takes data frames on its own PULL socket and reports back on
+the control plane.
 
-Sockets (all through :mod:`stageflow.transport`):
+Sockets:
 
-- ``inbox``: PULL, bound to ``tcp://127.0.0.1:*``; data frames from the upstream stage.
-- ``outbox``: PUSH, connected to every worker of the next stage (or to the coordinator's
-  results socket after the last stage); flow control pauses the inbox while it is full.
-- ``control``: PUSH to the coordinator: ready, wired, acknowledgements, dead letters and
-  finish outputs.
+- ``inbox``: PULL (:mod:`stageflow.transport`), bound to ``tcp://127.0.0.1:*``. The
+  coordinator sends it at most its credit of frames, each ``[frame id, frame...]``.
+- the link's DEALER and SUB, owned by the link thread.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from stageflow.engine import shipping, wire
-from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
+from stageflow.engine.group import GroupRunner, build_runner
+from stageflow.engine.link import Link, WatchedRecord
+from stageflow.engine.runner import Pending, StageRunner
+
+__all__ = ["make_runner", "run_worker"]
 
 log = logging.getLogger("stageflow.worker")
 
-#: Flush what a worker produced once this many records are pending, even while busy.
+#: Report progress on a frame once this many records are pending, even mid-frame.
 FLUSH_RECORDS = 512
-#: ...or once this long (seconds) has passed since the last flush, so a slow stage still
-#: streams its results instead of holding back a frame's worth, or a queue of frames.
+#: ...or once this long (seconds) has passed since the last report, so a slow stage still
+#: streams its results instead of holding back a frame's worth.
 FLUSH_AFTER = 0.05
-#: Seconds a stopping worker may spend handing its last frames to ZeroMQ.
+#: Seconds a stopping worker may spend handing its last messages to ZeroMQ.
 STOP_DEADLINE = 3.0
 #: Records processed between two looks at the clock.
 _SLICE = 16
+#: Exit status of a worker whose stage could not be imported or set up.
+EXIT_SETUP_FAILED = 3
+
+
+def make_runner(
+    settings: dict[str, Any], current: WatchedRecord | None
+) -> StageRunner | GroupRunner:
+    """The runner a worker hosts: what turns its frames into outputs (setup/run_batch/finish),
+    for one stage or a fused group of them (``settings["stages"]``)."""
+    return build_runner(
+        settings["stages"],
+        shipping.load_stage_class,
+        trusted_input=settings["index"] > 0,
+        current=current,
+        max_record_size=settings["frame_bytes"],
+    )
 
 
 class Worker:
-    """Wires a :class:`StageRunner` to its sockets and to the coordinator's commands."""
+    """Wires a stage's or a fused group's runner to its inbox and the coordinator's commands."""
 
     def __init__(self, settings: dict[str, Any], reactor: Any) -> None:
         from stageflow.transport import (
@@ -50,33 +66,22 @@ class Worker:
             ZmqEndpointType,
             ZmqFactory,
             ZmqPullConnection,
-            ZmqPushConnection,
         )
 
         self.key: str = settings["key"]
         self.secret = bytes.fromhex(settings["secret"])
         self.reactor = reactor
         self.settings = settings
-        cls = shipping.load_stage_class(settings)
-        config = None
-        if cls.Config is not None:
-            config = cls.Config.model_validate_json(settings["config"])
-        self.runner = StageRunner(
-            cls,
-            settings["stage"],
-            config,
-            retries=settings["retries"],
-            timeout=settings["timeout"],
-            trusted_input=settings["index"] > 0,
-            current=CurrentRecord(settings["current_path"]),
-            max_record_size=settings["frame_bytes"],
+        self.current = (
+            WatchedRecord(settings["current_path"]) if settings.get("current_path") else None
         )
+        self.link = Link(settings, self.current, self._command_from_link)
+        self.runner: StageRunner | GroupRunner
         self.frame_bytes: int = settings["frame_bytes"]
+        self.batch_size: int = settings["batch_size"]
         self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
         self.pending = Pending()
         self._last_flush = time.monotonic()
-        self._endpoint = ZmqEndpoint
-        self._connect = ZmqEndpointType.connect
 
         worker = self
 
@@ -87,22 +92,23 @@ class Worker:
                 worker.on_frame(message)
 
         self.factory = ZmqFactory(reactor=reactor)
-        self.control = ZmqPushConnection(
-            self.factory, ZmqEndpoint(ZmqEndpointType.connect, settings["control"])
-        )
-        self.outbox = ZmqPushConnection(self.factory)
         self.inbox = Inbox(self.factory, ZmqEndpoint(ZmqEndpointType.bind, settings["bind"]))
-        self.outbox.registerProducer(self.inbox, True)  # type: ignore[arg-type]  # Inbox is an IPushProducer via @implementer
+        self.link.hello(settings["stage"], self.inbox.addresses[0])
 
-    def start(self) -> None:
+    def load(self) -> None:
+        """Import the stage and run its setup(); what raises here is the stage's problem."""
+        self.runner = make_runner(self.settings, self.current)
         self.runner.setup()
-        self.send_control({"t": "ready", "pid": os.getpid(), "address": self.inbox.addresses[0]})
 
     # -- data ------------------------------------------------------------------------------
 
     def on_frame(self, message: list[bytes]) -> None:
+        if len(message) != 4 or len(message[0]) != 8:
+            self.rejected.add(wire.WireError("a frame without its 8-byte frame id in front"))
+            return
+        frame = int.from_bytes(message[0], "little")
         try:
-            ids, records = wire.decode_batch(message, self.secret)
+            ids, records = wire.decode_batch(message[1:], self.secret)
         except wire.WireError as exc:
             self.rejected.add(exc)
             return
@@ -112,95 +118,82 @@ class Worker:
         for start in range(0, len(records), _SLICE):
             end = start + _SLICE
             run_batch(ids[start * 3 : end * 3], records[start:end], pending)
-            if (
+            if end < len(records) and (
                 len(pending.records) >= FLUSH_RECORDS
                 or pending.size >= self.frame_bytes
                 or clock() - self._last_flush > FLUSH_AFTER
             ):
-                self.flush()
+                self.flush(frame, end=False)
         # A frame's outputs leave with it: frames are big when the pipeline is busy and a
         # single record when it is idle, so batching follows the load with no timer.
-        self.flush()
+        self.flush(frame, end=True)
 
-    def flush(self) -> None:
+    def flush(self, frame: int, end: bool) -> None:
         self._last_flush = time.monotonic()
         batch = self.pending.take()
-        if batch.records:
-            self.outbox.push(wire.encode_batch(batch.ids, batch.records, self.secret))
-        if batch.acks or batch.dead:
-            # "b": seconds inside process() and the calls per time bucket (stageflow.observe).
-            busy = [batch.busy, [n for pair in batch.times.items() for n in pair]]
-            self.send_control(
-                {"t": "ack", "dead": batch.dead, "n": batch.processed, "b": busy},
-                wire.pack_ints(batch.acks),
-            )
+        frames = [
+            wire.encode_batch(ids, records, self.secret)
+            for ids, records in _frames(batch.ids, batch.records, self.batch_size, self.frame_bytes)
+        ]
+        # Per stage: "n" records taken in, "b" seconds inside process() and the calls per
+        # time bucket (stageflow.observe).
+        busy = {
+            stage: [seconds, [n for pair in batch.times[stage].items() for n in pair]]
+            for stage, seconds in batch.busy.items()
+        }
+        message = {
+            "t": "done",
+            "f": frame,
+            "end": end,
+            "n": batch.processed,
+            "dead": batch.dead,
+            "b": busy,
+        }
+        self.link.send(message, wire.pack_ints(batch.acks), frames)
 
     # -- commands --------------------------------------------------------------------------
 
+    def _command_from_link(self, command: dict[str, Any]) -> None:
+        self.reactor.callFromThread(self.on_command, command)
+
     def on_command(self, command: dict[str, Any]) -> None:
-        kind = command.get("cmd")
-        if kind == "wire":
-            for address in command.get("drop", ()):
-                self.outbox.remove_endpoint(address)
-            self.outbox.addEndpoints(
-                [self._endpoint(self._connect, address) for address in command.get("add", ())]
-            )
-            self.send_control({"t": "wired"})
-        elif kind == "finish":
-            self.flush()
+        kind = command.get("t")
+        if kind in ("finish", "retire"):
             records, dead = self.runner.finish()
             for chunk in _chunks(records, self.frame_bytes):
-                self.send_control({"t": "finish-out"}, b"\n".join(chunk))
-            self.send_control({"t": "finished", "dead": dead})
-        else:
+                self.link.send({"t": "finish-out"}, b"\n".join(chunk))
+            self.link.send({"t": "finished", "dead": dead})
+        if kind in ("retire", "stop"):
+            self.stop()
+        elif kind != "finish":
             log.warning("worker %s ignored unknown command %r", self.key, kind)
 
-    def send_control(self, message: dict[str, Any], payload: bytes = b"") -> None:
-        message["w"] = self.key
-        self.control.push(wire.encode_control(message, self.secret, payload))
-
     def stop(self) -> None:
-        """Flush, hand everything to ZeroMQ, close the sockets and stop the reactor.
-
-        A dead downstream never takes the buffered frames, so the polite path has a
-        deadline; what it could not send is delivered again by the coordinator anyway.
-        """
-        self.flush()
+        """Close the inbox and stop the reactor; the link sends what is queued."""
         self.rejected.flush()
-        deferred = self.outbox.flushed()
-        deferred.addBoth(lambda _: self.control.flushed())
-        deferred.addBoth(lambda _: self.factory.shutdown())
-        deferred.addBoth(lambda _: self._halt())
-        self.reactor.callLater(STOP_DEADLINE, self._halt)
-
-    def _halt(self) -> None:
+        self.factory.shutdown()
         if self.reactor.running:
             self.reactor.stop()
 
 
-def _commands(worker: Worker, reactor: Any) -> None:
-    """Read commands from stdin; end of file stops the worker."""
-    from twisted.internet import stdio
-    from twisted.protocols.basic import LineOnlyReceiver
-
-    class Commands(LineOnlyReceiver):
-        delimiter = b"\n"
-        MAX_LENGTH = 1 << 24
-
-        def lineReceived(self, line: bytes) -> None:
-            if line.strip():
-                worker.on_command(json.loads(line))
-
-        def connectionLost(self, reason: Any = None) -> None:
-            worker.stop()
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    stdio.StandardIO(  # type: ignore[no-untyped-call, call-arg]  # POSIX signature, untyped
-        Commands(), stdin=0, stdout=devnull, reactor=reactor
-    )
+def _frames(
+    ids: list[int], records: list[bytes], most: int, budget: int
+) -> Iterator[tuple[list[int], list[bytes]]]:
+    """Split outputs into frames of at most ``most`` records and about ``budget`` bytes."""
+    start = 0
+    while start < len(records):
+        end = start
+        size = 0
+        while end < len(records) and end - start < most:
+            size += len(records[end]) + 1
+            if end > start and size > budget:
+                break
+            end += 1
+        yield ids[start * 3 : end * 3], records[start:end]
+        start = end
 
 
-def _chunks(records: list[bytes], budget: int) -> Iterator[list[bytes]]:
+def _chunks(records: Sequence[bytes], budget: int) -> Iterator[list[bytes]]:
     """Consecutive groups of records, each under ``budget`` bytes (or a single record)."""
     chunk: list[bytes] = []
     size = 0
@@ -214,72 +207,36 @@ def _chunks(records: list[bytes], budget: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this worker when its parent dies (Linux).
-
-    End of file on stdin already stops an idle worker; this also ends one stuck inside a
-    stage's process(), where the reactor never gets to read stdin.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _read_first_line(fd: int) -> bytes:
-    # Unbuffered on purpose: later lines belong to the reactor's reader of the same fd.
-    line = bytearray()
-    while not line.endswith(b"\n"):
-        chunk = os.read(fd, 1)
-        if not chunk:
-            break
-        line += chunk
-    return bytes(line)
-
-
-def main() -> int:
-    # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settings = json.loads(_read_first_line(0))
-    _die_with_parent(settings["parent_pid"])
-    # The caller's import path, so stages from its modules (or its script) import here too.
-    sys.path[:0] = [p for p in settings.get("sys_path", ()) if p not in sys.path]
+def run_worker(settings: dict[str, Any]) -> int:
+    """Run one worker until the coordinator stops it; return the process's exit status."""
     logging.basicConfig(
         level=settings.get("log_level", logging.INFO),
         format=f"stageflow[{settings['stage']}#{settings['slot']}]: %(message)s",
         stream=sys.stderr,
+        force=True,
     )
-    from twisted.internet import epollreactor
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import epollreactor
 
-    epollreactor.install()  # type: ignore[no-untyped-call]
+        epollreactor.install()  # type: ignore[no-untyped-call]
     from twisted.internet import reactor
 
+    worker = Worker(settings, reactor)
     try:
-        worker = Worker(settings, reactor)
-        worker.start()
+        worker.load()
     except Exception as exc:  # setup failures are reported, then the coordinator decides
+        error = f"{type(exc).__name__}: {exc}"
         log.error(
-            "stage %r could not start: %s: %s",
+            "stage %r could not start: %s",
             settings["stage"],
-            type(exc).__name__,
-            exc,
+            error,
             exc_info=settings.get("log_level", logging.INFO) <= logging.DEBUG,
         )
-        return 3
-    _commands(worker, reactor)
+        worker.link.send({"t": "failed", "error": error})
+        worker.link.close(time.monotonic() + STOP_DEADLINE)
+        return EXIT_SETUP_FAILED
+    worker.link.send({"t": "ready"})
     reactor.run(installSignalHandlers=False)  # type: ignore[misc, call-arg]  # the stub lacks it
+    worker.link.close(time.monotonic() + STOP_DEADLINE)
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Sockets are closed and their linger spent (or the deadline passed): leave without
-    # waiting on a ZeroMQ context that a dead peer could keep busy.
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return 0

@@ -235,9 +235,10 @@ class _LocalRun:
         pending = Pending()
         runner.run_batch(ids, records, pending)
         # Counted as the coordinator counts a worker's ack; the one instance is worker #0.
-        busy = [pending.busy, [n for pair in pending.times.items() for n in pair]]
-        name = runner.stage_name
-        self.result.report.add_ack(name, f"{name}#0", pending.processed, busy)
+        for name, count in pending.processed.items():
+            times = pending.times.get(name, {})
+            busy = [pending.busy.get(name, 0.0), [n for pair in times.items() for n in pair]]
+            self.result.report.add_ack(name, f"{name}#0", count, busy)
         for root, _attempt, entry in pending.dead:
             self.roots[root].dead.append(_as_sent(entry))
         if pending.records:

@@ -155,14 +155,21 @@ class Pid(BaseModel):
     pid: int
 
 
+class WhoAmIConfig(BaseModel):
+    pause: float = Field(default=0.0, description="seconds to sleep per record, to slow a run")
+
+
 class WhoAmI(stageflow.Stage):
     """Line -> Pid: which worker process handled each record."""
 
     name = "test-whoami"
     Input = Line
     Output = Pid
+    Config = WhoAmIConfig
 
     def process(self, item: Line) -> Pid:
+        if self.config.pause:
+            time.sleep(self.config.pause)
         return Pid(id=item.id, pid=os.getpid())
 
 
@@ -175,6 +182,62 @@ class BrokenSetup(stageflow.Stage):
 
     def setup(self) -> None:
         raise RuntimeError("the model file models/ner.bin is missing")
+
+    def process(self, item: Line) -> Line:
+        return item
+
+
+class Stamped(BaseModel):
+    id: str
+    first_pid: int
+
+
+class Pids(BaseModel):
+    id: str
+    first_pid: int
+    second_pid: int
+
+
+class StampPid(stageflow.Stage):
+    """Line -> Stamped: the process that ran the first stage."""
+
+    name = "test-stamp-pid"
+    Input = Line
+    Output = Stamped
+
+    def process(self, item: Line) -> Stamped:
+        return Stamped(id=item.id, first_pid=os.getpid())
+
+
+class SecondPid(stageflow.Stage):
+    """Stamped -> Pids: and the process that ran the second, to see whether they were fused."""
+
+    name = "test-second-pid"
+    Input = Stamped
+    Output = Pids
+
+    def process(self, item: Stamped) -> Pids:
+        return Pids(id=item.id, first_pid=item.first_pid, second_pid=os.getpid())
+
+
+class SlowSetupConfig(BaseModel):
+    seconds: float = 40.0
+    marker: str | None = Field(default=None, description="file created when setup() begins")
+
+
+class SlowSetup(stageflow.Stage):
+    """Line -> Line, with a setup() that takes ``seconds`` (loading a big model, say)."""
+
+    name = "test-slow-setup"
+    Input = Line
+    Output = Line
+    Config = SlowSetupConfig
+
+    def setup(self) -> None:
+        if self.config.marker:
+            with open(f"{self.config.marker}.{os.getpid()}", "w"):
+                pass
+        time.sleep(self.config.seconds)
 
     def process(self, item: Line) -> Line:
         return item

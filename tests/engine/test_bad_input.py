@@ -224,7 +224,7 @@ def test_a_frame_survives_every_kind_of_bad_record() -> None:
     ]
     pending = run_frame(records)
     assert pending.records == [b'{"id":"1","words":2}', b'{"id":"7","words":1}']
-    assert pending.processed == 7 and len(pending.acks) == 21
+    assert pending.processed == {"awkward": 7} and len(pending.acks) == 21
     dead = {root: entry for root, _, entry in pending.dead}
     assert sorted(dead) == [2, 3, 4, 5, 6]
     assert dead[2]["error"] == "_Unprintable" and "str() failed" in dead[2]["message"]

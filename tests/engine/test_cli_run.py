@@ -251,8 +251,9 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     pipe = split_pipeline(tmp_path, config={"hang_on": "zzz", "hang_marker": str(marker)})
     proc = start_run(tmp_path, str(pipe), stdin=subprocess.PIPE)
     parent = psutil.Process(proc.pid)
-    assert wait_until(lambda: len(parent.children()) == 3, timeout=60)
-    workers = parent.children()
+    # Three workers and the fork server they came from.
+    assert wait_until(lambda: len(parent.children(recursive=True)) == 4, timeout=60)
+    workers = parent.children(recursive=True)
     assert proc.stdin is not None
     proc.stdin.write(b'{"id": "1", "text": "zzz"}\n{"id": "2", "text": "zzz"}\n')
     proc.stdin.flush()

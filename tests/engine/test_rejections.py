@@ -28,8 +28,13 @@ def test_a_flood_of_forged_frames_costs_a_log_line_a_second(
     pusher.setsockopt(zmq.LINGER, 0)
     try:
         coordinator.start()  # after capfd took fd 2, so the worker's stderr is captured
-        pusher.connect(coordinator.slots[0][0].address or "")
-        forged = wire.sign([_head(0, b"{}", wire.pack_ints([1, 0, 5])), b"{}"], wire.new_key())
+        (member,) = coordinator.membership.members.values()
+        pusher.connect(member.address or "")
+        frame_id = (1).to_bytes(8, "little")
+        forged = [
+            frame_id,
+            *wire.sign([_head(0, b"{}", wire.pack_ints([1, 0, 5])), b"{}"], wire.new_key()),
+        ]
         started = time.monotonic()
         for _ in range(5000):
             pusher.send_multipart(forged)

@@ -1,0 +1,202 @@
+"""How many workers each stage has, and starting them through the launcher.
+
+Each stage has numbered slots; a slot's worker is started through the launcher, replaced
+with backoff when it is lost, and given up on when it keeps failing to start. Scaling a stage
+adds slots, or marks the highest ones unwanted: their workers are retired (they finish what
+they hold, run ``finish()`` and exit) and their slots go away.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stageflow.engine.launcher import Launcher
+from stageflow.engine.membership import Member, Membership
+from stageflow.errors import EngineError
+from stageflow.plan import Unit
+
+__all__ = ["Pool", "Slot"]
+
+log = logging.getLogger("stageflow.engine")
+
+#: Seconds a replacement waits after a death, doubled per quick death, up to the maximum.
+RESTART_DELAY = 0.05
+RESTART_DELAY_MAX = 2.0
+#: A worker that lived this long before dying resets its slot's backoff.
+HEALTHY_AFTER = 5.0
+
+
+@dataclass(eq=False)
+class Slot:
+    """One worker position of a stage; its process changes when it is replaced."""
+
+    stage: int
+    index: int
+    member: Member | None = None
+    restart_at: float | None = None
+    start_failures: int = 0
+    quick_deaths: int = 0
+    wanted: bool = True
+
+
+class Pool:
+    """The slots of every stage and the processes in them."""
+
+    def __init__(
+        self,
+        units: Sequence[Unit],
+        launcher: Launcher,
+        membership: Membership,
+        settings: Callable[[Member], dict[str, Any]],
+        rundir: str,
+        max_start_failures: int,
+    ) -> None:
+        self.units = units
+        self.launcher = launcher
+        self.membership = membership
+        self.settings = settings
+        self.rundir = rundir
+        self.max_start_failures = max_start_failures
+        self._spawned = itertools.count(1)
+        self.slots: list[list[Slot]] = [
+            [Slot(s, j) for j in range(unit.workers)] for s, unit in enumerate(units)
+        ]
+
+    def start(self, now: float) -> None:
+        for stage_slots in self.slots:
+            for slot in stage_slots:
+                if slot.member is None:
+                    self.spawn(slot, now)
+
+    def spawn(self, slot: Slot, now: float) -> Member:
+        slot.restart_at = None
+        # Unique in the run, even for a slot made again after scaling down and up: the key is
+        # the worker's identity on the control plane.
+        key = f"{slot.stage}.{slot.index}.{next(self._spawned)}"
+        member = Member(
+            key=key,
+            stage=slot.stage,
+            slot=slot.index,
+            name=f"{self.units[slot.stage].name}#{slot.index}",
+            process=None,
+            current_path=os.path.join(self.rundir, f"current-{key}"),
+            started=now,
+        )
+        member.process = self.launcher.spawn(self.settings(member))
+        log.debug("started worker %s (pid %d)", member.name, member.process.pid)
+        self.membership.add(member)
+        slot.member = member
+        return member
+
+    def slot_of(self, member: Member) -> Slot | None:
+        for slot in self.slots[member.stage]:
+            if slot.member is member:
+                return slot
+        return None
+
+    def wanted(self, stage: int) -> int:
+        return sum(1 for slot in self.slots[stage] if slot.wanted)
+
+    def on_lost(self, member: Member, now: float) -> float | None:
+        """Plan the replacement of a lost member; the delay, or None if it is not replaced."""
+        slot = self.slot_of(member)
+        if slot is None:
+            return None
+        slot.member = None
+        if not slot.wanted:
+            self.slots[slot.stage].remove(slot)
+            return None
+        if not member.ready and not self._start_failed(slot, member):
+            return None
+        if now - member.started > HEALTHY_AFTER:
+            slot.quick_deaths = 0
+        slot.quick_deaths += 1
+        delay: float = min(RESTART_DELAY * 2.0 ** (slot.quick_deaths - 1), RESTART_DELAY_MAX)
+        slot.restart_at = now + delay
+        return delay
+
+    def _start_failed(self, slot: Slot, member: Member) -> bool:
+        """Count a failed start; False if the slot is given up on (its peers carry on)."""
+        slot.start_failures += 1
+        code = member.process.returncode if member.process is not None else None
+        limit = self.max_start_failures
+        if code is not None and code < 0 and member.failure is None:
+            # Killed by a signal while starting: maybe from outside (an operator, the OOM
+            # killer), so allow more tries than for an error of the stage's own.
+            limit *= 3
+        if slot.start_failures < limit:
+            return True
+        stage = self.units[slot.stage].name
+        times = "once" if slot.start_failures == 1 else f"{slot.start_failures} times in a row"
+        why = f"{times}; the last one {_why(member, code)}"
+        if any(s.member is not None and s.member.ready for s in self.slots[slot.stage]):
+            log.warning("gave up on worker %s, which failed to start %s", member.name, why)
+            self.slots[slot.stage].remove(slot)
+            return False
+        raise EngineError(f"the workers of stage {stage!r} failed to start {why}")
+
+    def on_ready(self, member: Member) -> None:
+        slot = self.slot_of(member)
+        if slot is not None:
+            slot.start_failures = 0
+
+    def due(self, now: float) -> list[Member]:
+        """Start the replacements whose time has come; return them."""
+        return [
+            self.spawn(slot, now)
+            for stage_slots in self.slots
+            for slot in list(stage_slots)
+            if slot.restart_at is not None and now >= slot.restart_at
+        ]
+
+    def pending(self, stage: int | None = None) -> bool:
+        """Whether a wanted slot (of ``stage``, or of any) has no ready worker yet."""
+        groups = self.slots if stage is None else [self.slots[stage]]
+        return any(
+            slot.wanted and (slot.member is None or not slot.member.ready)
+            for group in groups
+            for slot in group
+        )
+
+    def scale(self, stage: int, count: int, now: float) -> list[Member]:
+        """Make ``stage`` have ``count`` workers; return the ready ones to retire."""
+        slots = self.slots[stage]
+        wanted = [slot for slot in slots if slot.wanted]
+        retire = []
+        if count > len(wanted):
+            start = max((slot.index for slot in slots), default=-1) + 1
+            for index in range(start, start + count - len(wanted)):
+                slot = Slot(stage, index)
+                slots.append(slot)
+                self.spawn(slot, now)
+        for slot in wanted[count:]:
+            slot.wanted = False
+            member = slot.member
+            if member is None:
+                slots.remove(slot)
+            elif member.ready:
+                member.retiring = True
+                retire.append(member)
+            elif member.process is not None:
+                member.process.kill()  # still starting: nothing to finish
+        return retire
+
+
+def _why(member: Member, code: int | None) -> str:
+    if member.failure:
+        return member.failure
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"was killed by signal {name} before it was ready"
+    if code is None:
+        return "did not become ready in time"
+    return f"exited with status {code} before it was ready, without saying why"
