@@ -149,7 +149,8 @@ exit statuses:
        or a --resume the journal cannot serve
   3    the engine could not run: workers failed to start or kept dying
   4    the output, dead-letter or journal file could not be written (disk full, I/O
-       error); stderr says how to resume
+       error); stderr says how to resume. Also a complete run whose --report
+       could not be written
   130  stopped by SIGINT or SIGTERM; stderr says how to resume
   141  the reader of stdout went away (a closed pipe, e.g. | head -1)
 """
@@ -195,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         problem = observation.close(status)
         if problem is not None:
             fail(problem)
+            if status == EXIT_OK:
+                status = EXIT_OUTPUT_FAILED  # a run whose report is missing did not succeed
     return status
 
 

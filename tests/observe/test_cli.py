@@ -263,3 +263,42 @@ def test_report_after_a_signal_says_interrupted_with_the_resume_hint(tmp_path: P
     hint = document["resume"]["hint"]  # the output is a file: its journal resumes it
     assert hint.startswith("resume with: stageflow run ") and hint.endswith(" --resume")
     assert hint in "".join(lines)
+
+
+def test_report_path_that_is_no_regular_file_is_refused_before_the_run(tmp_path: Path) -> None:
+    """--report naming a folder or a link is one line and exit 2 before anything is written."""
+    source = write_lines(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "out.jsonl"
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    for target in (tmp_path, link):
+        done = run_stageflow(
+            "run", str(split_pipeline(tmp_path)), "-i", str(source), "-o", str(out),
+            "--report", str(target),
+        )
+        assert done.returncode == 2, done.stderr
+        assert "is not a regular file" in done.stderr and "Traceback" not in done.stderr
+        assert not out.exists()
+    assert link.is_symlink() and not (tmp_path / "elsewhere.json").exists()
+
+
+def test_report_that_cannot_be_written_at_the_end_is_not_success(tmp_path: Path) -> None:
+    """A report whose folder vanished during the run: the error line and exit 4, never 0."""
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stageflow", "run", str(split_pipeline(tmp_path)),
+         "-o", str(out), "--report", str(folder / "r.json")],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=ENV,
+    )
+    assert proc.stdin is not None
+    # The run is waiting on its stdin, past every start-up check, while the folder goes.
+    proc.stdin.write(b'{"id": "1", "text": "a b"}\n')
+    proc.stdin.flush()
+    assert wait_until(lambda: out.exists() and out.stat().st_size > 0, timeout=60)
+    folder.rmdir()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert b"cannot write the report" in err and b"Traceback" not in err
+    assert len(out.read_text().splitlines()) == 1
