@@ -11,6 +11,8 @@ The tree::
     ├── EngineError              the engine could not run the pipeline (CLI exit status 3)
     ├── GraphvizError            `stageflow graph` needs Graphviz's `dot` and it is missing or
     │                            failed (CLI exit status 2)
+    ├── SecurityError            CURVE keys are missing, unreadable or readable by others, or
+    │                            an off-host address was asked for without keys (exit status 2)
     └── RecordsFailedError       a run ended with more dead-lettered records than allowed
                                  (CLI exit status 1)
 
@@ -56,6 +58,10 @@ class EngineError(StageflowError):
 
 class GraphvizError(StageflowError):
     """Raised when an image format is asked for and Graphviz's ``dot`` is missing or fails."""
+
+
+class SecurityError(StageflowError):
+    """Raised when CURVE keys cannot be made or loaded, or a non-loopback bind lacks them."""
 
 
 class RecordsFailedError(StageflowError):

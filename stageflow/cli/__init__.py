@@ -23,7 +23,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from stageflow.errors import EngineError, PipelineError, PluginError, StageflowError
+from stageflow.errors import (
+    EngineError,
+    PipelineError,
+    PluginError,
+    SecurityError,
+    StageflowError,
+)
 
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
@@ -34,7 +40,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, plugins, run, schema, validate
+    from stageflow.cli import graph, keygen, plugins, run, schema, validate
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
@@ -46,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema):
+    for module in (run, validate, graph, plugins, schema, keygen):
         module.register(subparsers)
     return parser
 
@@ -66,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
     try:
         status: int = args.func(args)
-    except (PipelineError, PluginError) as exc:
+    except (PipelineError, PluginError, SecurityError) as exc:
         fail(str(exc))
         return EXIT_INVALID
     except EngineError as exc:
