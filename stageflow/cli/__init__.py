@@ -40,7 +40,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, keygen, plugins, run, schema, validate
+    from stageflow.cli import graph, keygen, plugins, run, schema, validate, worker
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema, keygen):
+    for module in (run, validate, graph, plugins, schema, keygen, worker):
         module.register(subparsers)
     return parser
 

@@ -107,6 +107,18 @@ def register(subparsers: Any) -> None:
         help="seconds a stopped run may take to end; records still inside process() by then "
         "are dead-lettered as Stopped (5)",
     )
+    parser.add_argument(
+        "--listen",
+        metavar="ADDRESS",
+        help="also accept workers joining from other hosts (stageflow worker --join) on "
+        "ADDRESS, like tcp://0.0.0.0:0 (port 0: a free one, printed)",
+    )
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="the CURVE keys of --listen (made by stageflow keygen DIR); needed unless "
+        "ADDRESS is loopback",
+    )
     parser.set_defaults(func=run)
 
 
@@ -135,8 +147,13 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that the other commands never load the engine or ZeroMQ.
     from stageflow.engine.run import Run
     from stageflow.pipeline import Pipeline
+    from stageflow.security import Keys, require_keys
 
     pipeline = Pipeline.from_file(args.pipeline)
+    # Refused before any output file is made: keys that do not load, an open door without keys.
+    keys = Keys.for_coordinator(args.keys) if args.keys else None
+    if args.listen is not None:
+        require_keys(args.listen, keys)
     opened: list[IO[Any]] = []
     try:
         source = _open_input(args.input)
@@ -168,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         stuck_after=args.stuck_after,
         stop_timeout=args.stop_timeout,
         log_level=logging.getLogger().getEffectiveLevel(),
+        listen=args.listen,
+        keys=keys,
     )
     signals = _GracefulStop(the_run)
     status = EXIT_OK

@@ -45,6 +45,7 @@ from stageflow.engine import control, wire
 from stageflow.engine.dispatch import Dispatch
 from stageflow.engine.finishing import Finishing
 from stageflow.engine.launcher import Launcher, SubprocessLauncher
+from stageflow.engine.listener import Listener, Request
 from stageflow.engine.membership import Member, Membership
 from stageflow.engine.pool import Pool
 from stageflow.engine.report import RunReport, WorkerStatus
@@ -53,6 +54,7 @@ from stageflow.engine.tracker import Root, Tracker
 from stageflow.engine.watch import Watch
 from stageflow.errors import EngineError
 from stageflow.pipeline import Pipeline
+from stageflow.security import Keys
 
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
@@ -65,6 +67,8 @@ _LOOPBACK = "tcp://127.0.0.1:*"
 #: Longest time one feeding round waits on a slow input iterator before results get their
 #: turn; keeps latency low when input trickles in.
 _FEED_FOR = 0.005
+#: Seconds between two log lines while a run waits for a worker to join.
+_WAITING_EVERY = 5.0
 
 
 @dataclass
@@ -88,6 +92,10 @@ class EngineOptions:
     credit: int = 2
     #: Starts the worker processes; a SubprocessLauncher when not given.
     launcher: Launcher | None = None
+    #: Also accept workers joining from other hosts on this address (``tcp://HOST:PORT``).
+    listen: str | None = None
+    #: The CURVE keys of the sockets on ``listen`` (needed unless it is loopback).
+    keys: Keys | None = None
 
 
 class Coordinator:
@@ -125,12 +133,24 @@ class Coordinator:
             self.secret,
             control.heartbeat_interval(options.heartbeat_timeout),
         )
+        self.listener: Listener | None = None
+        if options.listen is not None:
+            self.listener = Listener(
+                self._ctx,
+                options.listen,
+                options.keys,
+                self.secret,
+                control.heartbeat_interval(options.heartbeat_timeout),
+                options.max_message_size,
+            )
+            log.info("listening for workers on %s", self.listener.address)
+        self._joined = 0
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
         self._launcher = options.launcher or SubprocessLauncher()
         names = [stage.name for stage in pipeline.stages]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
-        self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret)
+        self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret, options.keys)
         self.pool = Pool(
             pipeline,
             self._launcher,
@@ -143,6 +163,10 @@ class Coordinator:
         self.watch = Watch(self, options)
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
+        self._routers = [self._router]
+        if self.listener is not None:
+            self._poller.register(self.listener.router, zmq.POLLIN)
+            self._routers.append(self.listener.router)
         self._next_synthetic = -1
         self._wakeup_fd: int | None = None
         self._all_started = False
@@ -177,8 +201,21 @@ class Coordinator:
             "log_level": self.options.log_level,
         }
 
+    def _remote_settings(self, member: Member) -> dict[str, Any]:
+        """A joined worker's settings: it fills in its own host's addresses."""
+        assert self.listener is not None
+        return {
+            **self._settings(member),
+            "main_path": None,
+            "control": None,
+            "heartbeat": self.listener.pulse.address,
+            "bind": None,
+            "current_path": None,
+        }
+
     def command(self, member: Member, command: dict[str, Any]) -> None:
-        self._router.send_multipart(
+        router = self.listener.router if member.remote and self.listener else self._router
+        router.send_multipart(
             [member.identity, *wire.encode_control(command, self.secret)], zmq.NOBLOCK
         )
 
@@ -189,15 +226,34 @@ class Coordinator:
         self._apply_requests()
         self.pool.start(time.monotonic())
         deadline = time.monotonic() + self.options.start_timeout
-        while self.pool.pending() and not self.stopping:
-            if time.monotonic() > deadline:
+        told = 0.0
+        while (self.pool.pending() or self._unserved()) and not self.stopping:
+            now = time.monotonic()
+            if now > deadline:
                 raise EngineError(
                     f"workers did not start within {self.options.start_timeout:.0f}s; "
                     "check the stages' setup() and the machine's load"
+                    + ("" if not self._unserved() else ", and that workers can join")
+                )
+            if self._unserved() and now - told >= _WAITING_EVERY:
+                told = now
+                log.info(
+                    "stage %s has no worker yet: waiting for one to join "
+                    "(stageflow worker --join %s --keys DIR)",
+                    ", ".join(self._unserved()),
+                    self.listener.address if self.listener else "ADDRESS",
                 )
             self._poll(0.05)
             self.watch.supervise(time.monotonic())
         self._all_started = not self.stopping
+
+    def _unserved(self) -> list[str]:
+        """Stages served only by joined workers that have no ready worker yet."""
+        return [
+            stage.name
+            for index, stage in enumerate(self.pipeline.stages)
+            if stage.workers == 0 and not any(m.ready for m in self.membership.of_stage(index))
+        ]
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -330,7 +386,7 @@ class Coordinator:
         if self._wakeup_fd is not None and self._wakeup_fd in events:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wakeup_fd, 65536)
-        if self._router in events:
+        if any(router in events for router in self._routers):
             self.receive()
 
     def receive(self) -> bool:
@@ -338,12 +394,21 @@ class Coordinator:
 
         Returns True once nothing more is waiting.
         """
-        for _ in range(1000):
+        quiet = 0
+        for turn in range(1000):
+            router = self._routers[turn % len(self._routers)]
             try:
-                parts = self._router.recv_multipart(zmq.NOBLOCK)
+                parts = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return True
+                quiet += 1
+                if quiet == len(self._routers):
+                    return True
+                continue
+            quiet = 0
             identity, body = parts[0], parts[1:]
+            if body and body[0] == control.JOIN and router is not self._router:
+                self._on_join(identity, body)
+                continue
             if body and body[0] == control.HELLO:
                 self._on_hello(identity, body)
                 continue
@@ -356,6 +421,45 @@ class Coordinator:
             if member is not None:
                 self._on_message(member, message, payload, body[3:])
         return False
+
+    def _on_join(self, identity: bytes, body: list[bytes]) -> None:
+        """Admit a worker from another host as a member and send it its settings."""
+        assert self.listener is not None
+        info = self.listener.request(body)
+        if info is None:
+            return
+        names = [stage.name for stage in self.pipeline.stages]
+        why = self.listener.refusal(info, names)
+        if why is not None:
+            self.listener.answer(identity, control.REFUSED, why)
+            return
+        stage = names.index(info["stage"]) if info.get("stage") else self._neediest()
+        number = self._joined
+        self._joined += 1
+        host = str(info.get("host"))
+        member = Member(
+            key=f"{stage}.j{number}",
+            stage=stage,
+            slot=number,
+            name=f"{names[stage]}@{host}#{number}",
+            process=None,
+            current_path=None,
+            started=time.monotonic(),
+            remote=True,
+            public=str(info["public"]).encode() if info.get("public") else None,
+        )
+        self.membership.add(member)
+        self.listener.answer(identity, control.WELCOME, self._remote_settings(member))
+        log.info("worker %s (pid %s) joined stage %s", member.name, info.get("pid"), names[stage])
+
+    def _neediest(self) -> int:
+        """The stage a joining worker helps most: one only joiners serve, else the busiest."""
+        def need(index: int) -> tuple[bool, float]:
+            workers = len(self.membership.of_stage(index))
+            only_joiners = self.pipeline.stages[index].workers == 0
+            return only_joiners and not workers, self.dispatch.queued(index) / (workers + 1)
+
+        return max(range(len(self.pipeline.stages)), key=need)
 
     def _on_hello(self, identity: bytes, body: list[bytes]) -> None:
         member = self.membership.hello(identity, body)
@@ -420,8 +524,7 @@ class Coordinator:
         name = self.pipeline.stages[member.stage].name
         report = self.report
         report.processed[name] = report.processed.get(name, 0) + count
-        worker = f"{name}#{member.slot}"
-        report.per_worker[worker] = report.per_worker.get(worker, 0) + count
+        report.per_worker[member.name] = report.per_worker.get(member.name, 0) + count
 
     # -- end of stream --------------------------------------------------------------------
 
@@ -532,7 +635,8 @@ class Coordinator:
         try:
             if not self.aborting:
                 for member in members:
-                    if member.ready and member.process is not None:
+                    # A joined worker still starting is told too: it is not ours to kill.
+                    if member.remote or (member.ready and member.process is not None):
                         with contextlib.suppress(zmq.ZMQError):
                             self.command(member, {"t": "stop"})
                     elif member.process is not None:
@@ -548,6 +652,8 @@ class Coordinator:
                 if member.process is not None and member.process.poll() is None:
                     member.process.kill()
             self._launcher.close()
+            if self.listener is not None:
+                self.listener.close()
             self._pulse.close()
             self.dispatch.close()
             self._router.close(linger=0)

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
 from stageflow.engine.report import RunReport, WorkerStatus
-from stageflow.errors import RecordsFailedError
+from stageflow.errors import PipelineError, RecordsFailedError
+from stageflow.security import Keys, require_keys
 
 __all__ = ["Run"]
 
@@ -50,6 +51,11 @@ class Run:
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``,
     ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
+    ``listen``, ``keys``
+        Also accept workers joining from other hosts (``stageflow worker --join``) on
+        ``listen``, ``tcp://HOST:PORT`` (port 0: a free one, logged as "listening for
+        workers on ..."), with the CURVE keys in the folder ``keys`` (``stageflow keygen``)
+        or a :class:`~stageflow.security.Keys`; only loopback may go without keys.
 
     While it runs, :meth:`scale` (or ``add_worker``, ``remove_worker``, ``scale_to``) changes
     how many workers a stage has, from any thread, and :meth:`workers` lists them.
@@ -69,7 +75,19 @@ class Run:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
+        keys = options.get("keys")
+        if keys is not None and not isinstance(keys, Keys):
+            options["keys"] = Keys.for_coordinator(keys)
         self.options = EngineOptions(**options)
+        if self.options.listen is not None:
+            require_keys(self.options.listen, self.options.keys)
+        else:
+            for stage in pipeline.stages:
+                if stage.workers == 0:
+                    raise PipelineError(
+                        f"stage {stage.name!r} has workers: 0, so only workers joining from "
+                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them"
+                    )
         self._items = items
         self._use_read_ahead = read_ahead
         self._numbered = numbered
@@ -157,6 +175,12 @@ class Run:
     def remove_worker(self, stage: str) -> None:
         """One worker fewer for ``stage`` (never fewer than one)."""
         self._request(stage, -1, relative=True)
+
+    @property
+    def listening(self) -> str | None:
+        """Where workers of other hosts join (``listen``, its real port), once started."""
+        co = self._coordinator
+        return co.listener.address if co is not None and co.listener is not None else None
 
     def workers(self) -> list[WorkerStatus]:
         """The live workers: stage, pid or host, frames held and records processed."""

@@ -62,27 +62,6 @@ def test_binding_off_loopback_needs_keys() -> None:
         require_keys("tcp://0.0.0.0:0", None)
 
 
-@pytest.fixture
-def capture(two_hosts: netns.Network, tmp_path: Path) -> Iterator[Path]:
-    """Everything crossing the bridge, in a pcap file, while the test runs."""
-    if shutil.which("tcpdump") is None:
-        pytest.skip("tcpdump is not installed (.ci/run installs it)")
-    path = tmp_path / "link.pcap"
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", two_hosts.bridge, "-U", "-s", "0", "-w", str(path)],
-        stderr=subprocess.PIPE,
-    )
-    assert dump.stderr is not None
-    line = dump.stderr.readline()  # "listening on ...": the capture is armed
-    assert b"listening" in line, line
-    try:
-        yield path
-    finally:
-        dump.send_signal(signal.SIGINT)
-        dump.wait(10)
-        dump.stderr.close()
-
-
 def test_curve_admits_the_worker_key_refuses_others_and_hides_records(
     two_hosts: netns.Network, capture: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
