@@ -45,7 +45,7 @@ from stageflow.engine import control, wire
 from stageflow.engine.dispatch import Dispatch
 from stageflow.engine.finishing import Finishing
 from stageflow.engine.launcher import Launcher, SubprocessLauncher
-from stageflow.engine.listener import Listener, Request
+from stageflow.engine.listener import Listener
 from stageflow.engine.membership import Member, Membership
 from stageflow.engine.pool import Pool
 from stageflow.engine.report import RunReport, WorkerStatus
@@ -454,6 +454,7 @@ class Coordinator:
 
     def _neediest(self) -> int:
         """The stage a joining worker helps most: one only joiners serve, else the busiest."""
+
         def need(index: int) -> tuple[bool, float]:
             workers = len(self.membership.of_stage(index))
             only_joiners = self.pipeline.stages[index].workers == 0

@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import stat
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

@@ -26,7 +26,6 @@ from tests.engine.conftest import wait_until
 from tests.engine.stages import CountWords, Split
 from tests.helpers import REPO, run_stageflow
 
-
 TOKEN = "stageflow-joined-record-5c1e"
 
 
@@ -42,12 +41,22 @@ def gated(items: list[dict[str, str]], gates: dict[int, Callable[[], None]]) -> 
         yield item
 
 
-def join(host: netns.Host, address: str, keys: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def join(
+    host: netns.Host, address: str, keys: Path, log: Path, *extra: str
+) -> subprocess.Popen[bytes]:
     """`stageflow worker --join` on ``host``, its stderr in ``log``."""
     with log.open("wb") as err:
         return host.python(
-            "-m", "stageflow", "worker", "--join", address, "--keys", str(keys), *extra,
-            cwd=REPO, stderr=err,
+            "-m",
+            "stageflow",
+            "worker",
+            "--join",
+            address,
+            "--keys",
+            str(keys),
+            *extra,
+            cwd=REPO,
+            stderr=err,
         )
 
 
@@ -268,7 +277,9 @@ def test_listening_beyond_loopback_without_keys_is_refused(tmp_path: Path) -> No
     """`--listen` on a reachable address without `--keys` exits 2 with one line naming
     `stageflow keygen`, before any output file is made."""
     spec = tmp_path / "pipeline.json"
-    spec.write_text(json.dumps({"name": "open", "stages": [{"name": "s", "uses": "tests.engine.stages:Split"}]}))
+    spec.write_text(
+        json.dumps({"name": "open", "stages": [{"name": "s", "uses": "tests.engine.stages:Split"}]})
+    )
     out = tmp_path / "out.jsonl"
     done = run_stageflow("run", str(spec), "-o", str(out), "--listen", "tcp://0.0.0.0:0", cwd=REPO)
     assert done.returncode == 2
@@ -295,8 +306,13 @@ def test_a_worker_of_another_wire_version_is_refused_naming_both(
             consumer = Consumer(run)
             worker_keys.connect(dealer)
             dealer.connect(consumer.address())
-            request = {"host": "elsewhere", "pid": 1, "wire": wire.VERSION + 1,
-                       "public": worker_keys.public.decode(), "stage": None}
+            request = {
+                "host": "elsewhere",
+                "pid": 1,
+                "wire": wire.VERSION + 1,
+                "public": worker_keys.public.decode(),
+                "stage": None,
+            }
             for _ in range(2):
                 dealer.send_multipart([control.JOIN, json.dumps(request).encode()])
                 assert dealer.poll(20_000), "no answer to the join request"
