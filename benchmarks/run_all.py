@@ -20,10 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import latency, memory, startup, throughput
+from benchmarks import joined, latency, memory, startup, throughput
 from benchmarks.common import have, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
@@ -32,10 +33,10 @@ START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 
 FULL = {"records": 200_000, "runs": 5, "latency_s": 10.0, "sizes": [100_000, 1_000_000],
         "startup_runs": 7, "chain": ["--messages", "300000", "--runs", "3"],
-        "profile_records": 200_000}
+        "profile_records": 200_000, "joined": (20_000, 200, 3)}
 QUICK = {"records": 30_000, "runs": 1, "latency_s": 3.0, "sizes": [20_000, 100_000],
          "startup_runs": 3, "chain": ["--messages", "50000", "--runs", "1"],
-         "profile_records": 30_000}
+         "profile_records": 30_000, "joined": (2_000, 50, 1)}
 SINK_RATE = 1_500_000.0  # bytes/s read from the memory benchmark's pipe (~8k records/s)
 
 
@@ -111,6 +112,18 @@ def section_startup(s: dict[str, float]) -> list[str]:
             f"worker imports takes {fmt(s['imports'], 3)} s (median).", ""]
 
 
+def section_joined(j: dict[str, Any]) -> list[str]:
+    out = ["### (f) Workers joined from other hosts (network namespaces, one core each)", ""]
+    if "skipped" in j:
+        return [*out, f"Skipped: {j['skipped']}.", ""]
+    return [*out, f"{j['records']:,} records of {j['rounds']} SHA-256 rounds each through a "
+            "`workers: 0` stage served only by joined hosts, each one `stageflow worker "
+            f"--join` process under `taskset`; median of {j['runs']} runs.", "",
+            "| joined hosts | records/s |", "|---:|---:|",
+            f"| 1 | {fmt(j['hosts_1'], 0)} |", f"| 2 | {fmt(j['hosts_2'], 0)} |", "",
+            f"Two hosts give {j['hosts_2'] / j['hosts_1']:.2f}× one host.", ""]
+
+
 def section_chain(text: str | None) -> list[str]:
     out = ["### (b) Transport: 3-hop forward chain (`benchmarks/transport_chain.py`)", ""]
     if text is None:
@@ -162,6 +175,8 @@ def main() -> None:
         mem = memory.measure(settings["sizes"], SINK_RATE, 0.1, directory)
         print("(e) startup", flush=True)
         s = startup.measure(settings["startup_runs"])
+        print("(f) joined hosts", flush=True)
+        jo = joined.measure(*settings["joined"])
         prof = None
         if not args.no_profile and have("py-spy"):
             print("profile", flush=True)
@@ -180,6 +195,7 @@ def main() -> None:
     lines += section_latency(lat)
     lines += section_memory(mem)
     lines += section_startup(s)
+    lines += section_joined(jo)
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]
