@@ -85,7 +85,7 @@ def serve(
                 start()  # this run is over (or its coordinator gone): wait for the next
                 running += 1
             elif code and not status:
-                status = code
+                status = code if code > 0 else 128 - code  # killed by a signal: as a shell says
         return status
     finally:
         launcher.close()

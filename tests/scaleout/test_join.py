@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -183,12 +184,12 @@ def test_a_worker_with_a_wrong_key_gets_nothing(
     assert len([name for name in run.report.per_worker if "@" in name]) == 1
 
 
-def test_cutting_a_hosts_link_mid_run_loses_and_duplicates_nothing(
+def test_a_cut_link_and_a_killed_worker_lose_and_duplicate_nothing(
     two_hosts: netns.Network, tmp_path: Path
 ) -> None:
-    """A host cut off while it holds frames is declared lost by heartbeat and forgotten (its
-    worker exits on its own, having lost the coordinator); its frames are redone elsewhere,
-    each record exactly once."""
+    """A host cut off while it holds frames, and a joined worker SIGKILLed while it holds
+    frames, are declared lost by heartbeat and forgotten (the cut one exits on its own, having
+    lost the coordinator); their frames are redone elsewhere, each record exactly once."""
     keys = tmp_path / "keys"
     generate_keys(keys)
     pipeline = Pipeline(
@@ -201,17 +202,30 @@ def test_cutting_a_hosts_link_mid_run_loses_and_duplicates_nothing(
     cut, kept = two_hosts.hosts
     workers: list[subprocess.Popen[bytes]] = []
 
-    def holding_frames() -> None:
-        children = {p.pid for p in psutil.Process(workers[0].pid).children(recursive=True)}
-        busy = lambda: any(  # noqa: E731
-            w.pid in children and w.frames and w.processed for w in run.workers()
-        )
-        assert wait_until(busy, 30), "the host to cut never held a frame"
+    def busy_worker(host: int) -> psutil.Process:
+        """A worker process of ``workers[host]`` that holds frames and has processed some."""
+        children = {p.pid: p for p in psutil.Process(workers[host].pid).children(recursive=True)}
+        found: list[int] = []
+
+        def busy() -> bool:
+            found[:] = [
+                w.pid for w in run.workers() if w.pid in children and w.frames and w.processed
+            ]
+            return bool(found)
+
+        assert wait_until(busy, 30), "the joined worker never held a frame"
+        return children[found[0]]
+
+    def cut_host() -> None:
+        busy_worker(0)
         cut.cut()
+
+    def kill_worker() -> None:
+        busy_worker(1).kill()
 
     items = records(300)
     run = pipeline.run(
-        gated(items, {20: lambda: joined_ready(run, 2)(), 60: holding_frames}),
+        gated(items, {20: lambda: joined_ready(run, 3)(), 60: cut_host, 120: kill_worker}),
         listen=f"tcp://{two_hosts.address}:0",
         keys=keys,
         read_ahead=True,
@@ -222,10 +236,10 @@ def test_cutting_a_hosts_link_mid_run_loses_and_duplicates_nothing(
         consumer = Consumer(run)
         address = consumer.address()
         workers.append(join(cut, address, keys, tmp_path / "cut.log"))
-        workers.append(join(kept, address, keys, tmp_path / "kept.log"))
+        workers.append(join(kept, address, keys, tmp_path / "kept.log", "--processes", "2"))
         results = consumer.finish(120)
         assert workers[0].wait(30) == EXIT_COORDINATOR_LOST
-        assert workers[1].wait(30) == 0
+        assert workers[1].wait(30) == 128 + signal.SIGKILL  # one of its two was killed
     finally:
         cut.mend()
         run.close()
