@@ -110,10 +110,10 @@ INVALID = {
         "pipeline file '{path}': stages: stage name 'prep' is used twice, but names must be "
         "unique; fix the file (`stageflow schema` prints its format)",
     ),
-    "zero-workers": (
-        "name: p\nstages:\n  - {name: prep, uses: preprocessor, workers: 0}\n",
+    "negative-workers": (
+        "name: p\nstages:\n  - {name: prep, uses: preprocessor, workers: -1}\n",
         "pipeline file '{path}': stages.0.workers (stage 'prep'): Input should be greater "
-        "than or equal to 1; fix the file (`stageflow schema` prints its format)",
+        "than or equal to 0; fix the file (`stageflow schema` prints its format)",
     ),
     "misspelt-key": (
         "name: p\nstages:\n  - {name: prep, uses: preprocessor, worker: 2}\n",

@@ -21,6 +21,7 @@ from stageflow.engine import control, wire
 from stageflow.engine.join import EXIT_REFUSED
 from stageflow.engine.link import EXIT_COORDINATOR_LOST
 from stageflow.engine.run import Run
+from stageflow.errors import PipelineError
 from stageflow.security import Keys, generate_keys
 from tests import netns
 from tests.engine.conftest import wait_until
@@ -343,3 +344,10 @@ def test_a_worker_of_another_wire_version_is_refused_naming_both(
         ctx.term()
     refusals = [r.getMessage() for r in caplog.records if "refused a worker" in r.getMessage()]
     assert len(refusals) == 1 and "elsewhere" in refusals[0]
+
+
+def test_a_stage_only_joiners_serve_needs_listen() -> None:
+    """`workers: 0` without `listen` is refused at once, naming the option that fixes it."""
+    pipeline = Pipeline("alone", [{"name": "split", "uses": Split, "workers": 0}])
+    with pytest.raises(PipelineError, match="--listen"):
+        pipeline.run(records(1))
