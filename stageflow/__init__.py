@@ -14,6 +14,7 @@ from stageflow.stage import Stage
 if _TYPE_CHECKING:
     from stageflow.errors import (
         EngineError,
+        InvalidOutput,
         PipelineError,
         PluginError,
         RecordsFailedError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EngineError",
+    "InvalidOutput",
     "Pipeline",
     "PipelineError",
     "PipelineSpec",
@@ -48,6 +50,7 @@ __all__ = [
 
 _LAZY = {
     "EngineError": "stageflow.errors",
+    "InvalidOutput": "stageflow.errors",
     "Pipeline": "stageflow.pipeline",
     "PipelineError": "stageflow.errors",
     "PipelineSpec": "stageflow.pipeline",

@@ -136,7 +136,7 @@ class Dispatch:
                 frame.holder = member
                 held[frame.fid] = frame
                 self._push[member.key].send_multipart(
-                    [frame.fid.to_bytes(8, "little"), *frame.parts], copy=False
+                    [frame.fid.to_bytes(8, "little"), *frame.parts]
                 )
             # Rotate, so that equally loaded workers take turns from the first frame.
             if len(takers) > 1:
