@@ -224,10 +224,10 @@ def test_non_stage_class_is_rejected() -> None:
 def test_python_definition_errors_name_the_stage() -> None:
     """An invalid stage in a Python definition is named, without mentioning a file."""
     with pytest.raises(PipelineError) as info:
-        Pipeline("p", [{"name": "count", "uses": WordCount, "workers": 0}])
+        Pipeline("p", [{"name": "count", "uses": WordCount, "workers": -1}])
     assert str(info.value) == (
         "pipeline definition: stages.0.workers (stage 'count'): Input should be greater than "
-        "or equal to 1; fix it"
+        "or equal to 0; fix it"
     )
 
 

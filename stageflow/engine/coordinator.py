@@ -184,9 +184,10 @@ class Coordinator:
     def _remote_settings(self, member: Member) -> dict[str, Any]:
         """A joined worker's settings: it fills in its own host's addresses."""
         assert self.listener is not None
+        settings = self._settings(member)
+        settings.pop(shipping.PICKLED, None)  # never a class over the network: by name only
         return {
-            **self._settings(member),
-            "main_path": None,
+            **settings,
             "control": None,
             "heartbeat": self.listener.pulse.address,
             "bind": None,
@@ -346,6 +347,15 @@ class Coordinator:
             self.listener.answer(identity, control.REFUSED, why)
             return
         stage = names.index(info["stage"]) if info.get("stage") else self._neediest()
+        cls = self.pipeline.stages[stage].cls
+        if shipping.by_value(cls):
+            why = (
+                f"stage {names[stage]!r} is defined in a script or a function "
+                f"({cls.__module__}:{cls.__qualname__}), so no other host can import it; "
+                "move it into a module installed on the worker hosts"
+            )
+            self.listener.answer(identity, control.REFUSED, why)
+            return
         number = self._joined
         self._joined += 1
         host = str(info.get("host"))

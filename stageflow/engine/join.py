@@ -32,7 +32,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from stageflow.engine import control, wire
+from stageflow.engine import control, shipping, wire
 from stageflow.engine.launcher import SubprocessLauncher, WorkerProcess
 from stageflow.engine.link import EXIT_COORDINATOR_LOST
 from stageflow.security import Keys
@@ -105,6 +105,7 @@ def run_joined(settings: dict[str, Any]) -> int:
     welcome["control"] = address
     welcome["heartbeat"] = f"tcp://{host}:{welcome['heartbeat'].rsplit(':', 1)[1]}"
     welcome["bind"] = f"tcp://{_own_address(address)}:*"
+    welcome.pop(shipping.PICKLED, None)  # a stage comes by name from the network, never pickled
     from stageflow.engine.worker import run_worker
 
     return run_worker(welcome, keys)

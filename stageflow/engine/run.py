@@ -206,7 +206,7 @@ class Run:
     @property
     def listening(self) -> str | None:
         """Where workers of other hosts join (``listen``, its real port), once started."""
-        co = self._coordinator
+        co = self._live.coordinator
         return co.listener.address if co is not None and co.listener is not None else None
 
     def workers(self) -> list[WorkerStatus]:

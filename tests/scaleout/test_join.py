@@ -247,7 +247,7 @@ def test_a_cut_link_and_a_killed_worker_lose_and_duplicate_nothing(
         stop_all(workers)
     ids = sorted(int(r.id) for r in results)
     assert ids == list(range(300)), "records were lost or duplicated"
-    assert run.report.redelivered > 0
+    assert run.report.redeliveries > 0
 
 
 def test_a_stage_with_no_workers_waits_for_one_to_join(
