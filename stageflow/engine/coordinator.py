@@ -54,6 +54,7 @@ from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress
 from stageflow.observe.watch import Watch
 from stageflow.pipeline import Pipeline
+from stageflow.plan import Unit
 
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
@@ -74,6 +75,9 @@ class Coordinator:
         dead_letter_sink: IO[str] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # What the workers run: one unit per stage, or per group of consecutive stages
+        # fused into one process (stageflow.plan); "stage" below means a unit.
+        self.units: tuple[Unit, ...] = pipeline.plan(fuse=options.fuse).units
         self.report = report
         self.options = options
         self.sink = dead_letter_sink
@@ -111,11 +115,11 @@ class Coordinator:
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
         self._launcher = options.launcher or ForkServerLauncher(preload=_stage_modules(pipeline))
-        names = [stage.name for stage in pipeline.stages]
+        names = [unit.name for unit in self.units]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret, options.keys)
         self.pool = Pool(
-            pipeline,
+            self.units,
             self._launcher,
             self.membership,
             self._settings,
@@ -125,6 +129,7 @@ class Coordinator:
         self.finishing = Finishing(len(names), self.command)
         self.feeder = Feeder(
             pipeline,
+            len(self.units),
             self.tracker,
             report,
             self.dispatch,
@@ -135,7 +140,7 @@ class Coordinator:
             credit=options.credit,
             frame_bytes=self._frame_bytes,
         )
-        self.scaling = Scaling(names, self.pool, self.dispatch)
+        self.scaling = Scaling(self.units, self.pool, self.dispatch)
         self.supervisor = Supervisor(self, options)
         self._rejected = wire.Rejections(log, "the coordinator's control socket")
         # Observation (stageflow.observe): set by the Run before the loop starts.
@@ -159,17 +164,24 @@ class Coordinator:
 
     def _settings(self, member: Member) -> dict[str, Any]:
         """What a worker process needs to know, as JSON-able data."""
-        stage = self.pipeline.stages[member.stage]
+        unit = self.units[member.stage]
         return {
             "key": member.key,
             "secret": self.secret.hex(),
-            "stage": stage.name,
+            "stage": unit.name,
             "index": member.stage,
             "slot": member.slot,
-            **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
-            "config": stage.config_json(),
-            "retries": stage.spec.retries,
-            "timeout": stage.spec.timeout,
+            # The stages it hosts, in flow order: more than one for a fused group.
+            "stages": [
+                {
+                    "stage": stage.name,
+                    **shipping.stage_settings(stage.cls),  # "uses", and the class by value
+                    "config": stage.config_json(),
+                    "retries": stage.spec.retries,
+                    "timeout": stage.spec.timeout,
+                }
+                for stage in unit.stages
+            ],
             "control": self._router.getsockopt_string(zmq.LAST_ENDPOINT),
             "heartbeat": self._pulse.address,
             "heartbeat_timeout": self.options.heartbeat_timeout,
@@ -185,7 +197,8 @@ class Coordinator:
         """A joined worker's settings: it fills in its own host's addresses."""
         assert self.listener is not None
         settings = self._settings(member)
-        settings.pop(shipping.PICKLED, None)  # never a class over the network: by name only
+        for stage in settings["stages"]:
+            stage.pop(shipping.PICKLED, None)  # never a class over the network: by name only
         return {
             **settings,
             "control": None,
@@ -232,7 +245,7 @@ class Coordinator:
         """Stages served only by joined workers that have no ready worker yet."""
         return [
             stage.name
-            for index, stage in enumerate(self.pipeline.stages)
+            for index, stage in enumerate(self.units)
             if stage.workers == 0 and not any(m.ready for m in self.membership.of_stage(index))
         ]
 
@@ -249,6 +262,21 @@ class Coordinator:
         ``wakeup_fd`` becomes readable when a source that said WAIT has more (see
         :class:`stageflow.engine.run.ReadAhead`); ``on_idle`` is called before the loop
         waits, after it yielded results (the CLI flushes its output there).
+        """
+        for _seq, results in self.completions(source, wakeup_fd, on_idle):
+            yield from results
+
+    def completions(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """Like :meth:`run`, but yield ``(seq, result lines)`` once per completed record.
+
+        The record's dead letters are in the dead-letter sink before it is yielded, so a
+        caller that journals its output knows what each file holds (``seq`` is not positive
+        for what ``finish()`` emitted).
         """
         exhausted = False
         started = self.started
@@ -280,9 +308,8 @@ class Coordinator:
             if self.watch is not None:
                 self.watch.tick()
             for root in self.tracker.take_completed():
-                for line in self._emit(root):
-                    yielded = True
-                    yield line
+                yielded = True
+                yield root.seq, self._emit(root)
             self.report.seconds = time.monotonic() - started
         if wakeup_fd is not None:
             self._poller.unregister(wakeup_fd)
@@ -341,21 +368,21 @@ class Coordinator:
         info = self.listener.request(body)
         if info is None:
             return
-        names = [stage.name for stage in self.pipeline.stages]
+        names = [unit.name for unit in self.units]
         why = self.listener.refusal(info, names)
         if why is not None:
             self.listener.answer(identity, control.REFUSED, why)
             return
         stage = names.index(info["stage"]) if info.get("stage") else self._neediest()
-        cls = self.pipeline.stages[stage].cls
-        if shipping.by_value(cls):
-            why = (
-                f"stage {names[stage]!r} is defined in a script or a function "
-                f"({cls.__module__}:{cls.__qualname__}), so no other host can import it; "
-                "move it into a module installed on the worker hosts"
-            )
-            self.listener.answer(identity, control.REFUSED, why)
-            return
+        for cls in (bound.cls for bound in self.units[stage].stages):
+            if shipping.by_value(cls):
+                why = (
+                    f"stage {names[stage]!r} is defined in a script or a function "
+                    f"({cls.__module__}:{cls.__qualname__}), so no other host can import it; "
+                    "move it into a module installed on the worker hosts"
+                )
+                self.listener.answer(identity, control.REFUSED, why)
+                return
         number = self._joined
         self._joined += 1
         host = str(info.get("host"))
@@ -379,10 +406,10 @@ class Coordinator:
 
         def need(index: int) -> tuple[bool, float]:
             workers = len(self.membership.of_stage(index))
-            only_joiners = self.pipeline.stages[index].workers == 0
+            only_joiners = self.units[index].workers == 0
             return only_joiners and not workers, self.dispatch.queued(index) / (workers + 1)
 
-        return max(range(len(self.pipeline.stages)), key=need)
+        return max(range(len(self.units)), key=need)
 
     def _on_hello(self, identity: bytes, body: list[bytes]) -> None:
         member = self.membership.hello(identity, body)
@@ -421,7 +448,9 @@ class Coordinator:
     def _on_done(
         self, member: Member, message: dict[str, Any], payload: bytes, frames: list[bytes]
     ) -> None:
-        count = message.get("n", 0)
+        # Counted per stage, even inside a fused group, as if it were not fused.
+        counts: dict[str, int] = message.get("n", {})
+        count = counts.get(self.units[member.stage].stages[0].name, 0)
         if not self.dispatch.progress(member, message["f"], count, message.get("end", False)):
             return  # a frame taken back from this worker: someone else does it again
         tracker = self.tracker
@@ -431,7 +460,7 @@ class Coordinator:
             tracker.ack(wire.unpack_ints(payload))
         except wire.WireError as exc:
             log.warning("dropped malformed acknowledgements: %s", exc)
-        last = member.stage + 1 == len(self.pipeline.stages)
+        last = member.stage + 1 == len(self.units)
         for index in range(0, len(frames), 3):
             parts = frames[index : index + 3]
             if not last:
@@ -444,13 +473,13 @@ class Coordinator:
                 continue
             tracker.results(ids, records)
         member.processed += count
-        self.report.add_ack(
-            self.pipeline.stages[member.stage].name, member.name, count, message.get("b")
-        )
+        busy = message.get("b", {})
+        for name, stage_count in counts.items():
+            self.report.add_ack(name, f"{name}#{member.slot}", stage_count, busy.get(name))
 
     # -- end of stream --------------------------------------------------------------------
 
-    def _emit(self, root: Root) -> Iterator[bytes]:
+    def _emit(self, root: Root) -> list[bytes]:
         """Hand out one completed root: the one point every input record passes once."""
         if self.feeder.latency is not None:
             self.feeder.latency.done(root)
@@ -460,9 +489,10 @@ class Coordinator:
         if root.seq > 0:
             self.report.records_done += 1
             self.feeder.done(root.seq)
-        if root.results:
-            self.report.results += len(root.results)
-            yield from root.results
+        if not root.results:
+            return []
+        self.report.results += len(root.results)
+        return root.results
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)

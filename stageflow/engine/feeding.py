@@ -38,6 +38,7 @@ class Feeder:
     def __init__(
         self,
         pipeline: Pipeline,
+        units: int,
         tracker: Tracker,
         report: RunReport,
         dispatch: Dispatch,
@@ -50,6 +51,7 @@ class Feeder:
         frame_bytes: int,
     ) -> None:
         self.pipeline = pipeline
+        self.units = units  # how many plan units run the pipeline's stages
         self.tracker = tracker
         self.report = report
         self.dispatch = dispatch
@@ -136,8 +138,8 @@ class Feeder:
             self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
 
     def inject(self, stage: int, records: list[bytes]) -> None:
-        """Outputs of the previous stage's finish() enter ``stage`` as new roots."""
-        if stage == len(self.pipeline.stages):
+        """Outputs of the previous unit's finish() enter unit ``stage`` as new roots."""
+        if stage == self.units:
             for record in records:
                 root = Root(0, record, stage, 0)
                 root.results = [record]

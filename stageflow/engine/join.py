@@ -105,7 +105,8 @@ def run_joined(settings: dict[str, Any]) -> int:
     welcome["control"] = address
     welcome["heartbeat"] = f"tcp://{host}:{welcome['heartbeat'].rsplit(':', 1)[1]}"
     welcome["bind"] = f"tcp://{_own_address(address)}:*"
-    welcome.pop(shipping.PICKLED, None)  # a stage comes by name from the network, never pickled
+    for stage in welcome["stages"]:
+        stage.pop(shipping.PICKLED, None)  # a stage comes by name from the network, never pickled
     from stageflow.engine.worker import run_worker
 
     return run_worker(welcome, keys)

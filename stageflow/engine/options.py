@@ -38,3 +38,5 @@ class EngineOptions:
     listen: str | None = None
     #: The CURVE keys of the sockets on ``listen`` (needed unless it is loopback).
     keys: Keys | None = None
+    #: Run consecutive stages in one process where nobody can tell (stageflow.plan).
+    fuse: bool = True

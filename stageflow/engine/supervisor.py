@@ -24,7 +24,7 @@ from stageflow.engine import control
 from stageflow.engine.membership import Member
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root
-from stageflow.stage import Stage
+from stageflow.plan import keeps_state
 
 if TYPE_CHECKING:
     from stageflow.engine.coordinator import Coordinator, EngineOptions
@@ -91,7 +91,7 @@ class Supervisor:
         co.report.redeliveries += again
         delay = co.pool.on_lost(member, now)
         if delay is not None:
-            co.report.add_restart(co.pipeline.stages[member.stage].name)
+            co.report.add_restart(*(stage.name for stage in co.units[member.stage].stages))
         then = f"; a replacement starts in {delay:.2f}s" if delay is not None else ""
         log.warning(
             "worker %s (pid %s) %s; the %d records it held go to its peers%s",
@@ -101,11 +101,12 @@ class Supervisor:
             again,
             then,
         )
-        if member.ready and co.pipeline.stages[member.stage].cls.finish is not Stage.finish:
+        stateful = [s.name for s in co.units[member.stage].stages if keeps_state(s.cls)]
+        if member.ready and stateful:
             log.warning(
                 "stage %s keeps state for finish(): the lost worker's state is gone, so its "
                 "finish() outputs may be incomplete",
-                co.pipeline.stages[member.stage].name,
+                ", ".join(stateful),
             )
 
     def _blame(self, member: Member, code: int | None) -> None:
@@ -117,7 +118,7 @@ class Supervisor:
             os.unlink(path)
         if current is None:
             return
-        seq, attempt = current
+        seq, attempt, position = current
         tracker = self.co.tracker
         root = tracker.roots.get(seq)
         if root is None or not root.live_attempt(attempt):
@@ -128,13 +129,22 @@ class Supervisor:
                 root,
                 dead_letter(
                     seq,
-                    self.co.pipeline.stages[member.stage].name,
+                    self.stage_of(member, position),
                     "PoisonRecord",
                     f"{root.deaths} workers died while processing this record "
                     f"(last exit status {code}); it was set aside",
                     root.record,
                 ),
             )
+
+    def stage_of(self, member: Member, position: int | None = None) -> str:
+        """The stage ``member`` is (or was) inside process() for: inside a fused group, the
+        one its current-record file names (position 0 when that cannot be read)."""
+        stages = self.co.units[member.stage].stages
+        if position is None and member.current_path is not None:
+            current = CurrentRecord.read(member.current_path)
+            position = current[2] if current is not None else 0
+        return stages[min(position or 0, len(stages) - 1)].name
 
     # -- stuck ----------------------------------------------------------------------------
 
@@ -144,7 +154,7 @@ class Supervisor:
         what = f"the record of input line {seq}" if seq > 0 else "a record from finish()"
         log.warning(
             "stage %s, worker %s (pid %s): %s has been inside process() for %.0fs",
-            self.co.pipeline.stages[member.stage].name,
+            self.stage_of(member),
             member.name,
             member.pid,
             what,
@@ -205,7 +215,7 @@ class Supervisor:
                     root,
                     dead_letter(
                         root.seq,
-                        co.pipeline.stages[member.stage].name,
+                        self.stage_of(member),
                         "Stopped",
                         f"the run was stopped while this record had been inside process() "
                         f"for {member.current_for:.0f}s in worker {member.name}; it was set "

@@ -1,4 +1,4 @@
-"""The worker process: one stage instance on its own Twisted reactor.
+"""The worker process: one stage instance, or a fused group of stages, on its own reactor.
 
 A launcher (:mod:`stageflow.engine.launcher`) starts a process that calls
 :func:`run_worker` with the worker's settings, a JSON-able dict the coordinator made. The
@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from stageflow.engine import shipping, wire
+from stageflow.engine.group import GroupRunner, build_runner
 from stageflow.engine.link import Link, WatchedRecord
 from stageflow.engine.runner import Pending, StageRunner
 from stageflow.security import Gatekeeper, Keys
@@ -43,18 +44,14 @@ _SLICE = 16
 EXIT_SETUP_FAILED = 3
 
 
-def make_runner(settings: dict[str, Any], current: WatchedRecord | None) -> StageRunner:
-    """The runner a worker hosts: what turns its frames into outputs (setup/run_batch/finish)."""
-    cls = shipping.load_stage_class(settings)
-    config = None
-    if cls.Config is not None:
-        config = cls.Config.model_validate_json(settings["config"])
-    return StageRunner(
-        cls,
-        settings["stage"],
-        config,
-        retries=settings["retries"],
-        timeout=settings["timeout"],
+def make_runner(
+    settings: dict[str, Any], current: WatchedRecord | None
+) -> StageRunner | GroupRunner:
+    """The runner a worker hosts: what turns its frames into outputs (setup/run_batch/finish),
+    for one stage or a fused group of them (``settings["stages"]``)."""
+    return build_runner(
+        settings["stages"],
+        shipping.load_stage_class,
         trusted_input=settings["index"] > 0,
         current=current,
         max_record_size=settings["frame_bytes"],
@@ -62,7 +59,7 @@ def make_runner(settings: dict[str, Any], current: WatchedRecord | None) -> Stag
 
 
 class Worker:
-    """Wires a runner to its inbox and to the coordinator's commands."""
+    """Wires a stage's or a fused group's runner to its inbox and the coordinator's commands."""
 
     def __init__(self, settings: dict[str, Any], reactor: Any, keys: Keys | None = None) -> None:
         from stageflow.transport import (
@@ -80,7 +77,7 @@ class Worker:
             WatchedRecord(settings["current_path"]) if settings.get("current_path") else None
         )
         self.link = Link(settings, self.current, self._command_from_link, keys)
-        self.runner: StageRunner
+        self.runner: StageRunner | GroupRunner
         self.frame_bytes: int = settings["frame_bytes"]
         self.batch_size: int = settings["batch_size"]
         self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
@@ -145,8 +142,12 @@ class Worker:
             wire.encode_batch(ids, records, self.secret)
             for ids, records in _frames(batch.ids, batch.records, self.batch_size, self.frame_bytes)
         ]
-        # "b": seconds inside process() and the calls per time bucket (stageflow.observe).
-        busy = [batch.busy, [n for pair in batch.times.items() for n in pair]]
+        # Per stage: "n" records taken in, "b" seconds inside process() and the calls per
+        # time bucket (stageflow.observe).
+        busy = {
+            stage: [seconds, [n for pair in batch.times[stage].items() for n in pair]]
+            for stage, seconds in batch.busy.items()
+        }
         message = {
             "t": "done",
             "f": frame,
