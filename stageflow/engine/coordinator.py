@@ -474,8 +474,10 @@ class Coordinator:
             tracker.results(ids, records)
         member.processed += count
         busy = message.get("b", {})
+        # "#slot" for a local worker, "@host#n" for a joined one.
+        where = member.name[len(self.units[member.stage].name) :]
         for name, stage_count in counts.items():
-            self.report.add_ack(name, f"{name}#{member.slot}", stage_count, busy.get(name))
+            self.report.add_ack(name, f"{name}{where}", stage_count, busy.get(name))
 
     # -- end of stream --------------------------------------------------------------------
 
