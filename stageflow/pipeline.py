@@ -40,7 +40,13 @@ class StageSpec(BaseModel):
         min_length=1,
         description='A registered stage name, or "package.module:Class".',
     )
-    workers: int = Field(default=1, ge=1, le=256, description="Worker processes for this stage.")
+    workers: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="Worker processes for this stage; 0: served only by workers that join "
+        "from other hosts (stageflow worker --join).",
+    )
     config: dict[str, Any] = Field(
         default_factory=dict, description="Validated by the stage's Config model."
     )

@@ -43,6 +43,7 @@ REASONS = {
     "no-fuse": "fusion is turned off for this run",
     "fuse-false": "`fuse: false` in the pipeline file",
     "stateful": "the stage keeps state (finish() or `stateful = True`)",
+    "joined": "one of the two is served only by joined workers (`workers: 0`)",
 }
 
 
@@ -125,4 +126,6 @@ def _boundary(upstream: BoundStage, downstream: BoundStage, fuse: bool) -> str |
         return "fuse-false"
     if keeps_state(upstream.cls) or keeps_state(downstream.cls):
         return "stateful"
+    if (upstream.workers == 0) != (downstream.workers == 0):
+        return "joined"  # a stage only joined workers serve runs where they are
     return None

@@ -46,7 +46,7 @@ EXIT_BROKEN_PIPE = 141
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, keygen, new, plugins, run, schema, validate
+    from stageflow.cli import graph, keygen, new, plugins, run, schema, validate, worker
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stageflow {__version__}")
     _add_log_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema, keygen, new):
+    for module in (run, validate, graph, plugins, schema, keygen, new, worker):
         module.register(subparsers)
     # Also after the subcommand (`stageflow run -v ...`); SUPPRESS keeps a subcommand that
     # was given neither from resetting what was given before it.

@@ -132,6 +132,18 @@ def register(subparsers: Any) -> None:
         "are dead-lettered as Stopped (5)",
     )
     observe.add_arguments(parser)
+    parser.add_argument(
+        "--listen",
+        metavar="ADDRESS",
+        help="also accept workers joining from other hosts (stageflow worker --join) on "
+        "ADDRESS, like tcp://0.0.0.0:0 (port 0: a free one, printed)",
+    )
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="the CURVE keys of --listen (made by stageflow keygen DIR); needed unless "
+        "ADDRESS is loopback",
+    )
     parser.set_defaults(func=run)
 
 
@@ -205,8 +217,13 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     # Imported here so that the other commands never load the engine or ZeroMQ.
     from stageflow.engine.run import Run
     from stageflow.pipeline import Pipeline
+    from stageflow.security import Keys, require_keys
 
     pipeline = Pipeline.from_file(args.pipeline)
+    # Refused before any output file is made: keys that do not load, an open door without keys.
+    keys = Keys.for_coordinator(args.keys) if args.keys else None
+    if args.listen is not None:
+        require_keys(args.listen, keys)
     try:
         source = _open_input(args.input)
     except OSError as exc:
@@ -248,6 +265,8 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         log_level=logging.getLogger().getEffectiveLevel(),
         metrics=observation.metrics,
         latency=observation.latency,
+        listen=args.listen,
+        keys=keys,
     )
     # The observer only asks the output for fileno() and flush().
     observation.attach(the_run, source, cast("IO[bytes]", outputs))

@@ -41,6 +41,7 @@ from stageflow.engine.dispatch import Dispatch
 from stageflow.engine.feeding import WAIT, Feeder
 from stageflow.engine.finishing import Finishing
 from stageflow.engine.launcher import ForkServerLauncher
+from stageflow.engine.listener import Listener
 from stageflow.engine.membership import Member, Membership
 from stageflow.engine.options import EngineOptions
 from stageflow.engine.pool import Pool
@@ -58,6 +59,9 @@ from stageflow.plan import Unit
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
 log = logging.getLogger("stageflow.engine")
+
+#: Seconds between two log lines while a run waits for a worker to join.
+_WAITING_EVERY = 5.0
 
 
 class Coordinator:
@@ -96,12 +100,24 @@ class Coordinator:
             self.secret,
             control.heartbeat_interval(options.heartbeat_timeout),
         )
+        self.listener: Listener | None = None
+        if options.listen is not None:
+            self.listener = Listener(
+                self._ctx,
+                options.listen,
+                options.keys,
+                self.secret,
+                control.heartbeat_interval(options.heartbeat_timeout),
+                options.max_message_size,
+            )
+            log.info("listening for workers on %s", self.listener.address)
+        self._joined = 0
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
         self._launcher = options.launcher or ForkServerLauncher(preload=_stage_modules(pipeline))
         names = [unit.name for unit in self.units]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
-        self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret)
+        self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret, options.keys)
         self.pool = Pool(
             self.units,
             self._launcher,
@@ -131,6 +147,10 @@ class Coordinator:
         self.watch: Watch | None = None
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
+        self._routers = [self._router]
+        if self.listener is not None:
+            self._poller.register(self.listener.router, zmq.POLLIN)
+            self._routers.append(self.listener.router)
         self._wakeup_fd: int | None = None
         self._all_started = False
 
@@ -173,8 +193,23 @@ class Coordinator:
             "log_level": self.options.log_level,
         }
 
+    def _remote_settings(self, member: Member) -> dict[str, Any]:
+        """A joined worker's settings: it fills in its own host's addresses."""
+        assert self.listener is not None
+        settings = self._settings(member)
+        for stage in settings["stages"]:
+            stage.pop(shipping.PICKLED, None)  # never a class over the network: by name only
+        return {
+            **settings,
+            "control": None,
+            "heartbeat": self.listener.pulse.address,
+            "bind": None,
+            "current_path": None,
+        }
+
     def command(self, member: Member, command: dict[str, Any]) -> None:
-        self._router.send_multipart(
+        router = self.listener.router if member.remote and self.listener else self._router
+        router.send_multipart(
             [member.identity, *wire.encode_control(command, self.secret)], zmq.NOBLOCK
         )
 
@@ -185,15 +220,34 @@ class Coordinator:
         self.scaling.apply()
         self.pool.start(time.monotonic())
         deadline = time.monotonic() + self.options.start_timeout
-        while self.pool.pending() and not self.stopping:
-            if time.monotonic() > deadline:
+        told = 0.0
+        while (self.pool.pending() or self._unserved()) and not self.stopping:
+            now = time.monotonic()
+            if now > deadline:
                 raise EngineError(
                     f"workers did not start within {self.options.start_timeout:.0f}s; "
                     "check the stages' setup() and the machine's load"
+                    + ("" if not self._unserved() else ", and that workers can join")
+                )
+            if self._unserved() and now - told >= _WAITING_EVERY:
+                told = now
+                log.info(
+                    "stage %s has no worker yet: waiting for one to join "
+                    "(stageflow worker --join %s --keys DIR)",
+                    ", ".join(self._unserved()),
+                    self.listener.address if self.listener else "ADDRESS",
                 )
             self._poll(0.05)
             self.supervisor.supervise(time.monotonic())
         self._all_started = not self.stopping
+
+    def _unserved(self) -> list[str]:
+        """Stages served only by joined workers that have no ready worker yet."""
+        return [
+            stage.name
+            for index, stage in enumerate(self.units)
+            if stage.workers == 0 and not any(m.ready for m in self.membership.of_stage(index))
+        ]
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -272,7 +326,7 @@ class Coordinator:
         if self._wakeup_fd is not None and self._wakeup_fd in events:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wakeup_fd, 65536)
-        if self._router in events:
+        if any(router in events for router in self._routers):
             self.receive()
 
     def receive(self) -> bool:
@@ -280,12 +334,21 @@ class Coordinator:
 
         Returns True once nothing more is waiting.
         """
-        for _ in range(1000):
+        quiet = 0
+        for turn in range(1000):
+            router = self._routers[turn % len(self._routers)]
             try:
-                parts = self._router.recv_multipart(zmq.NOBLOCK)
+                parts = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return True
+                quiet += 1
+                if quiet == len(self._routers):
+                    return True
+                continue
+            quiet = 0
             identity, body = parts[0], parts[1:]
+            if body and body[0] == control.JOIN and router is not self._router:
+                self._on_join(identity, body)
+                continue
             if body and body[0] == control.HELLO:
                 self._on_hello(identity, body)
                 continue
@@ -298,6 +361,55 @@ class Coordinator:
             if member is not None:
                 self._on_message(member, message, payload, body[3:])
         return False
+
+    def _on_join(self, identity: bytes, body: list[bytes]) -> None:
+        """Admit a worker from another host as a member and send it its settings."""
+        assert self.listener is not None
+        info = self.listener.request(body)
+        if info is None:
+            return
+        names = [unit.name for unit in self.units]
+        why = self.listener.refusal(info, names)
+        if why is not None:
+            self.listener.answer(identity, control.REFUSED, why)
+            return
+        stage = names.index(info["stage"]) if info.get("stage") else self._neediest()
+        for cls in (bound.cls for bound in self.units[stage].stages):
+            if shipping.by_value(cls):
+                why = (
+                    f"stage {names[stage]!r} is defined in a script or a function "
+                    f"({cls.__module__}:{cls.__qualname__}), so no other host can import it; "
+                    "move it into a module installed on the worker hosts"
+                )
+                self.listener.answer(identity, control.REFUSED, why)
+                return
+        number = self._joined
+        self._joined += 1
+        host = str(info.get("host"))
+        member = Member(
+            key=f"{stage}.j{number}",
+            stage=stage,
+            slot=number,
+            name=f"{names[stage]}@{host}#{number}",
+            process=None,
+            current_path=None,
+            started=time.monotonic(),
+            remote=True,
+            public=str(info["public"]).encode() if info.get("public") else None,
+        )
+        self.membership.add(member)
+        self.listener.answer(identity, control.WELCOME, self._remote_settings(member))
+        log.info("worker %s (pid %s) joined stage %s", member.name, info.get("pid"), names[stage])
+
+    def _neediest(self) -> int:
+        """The stage a joining worker helps most: one only joiners serve, else the busiest."""
+
+        def need(index: int) -> tuple[bool, float]:
+            workers = len(self.membership.of_stage(index))
+            only_joiners = self.units[index].workers == 0
+            return only_joiners and not workers, self.dispatch.queued(index) / (workers + 1)
+
+        return max(range(len(self.units)), key=need)
 
     def _on_hello(self, identity: bytes, body: list[bytes]) -> None:
         member = self.membership.hello(identity, body)
@@ -362,8 +474,10 @@ class Coordinator:
             tracker.results(ids, records)
         member.processed += count
         busy = message.get("b", {})
+        # "#slot" for a local worker, "@host#n" for a joined one.
+        where = member.name[len(self.units[member.stage].name) :]
         for name, stage_count in counts.items():
-            self.report.add_ack(name, f"{name}#{member.slot}", stage_count, busy.get(name))
+            self.report.add_ack(name, f"{name}{where}", stage_count, busy.get(name))
 
     # -- end of stream --------------------------------------------------------------------
 
@@ -423,7 +537,8 @@ class Coordinator:
         try:
             if not self.aborting:
                 for member in members:
-                    if member.ready and member.process is not None:
+                    # A joined worker still starting is told too: it is not ours to kill.
+                    if member.remote or (member.ready and member.process is not None):
                         with contextlib.suppress(zmq.ZMQError):
                             self.command(member, {"t": "stop"})
                     elif member.process is not None:
@@ -444,6 +559,8 @@ class Coordinator:
                 if member.process is not None:
                     log.debug("worker %s exited with status %s", member.name, member.process.wait())
             self._rejected.flush()
+            if self.listener is not None:
+                self.listener.close()
             self._pulse.close()
             self.dispatch.close()
             self._router.close(linger=0)

@@ -21,6 +21,7 @@ import zmq
 
 from stageflow.engine import wire
 from stageflow.engine.membership import Member
+from stageflow.security import Keys
 
 __all__ = ["Dispatch", "Frame"]
 
@@ -47,8 +48,16 @@ class Frame:
 class Dispatch:
     """The frames of every stage: queued, or held by a worker."""
 
-    def __init__(self, ctx: zmq.Context[Any], stages: int, credit: int, secret: bytes) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        stages: int,
+        credit: int,
+        secret: bytes,
+        keys: Keys | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.keys = keys
         self.credit = credit
         self.secret = secret
         self.queues: list[deque[Frame]] = [deque() for _ in range(stages)]
@@ -61,6 +70,8 @@ class Dispatch:
         """Start sending frames to ``member``, which registered and is ready."""
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, 0)  # bounded by credit instead
+        if member.public is not None and self.keys is not None:
+            self.keys.connect(sock, server_public=member.public)
         sock.connect(member.address or "")
         self._push[member.key] = sock
         self.held[member.key] = {}

@@ -25,6 +25,7 @@ import zmq
 
 from stageflow.engine import control, wire
 from stageflow.engine.runner import CurrentRecord
+from stageflow.security import Keys
 
 __all__ = ["EXIT_COORDINATOR_LOST", "Link", "WatchedRecord"]
 
@@ -77,6 +78,7 @@ class Link:
         settings: dict[str, Any],
         current: WatchedRecord | None,
         on_command: Callable[[dict[str, Any]], None],
+        keys: Keys | None = None,
     ) -> None:
         self.key: str = settings["key"]
         self.secret = bytes.fromhex(settings["secret"])
@@ -92,11 +94,14 @@ class Link:
         self._tx.setsockopt(zmq.SNDHWM, 0)
         self._tx.connect(inproc)
         self._dealer: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
+        self._sub: zmq.Socket[bytes] = self.ctx.socket(zmq.SUB)
         self._dealer.setsockopt(zmq.IDENTITY, self.key.encode())
         self._dealer.setsockopt(zmq.SNDHWM, 0)
         self._dealer.setsockopt(zmq.MAXMSGSIZE, settings["max_message_size"])
+        if keys is not None:  # joined from another host: both sockets cross the network
+            keys.connect(self._dealer)
+            keys.connect(self._sub)
         self._dealer.connect(settings["control"])
-        self._sub: zmq.Socket[bytes] = self.ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.connect(settings["heartbeat"])
         self._thread: threading.Thread | None = None

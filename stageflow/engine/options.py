@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from stageflow.engine.launcher import Launcher
+from stageflow.security import Keys
 
 __all__ = ["EngineOptions"]
 
@@ -33,5 +34,9 @@ class EngineOptions:
     credit: int = 2
     #: Starts the worker processes; when not given, a fork server for the run.
     launcher: Launcher | None = None
+    #: Also accept workers joining from other hosts on this address (``tcp://HOST:PORT``).
+    listen: str | None = None
+    #: The CURVE keys of the sockets on ``listen`` (needed unless it is loopback).
+    keys: Keys | None = None
     #: Run consecutive stages in one process where nobody can tell (stageflow.plan).
     fuse: bool = True

@@ -25,6 +25,7 @@ from stageflow.engine import shipping, wire
 from stageflow.engine.group import GroupRunner, build_runner
 from stageflow.engine.link import Link, WatchedRecord
 from stageflow.engine.runner import Pending, StageRunner
+from stageflow.security import Gatekeeper, Keys
 
 __all__ = ["make_runner", "run_worker"]
 
@@ -60,7 +61,7 @@ def make_runner(
 class Worker:
     """Wires a stage's or a fused group's runner to its inbox and the coordinator's commands."""
 
-    def __init__(self, settings: dict[str, Any], reactor: Any) -> None:
+    def __init__(self, settings: dict[str, Any], reactor: Any, keys: Keys | None = None) -> None:
         from stageflow.transport import (
             ZmqEndpoint,
             ZmqEndpointType,
@@ -75,7 +76,7 @@ class Worker:
         self.current = (
             WatchedRecord(settings["current_path"]) if settings.get("current_path") else None
         )
-        self.link = Link(settings, self.current, self._command_from_link)
+        self.link = Link(settings, self.current, self._command_from_link, keys)
         self.runner: StageRunner | GroupRunner
         self.frame_bytes: int = settings["frame_bytes"]
         self.batch_size: int = settings["batch_size"]
@@ -88,10 +89,16 @@ class Worker:
         class Inbox(ZmqPullConnection):
             maxMessageSize = settings["max_message_size"]
 
+            def _configure_socket(self) -> None:
+                super()._configure_socket()
+                if keys is not None:  # on another host: a CURVE server admitting the coordinator
+                    keys.serve(self.socket)
+
             def onPull(self, message: list[bytes]) -> None:
                 worker.on_frame(message)
 
         self.factory = ZmqFactory(reactor=reactor)
+        self.gate = Gatekeeper(self.factory.context, keys) if keys is not None else None
         self.inbox = Inbox(self.factory, ZmqEndpoint(ZmqEndpointType.bind, settings["bind"]))
         self.link.hello(settings["stage"], self.inbox.addresses[0])
 
@@ -170,6 +177,8 @@ class Worker:
 
     def stop(self) -> None:
         """Close the inbox and stop the reactor; the link sends what is queued."""
+        if self.gate is not None:
+            self.gate.close()  # before the context ends: its sockets would hold that up
         self.rejected.flush()
         self.factory.shutdown()
         if self.reactor.running:
@@ -207,8 +216,11 @@ def _chunks(records: Sequence[bytes], budget: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def run_worker(settings: dict[str, Any]) -> int:
-    """Run one worker until the coordinator stops it; return the process's exit status."""
+def run_worker(settings: dict[str, Any], keys: Keys | None = None) -> int:
+    """Run one worker until the coordinator stops it; return the process's exit status.
+
+    ``keys`` are a joined worker's (:mod:`stageflow.engine.join`): its sockets use CURVE.
+    """
     logging.basicConfig(
         level=settings.get("log_level", logging.INFO),
         format=f"stageflow[{settings['stage']}#{settings['slot']}]: %(message)s",
@@ -221,7 +233,7 @@ def run_worker(settings: dict[str, Any]) -> int:
         epollreactor.install()  # type: ignore[no-untyped-call]
     from twisted.internet import reactor
 
-    worker = Worker(settings, reactor)
+    worker = Worker(settings, reactor, keys)
     try:
         worker.load()
     except Exception as exc:  # setup failures are reported, then the coordinator decides
