@@ -11,6 +11,7 @@ Exit statuses (documented in the README):
 1      records were dead-lettered beyond ``--max-errors``
 2      bad usage, an invalid pipeline, or an unreadable input file
 3      the engine could not run (workers failed to start or kept dying)
+5      a stateful stage lost a worker's state, so its ``finish()`` output is wrong
 130    interrupted by SIGINT or SIGTERM
 =====  ==============================================================================
 """
@@ -29,6 +30,7 @@ EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ENGINE = 3
+EXIT_STATE_LOST = 5
 EXIT_INTERRUPTED = 130
 
 

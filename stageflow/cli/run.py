@@ -19,6 +19,7 @@ from stageflow.cli import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_RECORDS_FAILED,
+    EXIT_STATE_LOST,
     fail,
 )
 from stageflow.errors import EngineError, RecordsFailedError
@@ -213,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
             f"resume with {resume}"
         )
         return EXIT_INTERRUPTED
+    if report.state_lost:
+        return EXIT_STATE_LOST  # the engine logged the loss, one line per lost worker
     return status
 
 

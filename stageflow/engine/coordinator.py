@@ -8,6 +8,8 @@ through them:
 - :mod:`~stageflow.engine.pool` starts workers through a launcher and replaces lost ones;
 - :mod:`~stageflow.engine.membership` registers them and declares them lost;
 - :mod:`~stageflow.engine.dispatch` sends frames against credit and knows who holds what;
+- :mod:`~stageflow.engine.keying` and :mod:`~stageflow.engine.admission` decide where a
+  record may enter a keyed or a stateful stage;
 - :mod:`~stageflow.engine.tracker` follows each input record until it is wholly done;
 - :mod:`~stageflow.engine.finishing` runs ``finish()`` stage by stage at the end.
 
@@ -42,8 +44,10 @@ from typing import IO, Any
 import zmq
 
 from stageflow.engine import control, wire
+from stageflow.engine.admission import Admission
 from stageflow.engine.dispatch import Dispatch
 from stageflow.engine.finishing import Finishing
+from stageflow.engine.keying import check_scalable, slot_of
 from stageflow.engine.launcher import Launcher, SubprocessLauncher
 from stageflow.engine.membership import Member, Membership
 from stageflow.engine.pool import Pool
@@ -131,6 +135,9 @@ class Coordinator:
         names = [stage.name for stage in pipeline.stages]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret)
+        self.admission = Admission([stage.stateful for stage in pipeline.stages])
+        # Stages whose entering records the coordinator reads; the others' pass unparsed.
+        self._guarded = [stage.key is not None or stage.stateful for stage in pipeline.stages]
         self.pool = Pool(
             pipeline,
             self._launcher,
@@ -318,12 +325,36 @@ class Coordinator:
             used = 0
             for root in roots[start : start + size]:
                 if records and used + len(root.record) > budget:
-                    self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+                    self._enter(stage, ids, records)
                     ids, records, used = [], [], 0
                 ids += (root.seq, root.attempt, root.tag)
                 records.append(root.record)
                 used += len(root.record) + 1
-            self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+            self._enter(stage, ids, records)
+
+    def _enter(self, stage: int, ids: list[int], records: list[bytes]) -> None:
+        """Queue records for ``stage``: those a stateful stage admits, by slot if keyed."""
+        bound = self.pipeline.stages[stage]
+        if bound.stateful:
+            ids, records = self.admission.admit(
+                stage, ids, records, self.tracker.roots.__contains__
+            )
+            self.report.duplicates_refused = self.admission.refused
+        if bound.key is None:
+            if records:
+                self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+            return
+        groups: dict[int, tuple[list[int], list[bytes]]] = {}
+        for index, record in enumerate(records):
+            slot_ids, slot_records = groups.setdefault(
+                slot_of(record, bound.key, bound.workers), ([], [])
+            )
+            slot_ids += ids[index * 3 : index * 3 + 3]
+            slot_records.append(record)
+        for slot, (slot_ids, slot_records) in groups.items():
+            self.dispatch.submit(
+                stage, wire.encode_batch(slot_ids, slot_records, self.secret), slot
+            )
 
     def _poll(self, timeout: float) -> None:
         events = dict(self._poller.poll(int(timeout * 1000)))
@@ -404,18 +435,22 @@ class Coordinator:
             tracker.ack(wire.unpack_ints(payload))
         except wire.WireError as exc:
             log.warning("dropped malformed acknowledgements: %s", exc)
-        last = member.stage + 1 == len(self.pipeline.stages)
+        after = member.stage + 1
+        last = after == len(self.pipeline.stages)
         for index in range(0, len(frames), 3):
             parts = frames[index : index + 3]
-            if not last:
-                self.dispatch.submit(member.stage + 1, parts)
+            if not last and not self._guarded[after]:
+                self.dispatch.submit(after, parts)
                 continue
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
                 log.warning("dropped a malformed result frame: %s", exc)
                 continue
-            tracker.results(ids, records)
+            if last:
+                tracker.results(ids, records)
+            else:
+                self._enter(after, ids, records)
         member.processed += count
         name = self.pipeline.stages[member.stage].name
         report = self.report
@@ -444,6 +479,7 @@ class Coordinator:
         if root.dead:
             for entry in root.dead:
                 self._dead_letter(entry)
+        self.admission.forget(root.seq)
         if root.seq > 0:
             self.report.records_done += 1
             self._advance_complete(root.seq)
@@ -486,6 +522,7 @@ class Coordinator:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
         if not relative and count < 1:
             raise ValueError(f"a stage needs at least 1 worker, not {count}")
+        check_scalable(self.pipeline.stages[names.index(stage)])
         self._requests.put((stage, count, relative))
 
     def _apply_requests(self) -> None:

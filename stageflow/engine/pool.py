@@ -131,7 +131,10 @@ class Pool:
             return True
         stage = self.pipeline.stages[slot.stage].name
         why = f"{slot.start_failures} times in a row; the last one {_why(member, code)}"
-        if any(s.member is not None and s.member.ready for s in self.slots[slot.stage]):
+        # A keyed stage cannot do without a slot: that slot's keys go to nobody else.
+        keyed = self.pipeline.stages[slot.stage].key is not None
+        peers = self.slots[slot.stage]
+        if not keyed and any(s.member is not None and s.member.ready for s in peers):
             log.warning("gave up on worker %s, which failed to start %s", member.name, why)
             self.slots[slot.stage].remove(slot)
             return False

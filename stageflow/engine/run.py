@@ -14,6 +14,7 @@ from typing import IO, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
+from stageflow.engine.keying import check_scalable
 from stageflow.engine.report import RunReport, WorkerStatus
 from stageflow.errors import RecordsFailedError
 
@@ -169,6 +170,7 @@ class Run:
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
+        check_scalable(self.pipeline.stages[names.index(stage)])
         self._early.append((stage, count, relative))
 
     def close(self) -> None:

@@ -24,7 +24,6 @@ from stageflow.engine import control
 from stageflow.engine.membership import Member
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root
-from stageflow.stage import Stage
 
 if TYPE_CHECKING:
     from stageflow.engine.coordinator import Coordinator, EngineOptions
@@ -101,12 +100,20 @@ class Watch:
             again,
             then,
         )
-        if member.ready and co.pipeline.stages[member.stage].cls.finish is not Stage.finish:
-            log.warning(
-                "stage %s keeps state for finish(): the lost worker's state is gone, so its "
-                "finish() outputs may be incomplete",
-                co.pipeline.stages[member.stage].name,
-            )
+        stage = co.pipeline.stages[member.stage]
+        if stage.stateful:
+            co.report.stateful_redelivered += again
+            if member.processed and not member.finished:
+                self._state_lost(member, stage.name)
+
+    def _state_lost(self, member: Member, stage: str) -> None:
+        """A stateful worker died with what it had taken in: its finish() would be short."""
+        why = (
+            f"stage {stage!r} lost the state of its worker {member.name}, which had processed "
+            f"{member.processed} records, so its finish() output would be wrong"
+        )
+        log.error("%s", why)
+        self.co.report.state_lost.append(why)
 
     def _blame(self, member: Member, code: int | None) -> None:
         path = member.current_path
@@ -215,7 +222,8 @@ class Watch:
                 )
             log.warning("killing worker %s, stuck inside process() after the stop", member.name)
             slot = co.pool.slot_of(member)
-            if slot is not None and co.pool.wanted(member.stage) > 1:
+            keyed = co.pipeline.stages[member.stage].key is not None  # its slot stays
+            if slot is not None and co.pool.wanted(member.stage) > 1 and not keyed:
                 slot.wanted = False
             if member.process is not None:
                 member.process.kill()
