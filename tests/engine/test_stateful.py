@@ -58,20 +58,13 @@ def test_slot_is_blake2b_of_the_canonical_json_of_the_key() -> None:
     assert slot_of(b"not json", ("id",), 5) == null
 
 
-def test_keyed_stage_sends_each_key_to_one_worker() -> None:
-    """With 3 workers keyed by text, each key is counted by exactly one worker, exactly."""
-    pipeline = tally_pipeline({}, {"workers": 3})
-    run = pipeline.run(lines(3000, 40))
+def test_keyed_stage_sends_each_key_to_one_worker_and_cannot_be_scaled() -> None:
+    """With 3 workers keyed by text, each key is counted by one worker, exactly; no scaling."""
+    run = tally_pipeline({}, {"workers": 3}).run(lines(3000, 40))
+    with pytest.raises(ValueError, match=r"keyed by 'text'.*fixed for the run"):
+        run.scale("tally", 4)
     assert totals(list(run)) == expected(3000, 40)
     assert run.report.ok and run.report.finish_exact
-
-
-def test_a_keyed_stage_cannot_be_scaled() -> None:
-    """Scaling a keyed stage is refused with a sentence: its slots are fixed for the run."""
-    run = tally_pipeline({}, {}).run(lines(10, 2))
-    with pytest.raises(ValueError, match=r"keyed by 'text'.*fixed for the run"):
-        run.scale("tally", 3)
-    assert totals(list(run)) == expected(10, 2)
 
 
 @pytest.mark.timeout(120)
