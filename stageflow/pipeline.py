@@ -110,6 +110,11 @@ class BoundStage:
         return self.spec.stateful or self.cls.finish is not Stage.finish
 
     @property
+    def snapshots(self) -> bool:
+        """Whether the stage is stateful and its state can be snapshotted and restored."""
+        return self.stateful and self.cls.has_snapshots()
+
+    @property
     def key(self) -> tuple[str, ...] | None:
         """The key's dotted path as parts, or None for a stage that is not keyed."""
         return tuple(self.spec.key.split(".")) if self.spec.key else None

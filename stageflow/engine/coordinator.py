@@ -26,6 +26,7 @@ worker holds, and a lost worker costs only what it held.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -53,6 +54,7 @@ from stageflow.engine.membership import Member, Membership
 from stageflow.engine.pool import Pool
 from stageflow.engine.report import RunReport, WorkerStatus
 from stageflow.engine.runner import dead_letter
+from stageflow.engine.snapshots import Effect, Snapshots
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.engine.watch import Watch
 from stageflow.errors import EngineError
@@ -90,6 +92,10 @@ class EngineOptions:
     stuck_after: float = 30.0
     #: Frames a worker may hold at once.
     credit: int = 2
+    #: A stateful stage with snapshot()/restore() is snapshotted after this many records...
+    snapshot_every: int = 2048
+    #: ...or this many seconds, at a frame's end.
+    snapshot_seconds: float = 1.0
     #: Starts the worker processes; a SubprocessLauncher when not given.
     launcher: Launcher | None = None
 
@@ -136,6 +142,7 @@ class Coordinator:
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret)
         self.admission = Admission([stage.stateful for stage in pipeline.stages])
+        self.snapshots = Snapshots()
         # Stages whose entering records the coordinator reads; the others' pass unparsed.
         self._guarded = [stage.key is not None or stage.stateful for stage in pipeline.stages]
         self.pool = Pool(
@@ -182,9 +189,13 @@ class Coordinator:
             "frame_bytes": self._frame_bytes,
             "batch_size": self.options.batch_size,
             "log_level": self.options.log_level,
+            "snapshots": stage.snapshots,
+            "snapshot_every": self.options.snapshot_every,
+            "snapshot_seconds": self.options.snapshot_seconds,
         }
 
     def command(self, member: Member, command: dict[str, Any]) -> None:
+        """Send ``member`` a command on the control plane."""
         self._router.send_multipart(
             [member.identity, *wire.encode_control(command, self.secret)], zmq.NOBLOCK
         )
@@ -411,14 +422,30 @@ class Coordinator:
                     time.monotonic() - member.started,
                 )
             self.pool.on_ready(member)
+            state = self.snapshots.state_of(member)
+            if state is not None and self.pipeline.stages[member.stage].snapshots:
+                # No frame before the state is back: restore first, then join on "restored".
+                self.command(member, {"t": "restore", "state": base64.b64encode(state).decode()})
+            else:
+                self.dispatch.join(member)
+                self.finishing.on_ready(member)
+        elif kind == "restored":
+            self.snapshots.restored += 1
+            self.report.snapshots_restored = self.snapshots.restored
             self.dispatch.join(member)
             self.finishing.on_ready(member)
+        elif kind == "snap":
+            for effect in self.snapshots.kept(member, payload):
+                self._apply(member, effect)
+            self.report.snapshots_taken = self.snapshots.taken
         elif kind == "failed":
             member.failure = f"failed to load or set up its stage: {message.get('error')}"
         elif kind == "finish-out":
             self._inject(member.stage + 1, payload.split(b"\n"))
         elif kind == "finished":
             member.finished = True
+            for effect in self.snapshots.released(member):
+                self._apply(member, effect)
             for entry in message.get("dead", ()):
                 self._dead_letter(entry)
 
@@ -426,10 +453,29 @@ class Coordinator:
         self, member: Member, message: dict[str, Any], payload: bytes, frames: list[bytes]
     ) -> None:
         count = message.get("n", 0)
+        hooked = self.pipeline.stages[member.stage].snapshots
+        taken = self.dispatch.reported(member, message["f"], count) if hooked else None
         if not self.dispatch.progress(member, message["f"], count, message.get("end", False)):
             return  # a frame taken back from this worker: someone else does it again
+        effect: Effect = (message.get("dead", []), payload, frames)
+        if taken is None:
+            self._apply(member, effect)
+        else:
+            self.snapshots.hold(member, *taken, effect)
+            if not self.dispatch.holds(member) and self.snapshots.should_ask(member):
+                self.command(member, {"t": "snap"})
+        member.processed += count
+        name = self.pipeline.stages[member.stage].name
+        report = self.report
+        report.processed[name] = report.processed.get(name, 0) + count
+        worker = f"{name}#{member.slot}"
+        report.per_worker[worker] = report.per_worker.get(worker, 0) + count
+
+    def _apply(self, member: Member, effect: Effect) -> None:
+        """What a worker's report did: dead letters, acknowledgements, outputs sent on."""
+        dead, payload, frames = effect
         tracker = self.tracker
-        for seq, attempt, entry in message.get("dead", ()):
+        for seq, attempt, entry in dead:
             tracker.dead(seq, attempt, entry)
         try:
             tracker.ack(wire.unpack_ints(payload))
@@ -451,12 +497,6 @@ class Coordinator:
                 tracker.results(ids, records)
             else:
                 self._enter(after, ids, records)
-        member.processed += count
-        name = self.pipeline.stages[member.stage].name
-        report = self.report
-        report.processed[name] = report.processed.get(name, 0) + count
-        worker = f"{name}#{member.slot}"
-        report.per_worker[worker] = report.per_worker.get(worker, 0) + count
 
     # -- end of stream --------------------------------------------------------------------
 

@@ -112,6 +112,18 @@ class Dispatch:
             return self.queues[stage]
         return self.slotted[stage].setdefault(slot, deque())
 
+    def reported(self, member: Member, fid: int, records: int) -> tuple[list[int], list[bytes]]:
+        """The ids and records of frame ``fid`` that ``member`` reports it has processed."""
+        frame = self.held.get(member.key, {}).get(fid)
+        if frame is None:
+            return [], []
+        ids, kept = frame.remaining(self.secret)
+        return ids[: records * 3], kept[:records]
+
+    def requeue(self, stage: int, parts: list[bytes], slot: int | None) -> None:
+        """Queue a frame for ``stage`` ahead of every other: records to be processed again."""
+        self._queue_of(stage, slot).appendleft(Frame(next(self._ids), stage, parts, slot))
+
     def holds(self, member: Member) -> int:
         return len(self.held.get(member.key, ()))
 

@@ -34,6 +34,9 @@ class RunReport:
     stateful_redelivered: int = 0
     #: Records kept out of a stateful stage, which had taken them in under another attempt.
     duplicates_refused: int = 0
+    #: Snapshots of stateful workers kept, and given to replacements.
+    snapshots_taken: int = 0
+    snapshots_restored: int = 0
     #: One sentence per stateful worker lost with its state (its stage's finish() is wrong).
     state_lost: list[str] = field(default_factory=list)
     processed: dict[str, int] = field(default_factory=dict)

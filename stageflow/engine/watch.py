@@ -20,7 +20,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from stageflow.engine import control
+from stageflow.engine import control, wire
 from stageflow.engine.membership import Member
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root
@@ -101,10 +101,25 @@ class Watch:
             then,
         )
         stage = co.pipeline.stages[member.stage]
+        if stage.snapshots:
+            again += self._replay(member)
         if stage.stateful:
             co.report.stateful_redelivered += again
-            if member.processed and not member.finished:
+            if member.processed and not member.finished and not stage.snapshots:
                 self._state_lost(member, stage.name)
+
+    def _replay(self, member: Member) -> int:
+        """Send again what ``member`` processed since its slot's last kept snapshot."""
+        co = self.co
+        ids, records = co.snapshots.lost(member)
+        keep = [i for i in range(len(records)) if ids[i * 3] in co.tracker.roots]
+        if not keep:
+            return 0
+        slot = member.slot if co.pipeline.stages[member.stage].key is not None else None
+        kept_ids = [n for i in keep for n in ids[i * 3 : i * 3 + 3]]
+        parts = wire.encode_batch(kept_ids, [records[i] for i in keep], co.secret)
+        co.dispatch.requeue(member.stage, parts, slot)
+        return len(keep)
 
     def _state_lost(self, member: Member, stage: str) -> None:
         """A stateful worker died with what it had taken in: its finish() would be short."""

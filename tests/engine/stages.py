@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -281,3 +282,15 @@ class PerUser(stageflow.Stage):
 
     def process(self, item: Event) -> Event:
         return item
+
+
+class SnapTally(Tally):
+    """Tally with snapshot()/restore(): its counts survive the death of its worker."""
+
+    name = "test-snap-tally"
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.counts).encode()
+
+    def restore(self, state: bytes) -> None:
+        self.counts = json.loads(state)

@@ -18,7 +18,7 @@ import pytest
 from stageflow import Pipeline
 from stageflow.cli import EXIT_STATE_LOST
 from stageflow.engine.keying import slot_of
-from tests.engine.stages import Relay, Tally
+from tests.engine.stages import Relay, SnapTally, Tally
 from tests.helpers import run_stageflow
 
 
@@ -45,6 +45,21 @@ def totals(results: list[Any]) -> dict[str, int]:
     ids = [r.id for r in results]
     assert len(ids) == len(set(ids)), "a key was counted by more than one worker"
     return {r.id: r.total for r in results}
+
+
+def kill_storm(run: Any, stage: str, kills: list[int], wanted: int, done: threading.Event) -> None:
+    """kill -9 ``wanted`` ready workers of ``stage`` that have processed something."""
+    while len(kills) < wanted and not done.is_set():
+        ready = [
+            w
+            for w in run.workers()
+            if w.stage == stage and w.state == "ready" and w.pid not in kills and w.processed
+        ]
+        if ready and ready[0].pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(ready[0].pid, signal.SIGKILL)
+            kills.append(ready[0].pid)
+        done.wait(0.3)  # the pace of the storm, not a synchronisation
 
 
 def test_slot_is_blake2b_of_the_canonical_json_of_the_key() -> None:
@@ -74,21 +89,7 @@ def test_upstream_kills_keep_every_per_key_count_exact() -> None:
     run = tally_pipeline({}, {}).run(lines(n, keys))
     kills: list[int] = []
     done = threading.Event()
-
-    def storm() -> None:
-        while len(kills) < 4 and not done.is_set():
-            ready = [
-                w
-                for w in run.workers()
-                if w.stage == "relay" and w.state == "ready" and w.pid not in kills
-            ]
-            if ready and ready[0].processed > 0 and ready[0].pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(ready[0].pid, signal.SIGKILL)
-                kills.append(ready[0].pid)
-            done.wait(0.25)  # the pace of the storm, not a synchronisation
-
-    killer = threading.Thread(target=storm)
+    killer = threading.Thread(target=kill_storm, args=(run, "relay", kills, 4, done))
     killer.start()
     try:
         results = list(run)
@@ -100,6 +101,35 @@ def test_upstream_kills_keep_every_per_key_count_exact() -> None:
     report = run.report
     assert report.ok and report.finish_exact and report.worker_restarts == 4
     assert report.redelivered > 0 and report.stateful_redelivered == 0
+
+
+@pytest.mark.timeout(120)
+def test_killed_counting_workers_with_snapshots_keep_every_count_exact() -> None:
+    """kill -9 of the keyed counting workers 3 times, with snapshot hooks: exact, ok."""
+    n, keys = 30_000, 53
+    pipeline = Pipeline(
+        "snap",
+        [
+            {"name": "relay", "uses": Relay, "workers": 2},
+            {"name": "tally", "uses": SnapTally, "workers": 2, "key": "text"},
+        ],
+    )
+    run = pipeline.run(lines(n, keys), snapshot_every=1000, snapshot_seconds=0.2)
+    kills: list[int] = []
+    done = threading.Event()
+    killer = threading.Thread(target=kill_storm, args=(run, "tally", kills, 3, done))
+    killer.start()
+    try:
+        results = list(run)
+    finally:
+        done.set()
+        killer.join()
+    assert len(kills) == 3, "the run ended before the storm did; make it longer"
+    assert totals(results) == expected(n, keys)
+    report = run.report
+    assert report.ok and report.finish_exact, report.reason
+    assert report.snapshots_taken > 0 and report.snapshots_restored > 0
+    assert report.stateful_redelivered > 0
 
 
 @pytest.mark.timeout(90)
