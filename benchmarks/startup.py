@@ -1,13 +1,19 @@
-"""(e) Time from launching ``stageflow run`` to its first result line.
+"""(e) Time from launching ``stageflow run`` to its first result line, and (f) a short run
+against a multiprocessing Pool doing the same work.
 
-``stageflow run examples/seed/pipeline.yaml -i - -o -`` is launched with one record written
-to its stdin at once (stdin stays open, so the end of the input does not hurry the output);
-the clock stops when the first result line arrives on its stdout. Median of ``--runs``.
+(e) ``stageflow run examples/seed/pipeline.yaml -i - -o -`` is launched with one record
+written to its stdin at once (stdin stays open, so the end of the input does not hurry the
+output); the clock stops when the first result line arrives on its stdout. Median of
+``--runs``. For scale, the same is measured for one Python process importing what a worker
+imports (``stageflow.engine.worker``, the seed plugin, Twisted's reactor, the transport),
+and for one worker started by each launcher (:mod:`stageflow.engine.launcher`) up to the
+moment its target runs: the first one, which pays for the fork server, and the next ones.
 
-For scale, the same is measured for the cost of one Python process importing what a worker
-imports (``stageflow.engine.worker``, the seed plugin, Twisted's reactor, the transport).
+(f) Whole processes, launch to exit, on the same ``--records`` (1,000) seed records:
+``stageflow run`` against ``benchmarks/seed_pool.py`` (the same stage classes and the same
+validation on every hop, in a ``multiprocessing.Pool``). Runs are interleaved; medians.
 
-    python benchmarks/startup.py [--runs 7]
+    python benchmarks/startup.py [--runs 7] [--records 1000]
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,9 +33,15 @@ from benchmarks.common import (
     median,
     prepare_environment,
     reap,
+    seed_file,
     seed_records,
     stageflow_command,
 )
+from stageflow.engine.launcher import ForkServerLauncher, Launcher, SubprocessLauncher
+
+HERE = Path(__file__).resolve().parent
+#: A launcher target that only says it runs (benchmarks.startup:touch).
+_TOUCH = "benchmarks.startup:touch"
 
 _IMPORTS = (
     "import stageflow.engine.worker, stageflow.transport, stageflow_seed; "
@@ -66,7 +79,76 @@ def import_floor() -> float:
     return time.perf_counter() - started
 
 
-def measure(runs: int) -> dict[str, float]:
+def touch(settings: dict[str, str]) -> int:
+    """Launcher target: create ``settings["out"]`` (so the parent sees the target ran)."""
+    Path(settings["out"]).touch()
+    return 0
+
+
+def spawn_to_done(launcher: Launcher, directory: Path, count: int, started: float) -> list[float]:
+    """Seconds from spawn() until the target has run and exited, for ``count`` workers one
+    after another; the first one counts from ``started``, before the launcher was made."""
+    times = []
+    for index in range(count):
+        out = directory / f"touched-{index}"
+        proc = launcher.spawn({"out": str(out)})
+        proc.wait(60)
+        if not out.exists():
+            raise RuntimeError(f"startup: a launcher's worker did not run (exit {proc.returncode})")
+        times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+    return times
+
+
+def launchers(directory: Path, workers: int = 5) -> dict[str, float]:
+    """First and median next spawn-to-done time of each launcher (5 workers, the seed's)."""
+    result = {}
+    for name, make in (("forkserver", ForkServerLauncher), ("subprocess", SubprocessLauncher)):
+        started = time.perf_counter()
+        with make(target=_TOUCH) as launcher:
+            times = spawn_to_done(launcher, directory, workers, started)
+        result[f"{name}_first"] = times[0]
+        result[f"{name}_next"] = median(times[1:])
+    return result
+
+
+def whole_run(command: list[str], output: Path) -> float:
+    """Seconds from launch to exit of one program writing its results to ``output``."""
+    started = time.perf_counter()
+    with output.open("wb") as handle:
+        process = launch(command, stdout=handle, stderr=subprocess.DEVNULL)
+        try:
+            process.wait(300)
+        finally:
+            reap(process)
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"startup: {command[:3]} exited {process.returncode}")
+    return elapsed
+
+
+def against_pool(records: int, runs: int, directory: Path) -> dict[str, float]:
+    """Interleaved whole runs of ``stageflow run`` and the Pool peer on ``records`` records."""
+    path = seed_file(directory, records)
+    programs = {
+        "stageflow": stageflow_command("run", str(SEED_PIPELINE), "-i", str(path), "-o", "-"),
+        "pool": [sys.executable, str(HERE / "seed_pool.py"), str(path)],
+    }
+    times: dict[str, list[float]] = {name: [] for name in programs}
+    for index in range(runs):
+        for name, command in programs.items():
+            output = directory / f"{name}.jsonl"
+            times[name].append(whole_run(command, output))
+            lines = output.read_bytes().count(b"\n")
+            if lines != records:
+                raise RuntimeError(f"startup: {name} wrote {lines} of {records} results")
+        print(f"  {records:,} records, run {index + 1}/{runs}: stageflow "
+              f"{times['stageflow'][-1]:.3f}s, Pool {times['pool'][-1]:.3f}s", flush=True)
+    return {"stageflow": median(times["stageflow"]), "pool": median(times["pool"]),
+            "records": records}
+
+
+def measure(runs: int, records: int = 1000) -> dict[str, float]:
     times = []
     floors = []
     for index in range(runs):
@@ -74,16 +156,22 @@ def measure(runs: int) -> dict[str, float]:
         floors.append(import_floor())
         print(f"  startup run {index + 1}/{runs}: first result after {times[-1]:.3f}s "
               f"(one process's imports {floors[-1]:.3f}s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="stageflow-startup-") as tmp:
+        spawned = [launchers(Path(tmp)) for _ in range(runs)]
+        pool = against_pool(records, runs, Path(tmp))
     return {"median": median(times), "min": min(times), "max": max(times),
-            "imports": median(floors), "runs": runs}
+            "imports": median(floors), "runs": runs,
+            **{key: median([s[key] for s in spawned]) for key in spawned[0]},
+            "records": records, "run_stageflow": pool["stageflow"], "run_pool": pool["pool"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--records", type=int, default=1000, help="for (f)")
     args = parser.parse_args()
     prepare_environment()
-    print(measure(args.runs))
+    print(measure(args.runs, args.records))
 
 
 if __name__ == "__main__":

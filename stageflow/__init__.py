@@ -14,10 +14,12 @@ from stageflow.stage import Stage
 if _TYPE_CHECKING:
     from stageflow.errors import (
         EngineError,
+        InvalidOutput,
         PipelineError,
         PluginError,
         RecordsFailedError,
         SchemaMismatchError,
+        SecurityError,
         StageConfigError,
         StageflowError,
         UnknownStageError,
@@ -28,12 +30,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EngineError",
+    "InvalidOutput",
     "Pipeline",
     "PipelineError",
     "PipelineSpec",
     "PluginError",
     "RecordsFailedError",
     "SchemaMismatchError",
+    "SecurityError",
     "Stage",
     "StageConfigError",
     "StageSpec",
@@ -46,12 +50,14 @@ __all__ = [
 
 _LAZY = {
     "EngineError": "stageflow.errors",
+    "InvalidOutput": "stageflow.errors",
     "Pipeline": "stageflow.pipeline",
     "PipelineError": "stageflow.errors",
     "PipelineSpec": "stageflow.pipeline",
     "PluginError": "stageflow.errors",
     "RecordsFailedError": "stageflow.errors",
     "SchemaMismatchError": "stageflow.errors",
+    "SecurityError": "stageflow.errors",
     "StageConfigError": "stageflow.errors",
     "StageSpec": "stageflow.pipeline",
     "StageflowError": "stageflow.errors",

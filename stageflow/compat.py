@@ -50,7 +50,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AliasChoices, AliasPath, BaseModel
 
-__all__ = ["Mismatch", "check_edge", "type_name"]
+__all__ = ["Mismatch", "check_edge", "describe", "type_name"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,18 @@ def check_edge(
             )
         mismatches.append(Mismatch(upstream, downstream, path, message, needed, provided))
     return mismatches
+
+
+def describe(mismatches: cabc.Sequence[Mismatch]) -> str:
+    """Every mismatch in one line, each edge named once: ``a → b: b needs ...; b needs ...``."""
+    by_edge: dict[tuple[str, str], list[Mismatch]] = {}
+    for mismatch in mismatches:
+        by_edge.setdefault((mismatch.upstream, mismatch.downstream), []).append(mismatch)
+    edges = []
+    for (upstream, downstream), edge in by_edge.items():
+        prefix = f"{upstream} → {downstream}: "
+        edges.append(prefix + "; ".join(m.message.removeprefix(prefix) for m in edge))
+    return "; ".join(edges)
 
 
 def type_name(annotation: Any) -> str:

@@ -11,6 +11,12 @@ The tree::
     ├── EngineError              the engine could not run the pipeline (CLI exit status 3)
     ├── GraphvizError            `stageflow graph` needs Graphviz's `dot` and it is missing or
     │                            failed (CLI exit status 2)
+    ├── ScaffoldError            `stageflow new` cannot create or extend a plugin project
+    │                            (CLI exit status 2)
+    ├── SecurityError            CURVE keys are missing, unreadable or readable by others, or
+    │                            an off-host address was asked for without keys (exit status 2)
+    ├── InvalidOutput            process() or finish() returned something that is not the
+    │                            stage's Output (the record is dead-lettered under this name)
     └── RecordsFailedError       a run ended with more dead-lettered records than allowed
                                  (CLI exit status 1)
 
@@ -56,6 +62,26 @@ class EngineError(StageflowError):
 
 class GraphvizError(StageflowError):
     """Raised when an image format is asked for and Graphviz's ``dot`` is missing or fails."""
+
+
+class ScaffoldError(StageflowError):
+    """Raised when ``stageflow new`` is given a bad name or a project it cannot extend."""
+
+
+class SecurityError(StageflowError):
+    """Raised when CURVE keys cannot be made or loaded, or a non-loopback bind lacks them."""
+
+
+class InvalidOutput(StageflowError):
+    """Raised inside a worker when process() or finish() returns something that is not a valid
+    Output: another type, a dict that fails the model, a float JSON cannot hold (nan, inf), or
+    a record too large for one frame. The record is dead-lettered with ``"error":
+    "InvalidOutput"`` and, for a failed model, pydantic's ``errors()`` in :attr:`errors`.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 class RecordsFailedError(StageflowError):

@@ -9,18 +9,18 @@ can satisfy the next stage's Input, all in its constructor. Running it is the en
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stageflow.compat import Mismatch, check_edge
+from stageflow.compat import Mismatch, check_edge, describe
+from stageflow.engine import shipping
 from stageflow.errors import PipelineError, SchemaMismatchError, StageConfigError
-from stageflow.plugins import StageEntry, StageRegistry, load_registry
+from stageflow.plugins import StageEntry, StageRegistry, did_you_mean, load_registry
 from stageflow.stage import Stage
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ class Pipeline:
             )
         )
         if check_schemas and self.mismatches:
-            raise SchemaMismatchError(str(self.mismatches[0]))
+            raise SchemaMismatchError(describe(self.mismatches))
 
     @property
     def name(self) -> str:
@@ -245,6 +245,7 @@ class Pipeline:
         config: BaseModel | None = None
         config_model = entry.cls.Config
         if config_model is not None:
+            _check_config_keys(spec, config_model)
             try:
                 config = config_model.model_validate(spec.config)
             except ValidationError as exc:
@@ -262,7 +263,7 @@ class Pipeline:
         return BoundStage(spec, entry, config)
 
     def check_runnable(self) -> None:
-        """Raise PipelineError if a worker process could not import one of the stage classes."""
+        """Raise PipelineError if a worker process could not get one of the stage classes."""
         for stage in self.stages:
             _check_importable(stage.cls)
 
@@ -279,6 +280,35 @@ class Pipeline:
     def __repr__(self) -> str:
         chain = " -> ".join(f"{s.name}[{s.spec.uses}x{s.workers}]" for s in self.stages)
         return f"<Pipeline {self.name!r}: {chain}>"
+
+
+def _check_config_keys(spec: StageSpec, model: type[BaseModel]) -> None:
+    """Refuse `config:` keys the stage's Config does not know: a typo must not mean a default.
+
+    pydantic ignores unknown keys unless a model says otherwise; a Config that declares
+    ``extra="allow"`` accepts any key, and one with ``extra="forbid"`` gets this message
+    rather than pydantic's.
+    """
+    if model.model_config.get("extra") == "allow":
+        return
+    names = list(model.model_fields)
+    accepted = set(names)
+    for info in model.model_fields.values():
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        accepted.update(choice for choice in choices if isinstance(choice, str))
+    unknown = [key for key in spec.config if key not in accepted]
+    if not unknown:
+        return
+    described = ", ".join(
+        f"{key!r} ({hint.strip()})" if (hint := did_you_mean(key, accepted)) else repr(key)
+        for key in unknown
+    )
+    noun = "key" if len(unknown) == 1 else "keys"
+    raise StageConfigError(
+        f"stage {spec.name!r} ({spec.uses}): unknown config {noun} {described}; the known keys "
+        f"are {', '.join(names) or '(none)'}; fix the stage's `config:` block"
+    )
 
 
 def _validate_spec(data: Any, source: str | None) -> PipelineSpec:
@@ -343,15 +373,15 @@ def _model_in(annotation: Any) -> Any:
 
 
 def _check_importable(cls: type[Stage]) -> None:
-    """Worker processes import stage classes; some places cannot be imported from."""
-    where = f"stage class {cls.__qualname__}"
-    if "<locals>" in cls.__qualname__:
+    """Worker processes import stage classes, or receive them by value when they cannot."""
+    if not shipping.by_value(cls):
+        return
+    try:
+        shipping.stage_settings(cls)
+    except Exception as exc:
         raise PipelineError(
-            f"{where} is defined inside a function, so worker processes cannot import it; "
-            "define it at module level"
-        )
-    if cls.__module__ == "__main__" and not getattr(sys.modules["__main__"], "__file__", None):
-        raise PipelineError(
-            f"{where} is defined in an interactive session (a notebook cell or the REPL), so "
-            "worker processes cannot import it; move it into a module and import it from there"
-        )
+            f"stage class {cls.__qualname__} is defined in {cls.__module__} (a script, notebook "
+            f"or function), so it is sent to the workers by value, and cloudpickle cannot "
+            f"pickle it: {type(exc).__name__}: {exc}; move what it holds into setup() or the "
+            "class into a module"
+        ) from exc

@@ -7,6 +7,7 @@ other plugins keep working.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 from collections.abc import Iterable, Mapping
@@ -26,6 +27,7 @@ __all__ = [
     "PluginProblem",
     "StageEntry",
     "StageRegistry",
+    "did_you_mean",
     "load_registry",
     "make_plugin_manager",
 ]
@@ -102,8 +104,13 @@ def make_plugin_manager(
                     )
                 )
                 continue
-            except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
-                problems.append(PluginProblem(ep.name, dist, f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # a broken plugin is reported, not fatal
+                log.debug("plugin %r (%s) failed to load", ep.name, ep.value, exc_info=True)
+                problems.append(
+                    PluginProblem(
+                        ep.name, dist, f"importing {ep.value!r} raised {type(exc).__name__}: {exc}"
+                    )
+                )
                 continue
             origins[ep.name] = (dist or "?", version or "?")
     for plugin in plugins:
@@ -138,8 +145,8 @@ class StageRegistry:
             if self.problems:
                 hint = "; note: " + "; ".join(str(p) for p in self.problems)
             raise UnknownStageError(
-                f"unknown stage {uses!r}: install the plugin that provides it or use one of "
-                f"{self.known()}{hint}"
+                f"unknown stage {uses!r}: {did_you_mean(uses, self.stages)}install the plugin "
+                f"that provides it or use one of {self.known()}{hint}"
             ) from None
 
     def by_plugin(self) -> Mapping[str, list[StageEntry]]:
@@ -198,18 +205,30 @@ def _import_stage(reference: str) -> StageEntry:
             f"cannot import module {module_name!r} for stage {reference!r} ({exc}); "
             "check the spelling or install the package that provides it"
         ) from exc
+    except Exception as exc:  # the module's own code failed: one line, not a traceback
+        raise UnknownStageError(
+            f"importing module {module_name!r} for stage {reference!r} raised "
+            f"{type(exc).__name__}: {exc}; fix the module (run with -v for the traceback)"
+        ) from exc
     obj: Any = module
     for part in qualname.split("."):
-        obj = getattr(obj, part, None)
+        parent, obj = obj, getattr(obj, part, None)
         if obj is None:
+            candidates = [name for name in dir(parent) if not name.startswith("_")]
             raise UnknownStageError(
                 f"module {module_name!r} has no attribute {qualname!r}; "
-                f"check the class name in {reference!r}"
+                f"{did_you_mean(part, candidates)}check the class name in {reference!r}"
             )
     if not (isinstance(obj, type) and issubclass(obj, Stage)):
         raise UnknownStageError(f"{reference!r} is not a stageflow.Stage subclass")
     obj.check_definition()
     return StageEntry(obj, plugin=None, distribution=_distribution_of(module_name))
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for the closest of ``candidates``, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _distribution_of(module_name: str) -> str | None:

@@ -77,8 +77,8 @@ SEED_STAGES = "  - {name: prep, uses: preprocessor}\n  - {name: stats, uses: ana
 INVALID = {
     "unknown-stage": (
         "name: p\nstages:\n  - {name: a, uses: preprocesser}\n",
-        "unknown stage 'preprocesser': install the plugin that provides it or use one of "
-        "analyzer, collector, preprocessor",
+        "unknown stage 'preprocesser': did you mean 'preprocessor'? install the plugin that "
+        "provides it or use one of analyzer, collector, preprocessor",
     ),
     "invalid-config": (
         "name: p\nstages:\n  - name: c\n    uses: collector\n    config: {progress_every: 0}\n",
@@ -94,7 +94,10 @@ INVALID = {
         "name: p\nstages:\n  - {name: prep, uses: preprocessor}\n"
         "  - {name: collect, uses: collector}\n",
         "prep → collect: collect needs field 'analyzed_at' (float) that prep's output "
-        "Preprocessed does not provide",
+        "Preprocessed does not provide; collect needs field 'mean' (float) that prep's output "
+        "Preprocessed does not provide; collect needs field 'variance' (float) that prep's "
+        "output Preprocessed does not provide; collect needs field 'trend' (Literal['increasing', "
+        "'decreasing', 'unknown']) that prep's output Preprocessed does not provide",
     ),
     "bad-yaml": (
         "name: p\nstages: [\n",
@@ -226,3 +229,70 @@ def test_python_definition_errors_name_the_stage() -> None:
         "pipeline definition: stages.0.workers (stage 'count'): Input should be greater than "
         "or equal to 1; fix it"
     )
+
+
+class Pair(BaseModel):
+    id: str
+    left: int
+    right: list[str]
+
+
+class NeedsPair(stageflow.Stage):
+    name = "needs-pair"
+    Input = Pair
+    Output = Pair
+
+    def process(self, item: Pair) -> Pair:
+        return item
+
+
+def test_a_schema_mismatch_names_every_field() -> None:
+    """Every missing or incompatible field of an edge is in the error, not only the first."""
+    with pytest.raises(SchemaMismatchError) as info:
+        Pipeline("p", [{"name": "count", "uses": WordCount}, {"name": "pair", "uses": NeedsPair}])
+    assert str(info.value) == (
+        "count → pair: pair needs field 'left' (int) that count's output Count does not provide; "
+        "pair needs field 'right' (list[str]) that count's output Count does not provide"
+    )
+
+
+class LooseConfig(BaseModel, extra="allow"):
+    lowercase: bool = True
+
+
+class StrictConfig(BaseModel, extra="forbid"):
+    lowercase: bool = True
+    progress_every: int = 100
+
+
+class LooseCount(WordCount):
+    Config = LooseConfig
+
+
+class StrictCount(WordCount):
+    Config = StrictConfig
+
+
+def test_unknown_config_keys_are_an_error_with_the_closest_match() -> None:
+    """A misspelt `config:` key is refused, naming it, its closest match and the known keys."""
+    with pytest.raises(StageConfigError) as info:
+        Pipeline("p", [{"name": "count", "uses": WordCount, "config": {"lowercas": False}}])
+    assert str(info.value) == (
+        f"stage 'count' ({__name__}:WordCount): unknown config key 'lowercas' (did you mean "
+        "'lowercase'?); the known keys are lowercase; fix the stage's `config:` block"
+    )
+    with pytest.raises(StageConfigError) as info:
+        Pipeline(
+            "p",
+            [{"name": "c", "uses": StrictCount, "config": {"progres_every": 5, "colour": 1}}],
+        )
+    assert "unknown config keys 'progres_every' (did you mean 'progress_every'?), 'colour';" in (
+        str(info.value)
+    )
+    assert "the known keys are lowercase, progress_every;" in str(info.value)
+
+
+def test_a_config_allowing_extra_keys_takes_any_key() -> None:
+    """A Config with extra="allow" accepts keys it does not declare, as it says."""
+    pipeline = Pipeline("p", [{"name": "c", "uses": LooseCount, "config": {"colour": "red"}}])
+    assert pipeline.stages[0].config.model_extra == {"colour": "red"}  # type: ignore[union-attr]

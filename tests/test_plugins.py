@@ -186,8 +186,8 @@ def test_broken_plugin_is_reported_and_others_keep_working(
     result = run_stageflow("plugins", pythonpath=[broken_plugin_path, wordcount_plugin_path])
     assert result.returncode == 0, result.stderr
     broken = (
-        "plugin 'broken' (from stageflow-broken) could not be loaded: "
-        "ImportError: No module named 'numpy_that_is_not_installed'"
+        "plugin 'broken' (from stageflow-broken) could not be loaded: importing "
+        "'stageflow_broken' raised ImportError: No module named 'numpy_that_is_not_installed'"
     )
     assert f"BROKEN {broken}" in result.stdout.splitlines()
     assert "wordcount  [stageflow-wordcount 1.2.3]" in result.stdout
@@ -226,3 +226,34 @@ def test_readme_plugin_example_is_the_fixture() -> None:
         assert block == (fixture / name).read_text(encoding="utf-8"), (
             f"README.md's {name} differs from tests/fixtures/wordcount_plugin/{name}"
         )
+
+
+def test_a_uses_module_that_raises_at_import_is_one_line_exit_2(tmp_path: Path) -> None:
+    """Any exception importing a `uses:` module: one line naming module and exception, exit 2.
+
+    With -v (before or after the subcommand) the traceback comes first.
+    """
+    (tmp_path / "explodes.py").write_text("raise RuntimeError('config server unreachable')\n")
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text("name: p\nstages:\n  - {name: a, uses: 'explodes:Stage'}\n")
+    done = run_stageflow("validate", str(pipe), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "stageflow: error: importing module 'explodes' for stage 'explodes:Stage' raised "
+        "RuntimeError: config server unreachable; fix the module (run with -v for the "
+        "traceback)\n"
+    )
+    for args in (("-v", "validate", str(pipe)), ("validate", str(pipe), "-v")):
+        verbose = run_stageflow(*args, cwd=tmp_path)
+        assert verbose.returncode == 2
+        assert "Traceback" in verbose.stderr and 'explodes.py", line 1' in verbose.stderr
+        assert verbose.stderr.endswith("fix the module (run with -v for the traceback)\n")
+
+
+def test_unknown_references_offer_the_closest_name() -> None:
+    """A misspelt registered stage or class name gets a "did you mean"."""
+    registry = load_registry()
+    with pytest.raises(UnknownStageError, match="did you mean 'analyzer'"):
+        registry.resolve("analyser")
+    with pytest.raises(UnknownStageError, match="did you mean 'Analyzer'"):
+        registry.resolve("stageflow_seed.stages:Analyser")

@@ -1,14 +1,15 @@
 """Write sample.jsonl: 2,000 deterministic raw series for the seed pipeline.
 
-Run from anywhere: ``python examples/seed/make_sample.py``. The same seed always writes the
-same bytes, so the committed file can be checked against a fresh run.
+Run from anywhere: ``python examples/seed/make_sample.py [PATH]`` (default: sample.jsonl next
+to this script). The same seed always writes the same bytes, so the committed file can be
+checked against a fresh run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 SEED = 20261128
@@ -45,4 +46,12 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("sample.jsonl"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).with_name("sample.jsonl"),
+        help="where to write the records (default: sample.jsonl next to this script)",
+    )
+    main(parser.parse_args().path)

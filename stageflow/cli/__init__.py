@@ -22,9 +22,16 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
-from stageflow.errors import EngineError, PipelineError, PluginError, StageflowError
+from stageflow.errors import (
+    EngineError,
+    PipelineError,
+    PluginError,
+    SecurityError,
+    StageflowError,
+)
 
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
@@ -36,26 +43,51 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, plugins, run, schema, validate
+    from stageflow.cli import graph, keygen, new, plugins, run, schema, validate
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
         description="Run, check and draw staged data-processing pipelines.",
     )
     parser.add_argument("--version", action="version", version=f"stageflow {__version__}")
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="log only warnings and errors to stderr"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    _add_log_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema):
+    for module in (run, validate, graph, plugins, schema, keygen, new):
         module.register(subparsers)
+    # Also after the subcommand (`stageflow run -v ...`); SUPPRESS keeps a subcommand that
+    # was given neither from resetting what was given before it.
+    for subparser in subparsers.choices.values():
+        _add_log_options(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="log only warnings and errors to stderr",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="log debug detail to stderr: worker starts and exits, tracebacks behind errors",
+    )
 
 
 def fail(message: str) -> None:
     """Print one error sentence to stderr, the way every command reports user errors."""
     print(f"stageflow: error: {message}", file=sys.stderr)
+
+
+def _fail_with(exc: BaseException, verbose: bool) -> None:
+    """One sentence for the user; with -v, first the traceback of what caused it."""
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    fail(str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,14 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
     try:
         status: int = args.func(args)
-    except (PipelineError, PluginError) as exc:
-        fail(str(exc))
+    except (PipelineError, PluginError, SecurityError) as exc:
+        _fail_with(exc, args.verbose)
         return EXIT_INVALID
     except EngineError as exc:
-        fail(str(exc))
+        _fail_with(exc, args.verbose)
         return EXIT_ENGINE
     except StageflowError as exc:
-        fail(str(exc))
+        _fail_with(exc, args.verbose)
         return EXIT_RECORDS_FAILED
     except KeyboardInterrupt:
         fail("interrupted")

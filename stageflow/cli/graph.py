@@ -10,6 +10,7 @@ from typing import Any
 
 from stageflow.cli import EXIT_INVALID, EXIT_OK, fail
 from stageflow.graph import FORMATS, Format, GraphvizError, build_graph, render
+from stageflow.graph.overlay import load_overlay, with_overlay
 from stageflow.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,31 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "-o", "--output", metavar="FILE", help="write the drawing to FILE instead of stdout"
     )
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="draw a run's numbers on the graph, from the report `stageflow run --report FILE` "
+        "wrote: records per edge, records/s and busy share per stage, dead letters in red, "
+        "the slowest stage marked",
+    )
     parser.set_defaults(func=graph)
 
 
 def graph(args: argparse.Namespace) -> int:
+    if args.format is None and args.output is not None and _format_from_suffix(args.output) is None:
+        fail(
+            f"cannot tell the format of {args.output!r} from its extension; name a file ending in "
+            f"{', '.join(_SUFFIXES)}, or give --format"
+        )
+        return EXIT_INVALID
     fmt: Format = args.format or _format_from_suffix(args.output) or "text"
     if fmt == "png" and args.output is None and sys.stdout.isatty():
         fail("png is binary and stdout is a terminal; write it with -o FILE or redirect stdout")
         return EXIT_INVALID
     pipeline = Pipeline.from_file(args.pipeline, check_schemas=False)
     drawing_graph = build_graph(pipeline)
+    if args.report is not None:
+        drawing_graph = with_overlay(drawing_graph, load_overlay(args.report))
     try:
         drawing = render(drawing_graph, fmt)
     except GraphvizError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import logging
 import os
@@ -21,6 +22,7 @@ from stageflow.cli import (
     EXIT_RECORDS_FAILED,
     EXIT_STATE_LOST,
     fail,
+    observe,
 )
 from stageflow.errors import EngineError, RecordsFailedError
 
@@ -108,6 +110,7 @@ def register(subparsers: Any) -> None:
         help="seconds a stopped run may take to end; records still inside process() by then "
         "are dead-lettered as Stopped (5)",
     )
+    observe.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -133,6 +136,28 @@ def _positive_float(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        observation = observe.Observation(args)
+    except (ValueError, observe.MetricsError) as exc:
+        fail(str(exc))
+        return EXIT_INVALID
+    status: int | None = None
+    try:
+        status = _run(args, observation)
+    except EngineError:
+        status = EXIT_ENGINE
+        raise
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+        raise
+    finally:
+        problem = observation.close(status)
+        if problem is not None:
+            fail(problem)
+    return status
+
+
+def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     # Imported here so that the other commands never load the engine or ZeroMQ.
     from stageflow.engine.run import Run
     from stageflow.pipeline import Pipeline
@@ -153,7 +178,9 @@ def run(args: argparse.Namespace) -> int:
         for handle in opened:
             if handle not in (sys.stdin.buffer, sys.stdout.buffer):
                 handle.close()
-        fail(f"cannot open {exc.filename!r}: {exc.strerror}; check the path")
+        what = ("the input file", "the output file", "the dead-letter file")[len(opened)]
+        fix = "check the path" if not opened else "check that its folder exists and is writable"
+        fail(f"cannot open {what} {exc.filename!r}: {exc.strerror}; {fix}")
         return EXIT_INVALID
     the_run = Run(
         pipeline,
@@ -169,7 +196,10 @@ def run(args: argparse.Namespace) -> int:
         stuck_after=args.stuck_after,
         stop_timeout=args.stop_timeout,
         log_level=logging.getLogger().getEffectiveLevel(),
+        metrics=observation.metrics,
+        latency=observation.latency,
     )
+    observation.attach(the_run, source, output)
     signals = _GracefulStop(the_run)
     status = EXIT_OK
     engine_error: EngineError | None = None
@@ -201,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
     report = the_run.report
     log.info("%s", report.summary())
     if engine_error is not None:
-        fail(str(engine_error))
+        report.error = str(engine_error)
+        fail(report.error)
         if report.records_in:
             fail(_resume_after_failure(report, args.output != "-"))
         return EXIT_ENGINE
@@ -209,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         resume = f"--skip {report.last_line_read}"
         if args.output != "-":
             resume += " --append"
+        report.resume_hint = resume
         fail(
             f"stopped early: the first {report.last_line_read} input lines are fully processed; "
             f"resume with {resume}"
@@ -224,6 +256,7 @@ def _resume_after_failure(report: RunReport, to_file: bool) -> str:
     done = report.complete_through
     resume = f"--skip {done}" + (" --append" if to_file else "")
     if not report.done_beyond:
+        report.resume_hint = resume
         return f"the first {done} input lines are fully processed; resume with {resume}"
     return (
         f"the first {done} input lines are fully processed, and {report.done_beyond} later "
@@ -273,8 +306,14 @@ def _open_output(path: str, append: bool) -> IO[bytes]:
 
 
 def _lines(source: IO[bytes], skip: int) -> Iterator[tuple[int, bytes]]:
-    """Numbered non-blank lines, after skipping the first ``skip``."""
+    """Numbered non-blank lines, after skipping the first ``skip``.
+
+    A UTF-8 byte order mark at the very start of the input (as some Windows editors write
+    one) is not part of the first record.
+    """
     for number, line in enumerate(source, 1):
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
         if number <= skip:
             continue
         line = line.rstrip(b"\r\n")

@@ -3,6 +3,8 @@
 * ``stageflow schema`` prints the pipeline-file schema.
 * ``stageflow schema --stage NAME`` prints one stage's schemas as one JSON object with the
   keys ``input``, ``output`` and (when the stage has a Config) ``config``.
+* ``stageflow schema --editor`` prints the pipeline-file schema specialised for the
+  installed stages (``uses:`` names, ``config:`` keys per stage), for editors.
 * ``stageflow schema --all -o DIR`` writes ``DIR/pipeline.schema.json`` and
   ``DIR/stages/<stage>.{input,output,config}.json`` for every installed stage, removing
   stage files of stages no longer installed. The repository's ``schemas/`` is made this way.
@@ -16,7 +18,7 @@ from typing import Any
 
 from stageflow.errors import PipelineError
 from stageflow.plugins import load_registry
-from stageflow.schema import dumps, pipeline_schema, stage_schemas, write_all
+from stageflow.schema import dumps, editor_schema, pipeline_schema, stage_schemas, write_all
 
 
 def register(subparsers: Any) -> None:
@@ -24,11 +26,17 @@ def register(subparsers: Any) -> None:
         "schema",
         help="print or write JSON Schemas of pipeline files and stage models",
         description="Without options, print the JSON Schema of pipeline files. With --stage, "
-        "print one installed stage's Input, Output and Config schemas. With --all -o DIR, "
+        "print one installed stage's Input, Output and Config schemas. With --editor, print the "
+        "pipeline schema specialised for the installed stages. With --all -o DIR, "
         "write the pipeline schema and every installed stage's schemas under DIR.",
     )
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--stage", metavar="NAME", help="print the schemas of this stage")
+    what.add_argument(
+        "--editor",
+        action="store_true",
+        help="print the pipeline schema with the installed stages' names and config keys",
+    )
     what.add_argument(
         "--all",
         action="store_true",
@@ -55,6 +63,9 @@ def schema(args: argparse.Namespace) -> int:
         for path in removed:
             print(f"removed {path}")
         print(f"wrote {len(written)} schema files under {args.output_dir}")
+        return 0
+    if args.editor:
+        sys.stdout.write(dumps(editor_schema(load_registry())))
         return 0
     if args.stage is not None:
         entry = load_registry().resolve(args.stage)

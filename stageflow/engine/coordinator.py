@@ -31,73 +31,38 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 import zmq
 
-from stageflow.engine import control, wire
+from stageflow.engine import control, rundir, shipping, status, wire
 from stageflow.engine.admission import Admission
 from stageflow.engine.dispatch import Dispatch
+from stageflow.engine.feeding import WAIT, Feeder
 from stageflow.engine.finishing import Finishing
-from stageflow.engine.keying import check_scalable, slot_of
-from stageflow.engine.launcher import Launcher, SubprocessLauncher
+from stageflow.engine.keying import slot_of
+from stageflow.engine.launcher import ForkServerLauncher
 from stageflow.engine.membership import Member, Membership
+from stageflow.engine.options import EngineOptions
 from stageflow.engine.pool import Pool
 from stageflow.engine.report import RunReport, WorkerStatus
-from stageflow.engine.runner import dead_letter
+from stageflow.engine.scaling import Scaling
 from stageflow.engine.snapshots import Effect, Snapshots
+from stageflow.engine.supervisor import Supervisor
 from stageflow.engine.tracker import Root, Tracker
-from stageflow.engine.watch import Watch
 from stageflow.errors import EngineError
+from stageflow.observe.latency import LatencyRecorder
+from stageflow.observe.snapshot import Progress
+from stageflow.observe.watch import Watch
 from stageflow.pipeline import Pipeline
 
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
 log = logging.getLogger("stageflow.engine")
-
-#: Yielded by an input source that has nothing ready yet (e.g. a slow stdin).
-WAIT = object()
-
-_LOOPBACK = "tcp://127.0.0.1:*"
-#: Longest time one feeding round waits on a slow input iterator before results get their
-#: turn; keeps latency low when input trickles in.
-_FEED_FOR = 0.005
-
-
-@dataclass
-class EngineOptions:
-    """Tuning and safety knobs of one run; every field has a safe default."""
-
-    batch_size: int = 256
-    max_in_flight: int = 8192
-    max_deaths: int = 3
-    start_timeout: float = 60.0
-    stop_timeout: float = 5.0
-    max_start_failures: int = 3
-    max_message_size: int = 64 * 1024 * 1024
-    bind: str = _LOOPBACK
-    log_level: int = logging.INFO
-    #: A worker silent this long is lost; a worker that hears nothing this long exits.
-    heartbeat_timeout: float = 10.0
-    #: A record inside process() this long is logged, again every such period.
-    stuck_after: float = 30.0
-    #: Frames a worker may hold at once.
-    credit: int = 2
-    #: A stateful stage with snapshot()/restore() is snapshotted after this many records...
-    snapshot_every: int = 2048
-    #: ...or this many seconds, at a frame's end.
-    snapshot_seconds: float = 1.0
-    #: Starts the worker processes; a SubprocessLauncher when not given.
-    launcher: Launcher | None = None
 
 
 class Coordinator:
@@ -114,15 +79,13 @@ class Coordinator:
         self.report = report
         self.options = options
         self.sink = dead_letter_sink
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         self.tracker = Tracker()
         self.secret = wire.new_key()
         self.stopping = False
         self.aborting = False
         self._closed = False
-        self._requests: queue.SimpleQueue[tuple[str, int, bool]] = queue.SimpleQueue()
-        _remove_orphaned_rundirs()
-        self._rundir = tempfile.mkdtemp(prefix=f"stageflow-{os.getpid()}-")
+        self._rundir = rundir.make()
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._ctx.setsockopt(zmq.LINGER, 0)
         self._router: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
@@ -137,7 +100,7 @@ class Coordinator:
         )
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
-        self._launcher = options.launcher or SubprocessLauncher()
+        self._launcher = options.launcher or ForkServerLauncher(preload=_stage_modules(pipeline))
         names = [stage.name for stage in pipeline.stages]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret)
@@ -154,29 +117,46 @@ class Coordinator:
             options.max_start_failures,
         )
         self.finishing = Finishing(len(names), self.command)
-        self.watch = Watch(self, options)
+        self.feeder = Feeder(
+            pipeline,
+            self.tracker,
+            report,
+            self._enter,
+            self.pool.wanted,
+            self.secret,
+            batch_size=options.batch_size,
+            max_in_flight=options.max_in_flight,
+            credit=options.credit,
+            frame_bytes=self._frame_bytes,
+        )
+        self.scaling = Scaling(names, self.pool, self.dispatch)
+        self.supervisor = Supervisor(self, options)
+        self._rejected = wire.Rejections(log, "the coordinator's control socket")
+        # Observation (stageflow.observe): set by the Run before the loop starts.
+        self.watch: Watch | None = None
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
-        self._next_synthetic = -1
         self._wakeup_fd: int | None = None
         self._all_started = False
-        # Input lines in the order they were fed, and those done out of order, to know up
-        # to which line everything is done.
-        self._fed: deque[int] = deque()
-        self._done_ahead: set[int] = set()
+
+    @property
+    def latency(self) -> LatencyRecorder | None:
+        return self.feeder.latency
+
+    @latency.setter
+    def latency(self, recorder: LatencyRecorder | None) -> None:
+        self.feeder.latency = recorder
 
     def _settings(self, member: Member) -> dict[str, Any]:
         """What a worker process needs to know, as JSON-able data."""
         stage = self.pipeline.stages[member.stage]
-        main = sys.modules.get("__main__")
         return {
             "key": member.key,
             "secret": self.secret.hex(),
             "stage": stage.name,
             "index": member.stage,
             "slot": member.slot,
-            "uses": stage.entry.reference,
-            "main_path": getattr(main, "__file__", None),
+            **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
             "config": stage.config_json(),
             "retries": stage.spec.retries,
             "timeout": stage.spec.timeout,
@@ -204,7 +184,7 @@ class Coordinator:
 
     def start(self) -> None:
         """Start every worker and wait until all are ready (or the run is stopped)."""
-        self._apply_requests()
+        self.scaling.apply()
         self.pool.start(time.monotonic())
         deadline = time.monotonic() + self.options.start_timeout
         while self.pool.pending() and not self.stopping:
@@ -214,7 +194,7 @@ class Coordinator:
                     "check the stages' setup() and the machine's load"
                 )
             self._poll(0.05)
-            self.watch.supervise(time.monotonic())
+            self.supervisor.supervise(time.monotonic())
         self._all_started = not self.stopping
 
     # -- the loop -------------------------------------------------------------------------
@@ -232,7 +212,7 @@ class Coordinator:
         waits, after it yielded results (the CLI flushes its output there).
         """
         exhausted = False
-        started = self._started
+        started = self.started
         if not self._all_started:  # stopped while the workers were starting: nothing to drain
             self.report.interrupted = True
             self.report.seconds = time.monotonic() - started
@@ -242,12 +222,12 @@ class Coordinator:
         self._wakeup_fd = wakeup_fd
         yielded = False
         while True:
-            self._apply_requests()
+            self.scaling.apply()
             more_input = False
             if not exhausted and not self.stopping:
-                exhausted, more_input = self._feed(source)
+                exhausted, more_input = self.feeder.feed(source)
             if self.stopping:
-                self.watch.stop_step(time.monotonic())
+                self.supervisor.stop_step(time.monotonic())
             idle = (exhausted or self.stopping) and not self.tracker.roots
             if idle and not self.pool.pending() and not self._advance_finish():
                 break
@@ -257,7 +237,9 @@ class Coordinator:
                 on_idle()
                 yielded = False
             self._poll(0.0 if busy else 0.02)
-            self.watch.supervise(time.monotonic())
+            self.supervisor.supervise(time.monotonic())
+            if self.watch is not None:
+                self.watch.tick()
             for root in self.tracker.take_completed():
                 for line in self._emit(root):
                     yielded = True
@@ -272,76 +254,6 @@ class Coordinator:
 
     def _advance_finish(self) -> bool:
         return self.finishing.advance(self.membership.of_stage, self.pool.pending)
-
-    def _feed(self, source: Iterator[Any]) -> tuple[bool, bool]:
-        """Send what the in-flight window allows.
-
-        Returns (exhausted, more): whether the source has ended, and whether it may have
-        more ready right now (so the loop should not wait).
-        """
-        credit = self.options.max_in_flight - len(self.tracker.roots)
-        workers = max(1, self.pool.wanted(0))
-        chunk = min(credit, self.options.batch_size * workers * self.options.credit)
-        if chunk <= 0:
-            return False, False
-        taken: list[Root] = []
-        exhausted = False
-        more = True
-        clock = time.monotonic
-        until = clock() + _FEED_FOR
-        for _ in range(chunk):
-            try:
-                item = next(source)
-            except StopIteration:
-                exhausted = True
-                break
-            if item is WAIT:
-                more = False
-                break
-            seq, record = item
-            self._fed.append(seq)
-            root = self.tracker.add(seq, record, 0)
-            self.report.records_in += 1
-            self.report.last_line_read = seq
-            if len(record) > self._frame_bytes:
-                self.tracker.give_up(
-                    root,
-                    dead_letter(
-                        seq,
-                        self.pipeline.stages[0].name,
-                        "RecordTooLarge",
-                        f"the record is {len(record)} bytes, more than the "
-                        f"{self._frame_bytes}-byte limit of one frame; raise max_message_size",
-                        record,
-                    ),
-                )
-            else:
-                taken.append(root)
-            if clock() > until:
-                break
-        if taken:
-            self.send_roots(0, taken)
-        return exhausted, more and not exhausted and len(taken) < credit
-
-    def send_roots(self, stage: int, roots: list[Root]) -> None:
-        """Queue roots for ``stage`` under their latest attempt, in frames of a fair size."""
-        # Spread over the stage's workers, so that a small input still gets a fair share,
-        # and into frames under the record and byte limits.
-        parts = max(1, min(self.pool.wanted(stage), len(roots)))
-        size = min(-(-len(roots) // parts), self.options.batch_size)
-        budget = self._frame_bytes
-        for start in range(0, len(roots), size):
-            ids: list[int] = []
-            records: list[bytes] = []
-            used = 0
-            for root in roots[start : start + size]:
-                if records and used + len(root.record) > budget:
-                    self._enter(stage, ids, records)
-                    ids, records, used = [], [], 0
-                ids += (root.seq, root.attempt, root.tag)
-                records.append(root.record)
-                used += len(root.record) + 1
-            self._enter(stage, ids, records)
 
     def _enter(self, stage: int, ids: list[int], records: list[bytes]) -> None:
         """Queue records for ``stage``: those a stateful stage admits, by slot if keyed."""
@@ -392,7 +304,7 @@ class Coordinator:
             try:
                 message, payload = wire.decode_control(body[:3], self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed control message: %s", exc)
+                self._rejected.add(exc)
                 continue
             member = self.membership.heard(identity, message)
             if member is not None:
@@ -441,7 +353,7 @@ class Coordinator:
         elif kind == "failed":
             member.failure = f"failed to load or set up its stage: {message.get('error')}"
         elif kind == "finish-out":
-            self._inject(member.stage + 1, payload.split(b"\n"))
+            self.feeder.inject(member.stage + 1, payload.split(b"\n"))
         elif kind == "finished":
             member.finished = True
             for effect in self.snapshots.released(member):
@@ -465,11 +377,9 @@ class Coordinator:
             if not self.dispatch.holds(member) and self.snapshots.should_ask(member):
                 self.command(member, {"t": "snap"})
         member.processed += count
-        name = self.pipeline.stages[member.stage].name
-        report = self.report
-        report.processed[name] = report.processed.get(name, 0) + count
-        worker = f"{name}#{member.slot}"
-        report.per_worker[worker] = report.per_worker.get(worker, 0) + count
+        self.report.add_ack(
+            self.pipeline.stages[member.stage].name, member.name, count, message.get("b")
+        )
 
     def _apply(self, member: Member, effect: Effect) -> None:
         """What a worker's report did: dead letters, acknowledgements, outputs sent on."""
@@ -491,7 +401,7 @@ class Coordinator:
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
-                log.warning("dropped a malformed result frame: %s", exc)
+                self._rejected.add(exc)
                 continue
             if last:
                 tracker.results(ids, records)
@@ -500,44 +410,20 @@ class Coordinator:
 
     # -- end of stream --------------------------------------------------------------------
 
-    def _inject(self, stage: int, records: list[bytes]) -> None:
-        """Outputs of a stage's finish() enter the next stage as new roots."""
-        if stage == len(self.pipeline.stages):
-            for record in records:
-                root = Root(0, record, stage, 0)
-                root.results = [record]
-                self.tracker.completed.append(root)
-            return
-        roots = []
-        for record in records:
-            roots.append(self.tracker.add(self._next_synthetic, record, stage))
-            self._next_synthetic -= 1
-        self.send_roots(stage, roots)
-
     def _emit(self, root: Root) -> Iterator[bytes]:
         """Hand out one completed root: the one point every input record passes once."""
+        if self.feeder.latency is not None:
+            self.feeder.latency.done(root)
         if root.dead:
             for entry in root.dead:
                 self._dead_letter(entry)
         self.admission.forget(root.seq)
         if root.seq > 0:
             self.report.records_done += 1
-            self._advance_complete(root.seq)
+            self.feeder.done(root.seq)
         if root.results:
             self.report.results += len(root.results)
             yield from root.results
-
-    def _advance_complete(self, seq: int) -> None:
-        fed, ahead = self._fed, self._done_ahead
-        if not fed or fed[0] != seq:
-            ahead.add(seq)
-        else:
-            fed.popleft()
-            self.report.complete_through = seq
-            while fed and fed[0] in ahead:
-                self.report.complete_through = fed.popleft()
-                ahead.discard(self.report.complete_through)
-        self.report.done_beyond = len(ahead)
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)
@@ -553,50 +439,21 @@ class Coordinator:
             entry.get("message"),
         )
 
-    # -- scaling --------------------------------------------------------------------------
+    # -- outside views ----------------------------------------------------------------------
 
     def request_scale(self, stage: str, count: int, relative: bool = False) -> None:
         """Ask for ``count`` workers of ``stage`` (or ``count`` more); safe from any thread."""
-        names = [s.name for s in self.pipeline.stages]
-        if stage not in names:
-            raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
-        if not relative and count < 1:
-            raise ValueError(f"a stage needs at least 1 worker, not {count}")
-        check_scalable(self.pipeline.stages[names.index(stage)])
-        self._requests.put((stage, count, relative))
-
-    def _apply_requests(self) -> None:
-        while True:
-            try:
-                name, count, relative = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            stage = [s.name for s in self.pipeline.stages].index(name)
-            target = self.pool.wanted(stage) + count if relative else count
-            self.scale(stage, max(1, target))
-
-    def scale(self, stage: int, count: int) -> None:
-        before = self.pool.wanted(stage)
-        for member in self.pool.scale(stage, count, time.monotonic()):
-            self.dispatch.withhold(member)
-        log.info(
-            "stage %s: %d → %d workers", self.pipeline.stages[stage].name, before, count
-        )
+        self.scaling.request(stage, count, relative)
 
     def workers(self) -> list[WorkerStatus]:
-        """The live workers now; safe to call from another thread (a snapshot, maybe stale)."""
-        return [
-            WorkerStatus(
-                stage=self.pipeline.stages[m.stage].name,
-                name=m.name,
-                pid=m.pid,
-                host=m.host,
-                state="retiring" if m.retiring else "ready" if m.ready else "starting",
-                frames=self.dispatch.holds(m),
-                processed=m.processed,
-            )
-            for m in list(self.membership.members.values())
-        ]
+        """The live workers now; safe to call from another thread."""
+        return status.workers(self)
+
+    # -- observation: the one method stageflow.observe reads the engine through ------------
+
+    def progress(self) -> Progress:
+        """A snapshot of the run so far (see :mod:`stageflow.observe.snapshot`)."""
+        return status.progress(self)
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -624,7 +481,12 @@ class Coordinator:
             for member in members:
                 if member.process is not None and member.process.poll() is None:
                     member.process.kill()
-            self._launcher.close()
+            if self.options.launcher is None:
+                self._launcher.close()
+            for member in members:
+                if member.process is not None:
+                    log.debug("worker %s exited with status %s", member.name, member.process.wait())
+            self._rejected.flush()
             self._pulse.close()
             self.dispatch.close()
             self._router.close(linger=0)
@@ -632,22 +494,6 @@ class Coordinator:
             shutil.rmtree(self._rundir, ignore_errors=True)
 
 
-def _remove_orphaned_rundirs() -> None:
-    """Remove the run folders of coordinators that died without cleaning up (kill -9)."""
-    base = tempfile.gettempdir()
-    with contextlib.suppress(OSError):
-        for name in os.listdir(base):
-            owner = name.split("-")[1] if name.startswith("stageflow-") else ""
-            if not owner.isdigit() or _alive(int(owner)):
-                continue
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: not ours to judge
-    return True
+def _stage_modules(pipeline: Pipeline) -> list[str]:
+    """The modules a fork server should import once: those the stages are imported from."""
+    return [stage.cls.__module__ for stage in pipeline.stages if not shipping.by_value(stage.cls)]

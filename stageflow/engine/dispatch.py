@@ -157,9 +157,7 @@ class Dispatch:
     def _send(self, member: Member, frame: Frame) -> None:
         frame.holder = member
         self.held[member.key][frame.fid] = frame
-        self._push[member.key].send_multipart(
-            [frame.fid.to_bytes(8, "little"), *frame.parts], copy=False
-        )
+        self._push[member.key].send_multipart([frame.fid.to_bytes(8, "little"), *frame.parts])
 
     def progress(self, member: Member, fid: int, records: int, end: bool) -> bool:
         """Note ``member``'s report on frame ``fid``; False if it does not hold that frame."""

@@ -105,7 +105,7 @@ class Link:
         parts = wire.encode_control(message, self.secret, payload)
         for frame in frames:
             parts += frame
-        self._tx.send_multipart(parts, copy=False)
+        self._tx.send_multipart(parts)
 
     def close(self, deadline: float) -> None:
         """Send what is queued (until ``deadline``, a monotonic time) and end the thread."""
@@ -166,16 +166,16 @@ class Link:
         """Pass the main thread's messages on; True once it asked to close."""
         while True:
             try:
-                parts = self._inbox.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = self._inbox.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return False
-            if len(parts) == 1 and parts[0].bytes == _CLOSE:
+            if len(parts) == 1 and parts[0] == _CLOSE:
                 deadline = 1000  # ms to hand the last messages to the network
                 self._dealer.close(linger=deadline)
                 self._inbox.close(linger=0)
                 self._sub.close(linger=0)
                 return True
-            self._dealer.send_multipart(parts, copy=False)
+            self._dealer.send_multipart(parts)
 
     def _commands(self) -> None:
         while True:

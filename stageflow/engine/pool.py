@@ -8,6 +8,7 @@ they hold, run ``finish()`` and exit) and their slots go away.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -37,7 +38,6 @@ class Slot:
 
     stage: int
     index: int
-    generation: int = 0
     member: Member | None = None
     restart_at: float | None = None
     start_failures: int = 0
@@ -63,6 +63,7 @@ class Pool:
         self.settings = settings
         self.rundir = rundir
         self.max_start_failures = max_start_failures
+        self._spawned = itertools.count(1)
         self.slots: list[list[Slot]] = [
             [Slot(s, j) for j in range(stage.workers)] for s, stage in enumerate(pipeline.stages)
         ]
@@ -74,9 +75,10 @@ class Pool:
                     self.spawn(slot, now)
 
     def spawn(self, slot: Slot, now: float) -> Member:
-        slot.generation += 1
         slot.restart_at = None
-        key = f"{slot.stage}.{slot.index}.{slot.generation}"
+        # Unique in the run, even for a slot made again after scaling down and up: the key is
+        # the worker's identity on the control plane.
+        key = f"{slot.stage}.{slot.index}.{next(self._spawned)}"
         member = Member(
             key=key,
             stage=slot.stage,
@@ -87,6 +89,7 @@ class Pool:
             started=now,
         )
         member.process = self.launcher.spawn(self.settings(member))
+        log.debug("started worker %s (pid %d)", member.name, member.process.pid)
         self.membership.add(member)
         slot.member = member
         return member
@@ -130,7 +133,8 @@ class Pool:
         if slot.start_failures < limit:
             return True
         stage = self.pipeline.stages[slot.stage].name
-        why = f"{slot.start_failures} times in a row; the last one {_why(member, code)}"
+        times = "once" if slot.start_failures == 1 else f"{slot.start_failures} times in a row"
+        why = f"{times}; the last one {_why(member, code)}"
         # A keyed stage cannot do without a slot: that slot's keys go to nobody else.
         keyed = self.pipeline.stages[slot.stage].key is not None
         peers = self.slots[slot.stage]

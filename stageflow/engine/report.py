@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from stageflow.engine.timing import quantile
+
 __all__ = ["RunReport", "WorkerStatus"]
 
 #: Dead-letter entries kept in memory on the report; the dead-letter file has them all.
@@ -28,8 +30,6 @@ class RunReport:
     dead_lettered: int = 0
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     worker_restarts: int = 0
-    #: Records sent again because the worker holding them was lost or stuck.
-    redelivered: int = 0
     #: Records sent again into a stateful stage, because its worker holding them was lost.
     stateful_redelivered: int = 0
     #: Records kept out of a stateful stage, which had taken them in under another attempt.
@@ -49,6 +49,31 @@ class RunReport:
     #: Input records after ``complete_through`` that are fully processed too.
     done_beyond: int = 0
     seconds: float = 0.0
+    #: Seconds spent inside process() per stage, and per worker ("stage#index").
+    busy: dict[str, float] = field(default_factory=dict)
+    worker_busy: dict[str, float] = field(default_factory=dict)
+    #: Per stage, how many process() calls fell in each time bucket (stageflow.engine.timing).
+    record_times: dict[str, dict[int, int]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    #: Dead letters counted by stage, then by error name (all of them, not only those kept).
+    dead_by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Records sent again because the worker holding them was lost or stuck.
+    redeliveries: int = 0
+    #: Wall-clock (time.time()) start and end of the run; None until it starts or ends.
+    started_at: float | None = None
+    ended_at: float | None = None
+    #: The CLI's exit status, when the run was a `stageflow run`.
+    exit_status: int | None = None
+    #: The engine error that ended the run, if one did.
+    error: str | None = None
+    #: The options the CLI said to resume with, when the run stopped early.
+    resume_hint: str | None = None
+    #: Worker count per stage, in pipeline order.
+    stage_workers: dict[str, int] = field(default_factory=dict)
+    #: Input read to result written, in time buckets, and the sum in seconds; measured only
+    #: when metrics or a report file were asked for.
+    latency: dict[int, int] = field(default_factory=dict)
+    latency_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -77,8 +102,43 @@ class RunReport:
 
     def add_dead_letter(self, entry: dict[str, Any]) -> None:
         self.dead_lettered += 1
+        errors = self.dead_by_stage.setdefault(str(entry.get("stage")), {})
+        name = str(entry.get("error"))
+        errors[name] = errors.get(name, 0) + 1
         if len(self.dead_letters) < KEPT_DEAD_LETTERS:
             self.dead_letters.append(entry)
+
+    def add_ack(self, stage: str, worker: str, count: int, busy: Any) -> None:
+        """Count a worker's acknowledgement: records processed, and its ``[seconds, buckets]``.
+
+        ``busy`` is the ack's ``b`` field: seconds inside process() and the flat
+        ``[bucket, count, ...]`` list of those calls' durations (absent from older workers).
+        """
+        self.processed[stage] = self.processed.get(stage, 0) + count
+        self.per_worker[worker] = self.per_worker.get(worker, 0) + count
+        if not busy:
+            return
+        seconds, buckets = busy
+        self.busy[stage] = self.busy.get(stage, 0.0) + seconds
+        self.worker_busy[worker] = self.worker_busy.get(worker, 0.0) + seconds
+        times = self.record_times.setdefault(stage, {})
+        for index in range(0, len(buckets), 2):
+            bucket = buckets[index]
+            times[bucket] = times.get(bucket, 0) + buckets[index + 1]
+
+    def add_restart(self, stage: str) -> None:
+        self.worker_restarts += 1
+        self.restarts[stage] = self.restarts.get(stage, 0) + 1
+
+    def record_time(self, stage: str, q: float) -> float | None:
+        """The ``q`` quantile of one process() call's duration in ``stage``, in seconds."""
+        return quantile(self.record_times.get(stage, {}), q)
+
+    def to_json(self) -> str:
+        """The report as a ``stageflow-run-report/1`` JSON document (see the README)."""
+        from stageflow.observe.report_json import report_to_json
+
+        return report_to_json(self)
 
     def summary(self) -> str:
         parts = [

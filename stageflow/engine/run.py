@@ -7,16 +7,24 @@ import logging
 import os
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
 from stageflow.engine.keying import check_scalable
 from stageflow.engine.report import RunReport, WorkerStatus
-from stageflow.errors import RecordsFailedError
+from stageflow.errors import EngineError, RecordsFailedError
+from stageflow.observe.latency import LatencyRecorder
+from stageflow.observe.snapshot import Progress
+from stageflow.observe.watch import EVERY, Listener, Watch
+
+if TYPE_CHECKING:
+    from stageflow.observe.metrics import Metrics
 
 __all__ = ["Run"]
 
@@ -48,6 +56,12 @@ class Run:
         Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
         slow generator): results keep flowing while it waits. Leave it off for iterators
         bound to the calling thread (sqlite3 cursors, for example).
+    ``metrics``
+        Serve Prometheus metrics while the run lasts: an address such as ``"127.0.0.1:0"``
+        (a port alone means loopback; the URL is :attr:`metrics_url` once iteration
+        started), or a :class:`~stageflow.observe.metrics.Metrics` that the caller owns.
+    ``latency``
+        Measure each record's time from input to result for the report (on with metrics).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``,
     ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``
         See :class:`~stageflow.engine.coordinator.EngineOptions`.
@@ -65,23 +79,25 @@ class Run:
         max_errors: int = 0,
         numbered: bool = False,
         read_ahead: bool = False,
+        metrics: str | Metrics | None = None,
+        latency: bool = False,
         **options: Any,
     ) -> None:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
+        self.report.stage_workers = {stage.name: stage.workers for stage in pipeline.stages}
         self.options = EngineOptions(**options)
         self._items = items
         self._use_read_ahead = read_ahead
         self._numbered = numbered
         self._dead_letter = dead_letter
-        self._coordinator: Coordinator | None = None
+        self._live = _Live(metrics, latency or metrics is not None)
         self._iterator: Iterator[Any] | None = None
-        self._early: list[tuple[str, int, bool]] = []
 
     def __iter__(self) -> Iterator[Any]:
         if self._iterator is None:
-            self._iterator = self._models()
+            self._iterator = _models(self.pipeline, self.lines())
         return self._iterator
 
     def __enter__(self) -> Run:
@@ -90,60 +106,71 @@ class Run:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    @property
+    def watch(self) -> Watch:
+        return self._live.watch
+
+    def progress(self) -> Progress | None:
+        """A snapshot of what the run has done so far; None before iteration started.
+
+        From the thread that iterates it is taken now; from any other thread it is the
+        latest one taken (at most a quarter of a second old while the run is going).
+        """
+        live = self._live
+        coordinator, latest = live.coordinator, live.watch.latest
+        ended = latest is not None and latest.ended
+        if coordinator is not None and live.thread == threading.get_ident() and not ended:
+            return coordinator.progress()
+        return latest
+
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
+
+        It runs in the iterating thread, between two turns of the engine's loop, so keep
+        it short; an exception it raises ends the run like one from the iteration.
+        """
+        self._live.watch.add(listener, every)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served, once iteration started with ``metrics``."""
+        metrics = self._live.metrics
+        return metrics.url if metrics is not None else None
+
     def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
         """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
 
         ``on_idle`` is called whenever the run is about to wait after handing out results:
         the moment to flush a buffered output.
         """
-        sink, owned = self._open_sink()
-        try:
-            coordinator = Coordinator(self.pipeline, self.report, self.options, sink)
-        except BaseException:
-            if owned and sink is not None:
-                sink.close()
-            raise
-        self._coordinator = coordinator
-        for stage, count, relative in self._early:
-            coordinator.request_scale(stage, count, relative)
-        ahead: ReadAhead | None = None
-        try:
-            coordinator.start()
-            items: Iterable[Any] = self._items
-            if self._use_read_ahead:
-                ahead = ReadAhead(items)
-                items = ahead
-            source = iter(items) if self._numbered else _numbered(items)
-            wakeup = ahead.wakeup_fd if ahead is not None else None
-            yield from coordinator.run(source, wakeup, on_idle)
-        finally:
-            coordinator.close()
-            if ahead is not None:
-                ahead.close()
-            if owned and sink is not None:
-                sink.close()
-        if self.report.dead_lettered > self.report.max_errors:
-            raise RecordsFailedError(
-                f"{self.report.dead_lettered} records were dead-lettered "
-                f"(allowed: {self.report.max_errors}); see the dead-letter output for each reason",
-                self.report,
-            )
+        return _lines(
+            self._live,
+            self.pipeline,
+            self.report,
+            self.options,
+            self._items,
+            self._dead_letter,
+            read_ahead=self._use_read_ahead,
+            numbered=self._numbered,
+            on_idle=on_idle,
+        )
 
     def stop(self) -> None:
         """Stop reading input; records already in flight are finished and yielded."""
-        if self._coordinator is not None:
-            self._coordinator.stopping = True
+        if self._live.coordinator is not None:
+            self._live.coordinator.stopping = True
 
     def abort(self) -> None:
         """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
-        if self._coordinator is not None:
-            self._coordinator.aborting = True
+        if self._live.coordinator is not None:
+            self._live.coordinator.aborting = True
 
     def scale(self, stage: str, count: int) -> None:
         """Give ``stage`` ``count`` workers while the run goes on; safe from any thread.
 
         Added workers get work as soon as they are ready; removed ones finish the frames they
-        hold, run ``finish()`` and exit. Nothing is lost or done twice.
+        hold, run ``finish()`` and exit. Nothing is lost or done twice. Before iteration
+        starts, it sets how many workers the run starts with.
         """
         self._request(stage, count, relative=False)
 
@@ -161,37 +188,146 @@ class Run:
 
     def workers(self) -> list[WorkerStatus]:
         """The live workers: stage, pid or host, frames held and records processed."""
-        return self._coordinator.workers() if self._coordinator is not None else []
+        coordinator = self._live.coordinator
+        return coordinator.workers() if coordinator is not None else []
 
     def _request(self, stage: str, count: int, relative: bool) -> None:
-        if self._coordinator is not None:
-            self._coordinator.request_scale(stage, count, relative)
+        coordinator = self._live.coordinator
+        if coordinator is not None:
+            coordinator.request_scale(stage, count, relative)
             return
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
         check_scalable(self.pipeline.stages[names.index(stage)])
-        self._early.append((stage, count, relative))
+        self._live.early.append((stage, count, relative))
 
     def close(self) -> None:
         """Abandon the iteration and stop every worker."""
         if self._iterator is not None:
             self._iterator.close()  # type: ignore[attr-defined]
-        elif self._coordinator is not None:
-            self._coordinator.close()
+        elif self._live.coordinator is not None:
+            self._live.coordinator.close()
 
-    def _models(self) -> Iterator[Any]:
-        parse = self.pipeline.stages[-1].cls.Output.model_validate_json
-        for line in self.lines():
-            yield parse(line)
 
-    def _open_sink(self) -> tuple[IO[str] | None, bool]:
-        target = self._dead_letter
-        if target is None:
-            return None, False
-        if isinstance(target, (str, os.PathLike)):
-            return Path(target).open("w", encoding="utf-8"), True
-        return target, False
+class _Live:
+    """What a running iteration shares with its :class:`Run`: the coordinator, once started,
+    and the run's watchers (progress listeners, metrics).
+
+    The iteration's generators hold this, never the Run: a generator holding the Run that
+    holds it would be a reference cycle, and an abandoned iteration (``break``, then the
+    loop and the Run dropped) would keep its workers until the cyclic garbage collector
+    happened to run. Without the cycle, dropping the last reference closes the generator at
+    once, and its ``finally`` stops the workers.
+    """
+
+    def __init__(self, metrics: str | Metrics | None, latency: bool) -> None:
+        self.coordinator: Coordinator | None = None
+        self.watch = Watch()
+        self.thread: int | None = None
+        self.latency = latency
+        self.metrics_option = metrics
+        self.metrics: Metrics | None = None
+        #: Scaling asked for before the coordinator existed: (stage, count, relative).
+        self.early: list[tuple[str, int, bool]] = []
+
+    def start_metrics(self) -> None:
+        option = self.metrics_option
+        if option is None or self.metrics is not None:
+            return
+        from stageflow.observe.metrics import Metrics
+
+        self.metrics = Metrics(option) if isinstance(option, str) else option
+        self.metrics.watch(self.watch)
+
+    def stop_metrics(self) -> None:
+        # Only a server this run started is stopped; a Metrics the caller passed is theirs.
+        if isinstance(self.metrics_option, str) and self.metrics is not None:
+            self.metrics.close()
+
+
+def _lines(
+    live: _Live,
+    pipeline: Any,
+    report: RunReport,
+    options: EngineOptions,
+    items: Iterable[Any],
+    dead_letter: str | os.PathLike[str] | IO[str] | None,
+    *,
+    read_ahead: bool,
+    numbered: bool,
+    on_idle: Callable[[], None] | None,
+) -> Iterator[bytes]:
+    report.started_at = time.time()
+    live.thread = threading.get_ident()
+    live.start_metrics()
+    sink, owned = _open_sink(dead_letter)
+    try:
+        coordinator = Coordinator(pipeline, report, options, sink)
+    except BaseException:
+        if owned and sink is not None:
+            sink.close()
+        raise
+    live.coordinator = coordinator
+    for stage, count, relative in live.early:
+        coordinator.request_scale(stage, count, relative)
+    coordinator.watch = live.watch
+    live.watch.source = coordinator.progress
+    if live.latency:
+        coordinator.latency = LatencyRecorder(report)
+    # Also at interpreter exit, should an iteration still be suspended then: no temp dir or
+    # worker is left for the operating system to clean up.
+    stop_workers = weakref.finalize(live, coordinator.close)
+    ahead: ReadAhead | None = None
+    try:
+        coordinator.start()
+        if read_ahead:
+            ahead = ReadAhead(items)
+            items = ahead
+        source = iter(items) if numbered else _numbered(items)
+        wakeup = ahead.wakeup_fd if ahead is not None else None
+        yield from coordinator.run(source, wakeup, on_idle)
+    except EngineError as exc:
+        report.error = str(exc)
+        raise
+    finally:
+        stop_workers()
+        if ahead is not None:
+            ahead.close()
+        if owned and sink is not None:
+            sink.close()
+        report.ended_at = time.time()
+        live.watch.final(coordinator.progress())
+        live.stop_metrics()
+    if report.dead_lettered > report.max_errors:
+        count = report.dead_lettered
+        where = (
+            "see the dead-letter output for each reason"
+            if dead_letter is not None
+            else "each reason was logged as a warning; --dead-letter PATH (dead_letter= in "
+            "Python) keeps them in a file"
+        )
+        raise RecordsFailedError(
+            f"{count} {'record was' if count == 1 else 'records were'} dead-lettered "
+            f"(allowed: {report.max_errors}); {where}",
+            report,
+        )
+
+
+def _models(pipeline: Any, lines: Iterator[bytes]) -> Iterator[Any]:
+    parse = pipeline.stages[-1].cls.Output.model_validate_json
+    for line in lines:
+        yield parse(line)
+
+
+def _open_sink(
+    target: str | os.PathLike[str] | IO[str] | None,
+) -> tuple[IO[str] | None, bool]:
+    if target is None:
+        return None, False
+    if isinstance(target, (str, os.PathLike)):
+        return Path(target).open("w", encoding="utf-8"), True
+    return target, False
 
 
 def _numbered(items: Iterable[Any]) -> Iterator[Any]:
@@ -211,7 +347,8 @@ def _to_json(item: Any) -> bytes:
     if isinstance(item, bytes):
         return item.replace(b"\n", b" ")
     if isinstance(item, str):
-        return item.replace("\n", " ").encode()
+        # surrogatepass: a lone surrogate becomes bytes that are dead-lettered, not a crash.
+        return item.replace("\n", " ").encode("utf-8", "surrogatepass")
     if isinstance(item, BaseModel):
         return item.__pydantic_serializer__.to_json(item)
     from pydantic_core import to_json

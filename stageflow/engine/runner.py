@@ -8,6 +8,7 @@ Outputs and appends everything it produced (records, acknowledgements, dead lett
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import mmap
@@ -18,10 +19,15 @@ import struct
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import InitErrorDetails, from_json
 
+from stageflow.engine.strict import may_hold_floats, non_finite_field, nonstandard_json
+from stageflow.engine.timing import bucket_of
+from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage, iter_outputs
 
 __all__ = ["CurrentRecord", "Pending", "RecordTimeout", "StageRunner", "dead_letter"]
@@ -85,11 +91,23 @@ class Pending:
     dead: list[list[Any]] = field(default_factory=list)  # [root, attempt, entry]
     processed: int = 0
     size: int = 0  # bytes of records and dead-lettered records, to keep frames bounded
+    busy: float = 0.0  # seconds inside process(), retries included
+    times: dict[int, int] = field(default_factory=dict)  # process() calls per time bucket
 
     def take(self) -> Pending:
-        taken = Pending(self.ids, self.records, self.acks, self.dead, self.processed, self.size)
+        taken = Pending(
+            self.ids,
+            self.records,
+            self.acks,
+            self.dead,
+            self.processed,
+            self.size,
+            self.busy,
+            self.times,
+        )
         self.ids, self.records, self.acks, self.dead = [], [], [], []
         self.processed = self.size = 0
+        self.busy, self.times = 0.0, {}
         return taken
 
 
@@ -102,27 +120,71 @@ def dead_letter(
     errors: list[Any] | None = None,
     detail: str | None = None,
 ) -> dict[str, Any]:
-    """Build one dead-letter entry, with the record as JSON when it parses, else as text."""
+    """Build one dead-letter entry, fit for JSON whatever the record's bytes; never raises.
+
+    The record is kept as parsed JSON when it is standard JSON, else as text when it is
+    UTF-8, else as ``record_base64`` (with ``record`` null), so its bytes stay recoverable.
+    """
     entry: dict[str, Any] = {
         "line": root if root is not None and root > 0 else None,
         "stage": stage,
         "error": error,
         "message": message,
-        "errors": errors,
+        "errors": None,
         "record": None,
     }
-    if record is not None:
-        try:
-            entry["record"] = json.loads(record)
-        except ValueError:
-            entry["record"] = record.decode("utf-8", "replace")
+    try:
+        entry["errors"] = _plain(errors)
+        if record is not None:
+            entry.update(_describe(record))
+    except Exception as exc:  # noqa: BLE001 - a dead letter must never abandon its frame
+        entry["errors"] = None
+        entry["record"] = None
+        entry["note"] = f"the record could not be described ({type(exc).__name__}); kept as bytes"
+        if record is not None:
+            entry["record_base64"] = base64.b64encode(record).decode("ascii")
     if detail:
         entry["traceback"] = detail
     return entry
 
 
-class _OutputError(Exception):
-    """process() or finish() produced something that is not the stage's Output."""
+def _describe(record: bytes) -> dict[str, Any]:
+    try:
+        # pydantic-core's parser has its own depth limit (no RecursionError) and, with
+        # allow_inf_nan off, refuses what JSON itself refuses.
+        return {"record": from_json(record, allow_inf_nan=False)}
+    except ValueError:
+        pass
+    try:
+        return {"record": record.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"record": None, "record_base64": base64.b64encode(record).decode("ascii")}
+
+
+def _plain(errors: list[Any] | None) -> list[Any] | None:
+    """pydantic ``errors()`` as plain JSON values (a loc tuple becomes a list, the rest text)."""
+    if errors is None:
+        return None
+    plain: list[Any] = json.loads(json.dumps(errors, default=repr))
+    return plain
+
+
+def _errors_of(exc: ValidationError) -> list[Any]:
+    try:
+        errors: list[Any] = json.loads(exc.json(include_url=False))
+    except (ValueError, RecursionError):
+        # exc.json() fails on an input it cannot encode (bytes that are not UTF-8): the
+        # record itself is in the dead letter anyway, so leave the inputs out.
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return errors
+
+
+def _text(value: object) -> str:
+    """str(value) for a message, even when the object's own __str__ fails."""
+    try:
+        return str(value)
+    except Exception as exc:  # noqa: BLE001 - user classes may break str()
+        return f"<{type(value).__name__}; str() failed with {type(exc).__name__}>"
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -160,6 +222,8 @@ class StageRunner:
             TypeAdapter(list[cls.Input]) if trusted_input else None  # type: ignore[name-defined]
         )
         self._tags = random.Random(os.urandom(16)).getrandbits
+        # Only an Output that can hold a float can hold one JSON would write as null.
+        self._floats = may_hold_floats(cls.Output)
         if timeout is not None:
             signal.signal(signal.SIGALRM, _on_alarm)
 
@@ -167,23 +231,35 @@ class StageRunner:
         self.stage.setup()
 
     def run_batch(self, ids: Sequence[int], records: Sequence[bytes], pending: Pending) -> None:
-        """Process one frame's records, appending what they produce to ``pending``."""
+        """Process one frame's records, appending what they produce to ``pending``.
+
+        Every record ends as outputs or as one dead letter, whatever its bytes: nothing
+        raised for one record may cost the others of the frame their turn.
+        """
         items = self._validate_batch(records)
         for index, record in enumerate(records):
             base = index * 3
             root, attempt, tag = ids[base], ids[base + 1], ids[base + 2]
-            if items is not None:
-                item: Any = items[index]
-            else:
-                try:
-                    item = self._input.model_validate_json(record)
-                except ValidationError as exc:
-                    pending.dead.append([root, attempt, self._invalid(root, record, exc)])
-                    pending.size += len(record)
-                    pending.acks += (root, attempt, tag)
-                    pending.processed += 1
-                    continue
-            xor = self._process(root, attempt, item, record, pending)
+            try:
+                item: Any = items[index] if items is not None else self._parse(record)
+                xor = self._process(root, attempt, item, record, pending)
+            except ValidationError as exc:
+                self._dead(pending, root, attempt, record, self._invalid(root, record, exc))
+                xor = 0
+            except Exception as exc:
+                log.exception(
+                    "stage %r: record of line %s failed inside the engine", self.stage_name, root
+                )
+                entry = dead_letter(
+                    root,
+                    self.stage_name,
+                    type(exc).__name__,
+                    _text(exc),
+                    record,
+                    detail=traceback.format_exc(),
+                )
+                self._dead(pending, root, attempt, record, entry)
+                xor = 0
             pending.acks += (root, attempt, tag ^ xor)
             pending.processed += 1
 
@@ -192,17 +268,40 @@ class StageRunner:
         try:
             return [self._to_json(out) for out in iter_outputs(self.stage.finish())], []
         except Exception as exc:  # noqa: BLE001 - a failing finish() is data, like process()
-            log.error("stage %r: finish() failed: %s: %s", self.stage_name, type(exc).__name__, exc)
+            message = _text(exc)
+            log.error(
+                "stage %r: finish() failed: %s: %s", self.stage_name, type(exc).__name__, message
+            )
             return [], [
                 dead_letter(
                     None,
                     self.stage_name,
                     type(exc).__name__,
-                    f"finish() failed: {exc}",
+                    f"finish() failed: {message}",
                     None,
+                    errors=exc.errors if isinstance(exc, InvalidOutput) else None,
                     detail=traceback.format_exc(),
                 )
             ]
+
+    def _parse(self, record: bytes) -> Any:
+        """Validate one raw input line: strict JSON, then the stage's Input."""
+        problem = nonstandard_json(record)
+        if problem is not None:
+            detail: InitErrorDetails = {
+                "type": "json_invalid",
+                "loc": (),
+                "input": record,
+                "ctx": {"error": problem},
+            }
+            raise ValidationError.from_exception_data(self._input.__name__, [detail])
+        return self._input.model_validate_json(record)
+
+    def _dead(
+        self, pending: Pending, root: int, attempt: int, record: bytes, entry: dict[str, Any]
+    ) -> None:
+        pending.dead.append([root, attempt, entry])
+        pending.size += len(record)
 
     def _validate_batch(self, records: Sequence[bytes]) -> list[Any] | None:
         if self._batch is None or len(records) < 2:
@@ -218,6 +317,7 @@ class StageRunner:
         failure: BaseException | None = None
         detail = ""
         outputs: list[bytes] = []
+        started = perf_counter()
         for _ in range(self.retries + 1):
             if self.current is not None:
                 self.current.set(root, attempt)
@@ -230,30 +330,34 @@ class StageRunner:
                 failure = RecordTimeout(f"process() took longer than {self.timeout}s")
                 detail = ""
                 break  # a hang is not retried: it would only hang again
-            except _OutputError as exc:
+            except InvalidOutput as exc:
                 failure, detail = exc, ""
-                break
+                break  # the same record would only give the same output again
             except Exception as exc:  # noqa: BLE001 - user code's errors are data: retry, dead-letter
                 failure, detail = exc, traceback.format_exc()
             finally:
                 if self.current is not None:
                     self.current.clear()
+        spent = perf_counter() - started
+        pending.busy += spent
+        bucket = bucket_of(spent)
+        pending.times[bucket] = pending.times.get(bucket, 0) + 1
         if failure is not None:
             attempts = (
                 ""
-                if isinstance(failure, (RecordTimeout, _OutputError))
+                if isinstance(failure, (RecordTimeout, InvalidOutput))
                 else (f" (after {self.retries + 1} attempts)")
             )
             entry = dead_letter(
                 root,
                 self.stage_name,
                 type(failure).__name__,
-                f"{failure}{attempts}",
+                f"{_text(failure)}{attempts}",
                 record,
+                errors=failure.errors if isinstance(failure, InvalidOutput) else None,
                 detail=detail or None,
             )
-            pending.dead.append([root, attempt, entry])
-            pending.size += len(record)
+            self._dead(pending, root, attempt, record, entry)
             return 0
         xor = 0
         tags = self._tags
@@ -271,7 +375,7 @@ class StageRunner:
             return
         for output in outputs:
             if len(output) > limit:
-                raise _OutputError(
+                raise InvalidOutput(
                     f"process() returned an output of {len(output)} bytes, more than the "
                     f"{limit}-byte limit of one frame; raise max_message_size or emit smaller "
                     "records"
@@ -289,33 +393,56 @@ class StageRunner:
 
     def _outputs(self, result: Any) -> list[bytes]:
         if type(result) is self._output:
-            return [self._serialize(result)]  # the common one-in, one-out case, kept short
+            return [self._dump(result)]  # the common one-in, one-out case, kept short
         return [self._to_json(out) for out in iter_outputs(result)]
+
+    def _dump(self, output: BaseModel) -> bytes:
+        data = self._serialize(output)
+        # pydantic writes a nan or infinite float as null: look for one only where a null is.
+        if self._floats and b"null" in data:
+            found = non_finite_field(output)
+            if found is not None:
+                field, value = found
+                raise InvalidOutput(
+                    f"process() returned a {type(output).__name__} whose field {field!r} is "
+                    f"{value}, which JSON cannot hold (it would be written as null); return a "
+                    "finite number, or None in an optional field"
+                )
+        return data
 
     def _to_json(self, output: Any) -> bytes:
         if isinstance(output, self._output):
-            return self._serialize(output)  # built by this stage: no second validation
+            return self._dump(output)  # built by this stage: no second validation
         if isinstance(output, dict):
             try:
-                return self._serialize(self._output.model_validate(output))
+                model = self._output.model_validate(output)
             except ValidationError as exc:
-                raise _OutputError(
+                errors = _errors_of(exc)
+                fields = ", ".join(_where(error) for error in errors)
+                raise InvalidOutput(
                     f"process() returned a dict that is not a valid {self._output.__name__}: "
-                    f"{exc.errors(include_url=False)[0]['msg']}"
+                    f"{fields}",
+                    errors,
                 ) from None
-        raise _OutputError(
+            return self._dump(model)
+        raise InvalidOutput(
             f"process() returned {type(output).__name__}, expected {self._output.__name__}"
         )
 
     def _invalid(self, root: int, record: bytes, exc: ValidationError) -> dict[str, Any]:
-        errors = json.loads(exc.json(include_url=False))
-        first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(record)"
+        errors = _errors_of(exc)
+        where = _where(errors[0]) if errors else f"(record): {_text(exc)}"
         return dead_letter(
             root,
             self.stage_name,
             "ValidationError",
-            f"record does not match {self._input.__name__}: {where}: {first.get('msg', exc)}",
+            f"record does not match {self._input.__name__}: {where}",
             record,
             errors=errors,
         )
+
+
+def _where(error: dict[str, Any]) -> str:
+    """``field.path: message`` for one pydantic error."""
+    loc = ".".join(str(part) for part in error.get("loc", ())) or "(record)"
+    return f"{loc}: {error.get('msg', '')}"

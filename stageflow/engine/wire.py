@@ -2,9 +2,9 @@
 
 Every message is three ZeroMQ parts::
 
-    head     b"SF", version, kind, payload length and CRC-32, then what the kind needs
+    head     b"SF", version, kind, payload length, then what the kind needs
     payload  the bulk: records, or packed integers
-    digest   keyed BLAKE2b of the head
+    digest   keyed BLAKE2b of the head and the payload: every byte of the message
 
 A **data** frame (kind 0) carries a batch of records. Its head ends with the record ids as
 signed 64-bit integers, three per record: ``root`` (the sequence number of the input
@@ -17,10 +17,14 @@ A **control** message (kind 1, worker to coordinator) has a JSON object with a `
 after the fixed head; its payload is packed integers (acknowledgements) or records (the
 outputs of ``finish()``).
 
-The digest is keyed with a random key each run hands its workers through their private
-stdin, so a message from anything else that reaches a port (a stray client, a leftover of
-another run) is rejected before it is parsed. It covers the head, and the head holds the
-payload's length and CRC-32, so a payload cut short or garbled on the way is caught too.
+The digest is keyed with a random key each run hands its workers in their settings, over
+their parent's private pipe, so a message from anything else that reaches a port (a stray
+client, a leftover of another run, a forger who saw earlier frames) is rejected before it is
+parsed. It covers
+the head and the payload in that order; the head holds the payload's length, so no byte
+can move between the two either. A receiver counts what it rejects and logs it at most
+once a second (:class:`Rejections`), so a flood cannot flood the log too. Version 3 of the
+format; version 2 signed the head only and checked the payload by a CRC-32.
 Records are JSON and ids are packed integers: nothing on the wire is ever unpickled.
 """
 
@@ -28,9 +32,10 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import struct
-import zlib
+import time
 from array import array
 from collections.abc import Sequence
 from hashlib import blake2b
@@ -38,6 +43,7 @@ from typing import Any
 
 __all__ = [
     "VERSION",
+    "Rejections",
     "WireError",
     "count_records",
     "decode_batch",
@@ -50,11 +56,11 @@ __all__ = [
     "unpack_ints",
 ]
 
-VERSION = 2
+VERSION = 3
 _MAGIC = b"SF"
 _DATA = 0
 _CONTROL = 1
-_HEAD = struct.Struct("<2sBBII")  # magic, version, kind, payload length, payload CRC-32
+_HEAD = struct.Struct("<2sBBI")  # magic, version, kind, payload length
 _DIGEST_SIZE = 16
 _IDS_PER_RECORD = 3
 _INT = struct.calcsize("q")
@@ -82,13 +88,20 @@ def unpack_ints(data: bytes) -> list[int]:
 
 
 def sign(parts: list[bytes], key: bytes) -> list[bytes]:
-    """Append the digest of the head, ``parts[0]``, to ``parts`` (in place) and return them."""
-    parts.append(blake2b(parts[0] if parts else b"", key=key, digest_size=_DIGEST_SIZE).digest())
+    """Append the digest of every part (head, then payload) to ``parts`` in place; return them."""
+    parts.append(_digest(parts, key))
     return parts
 
 
+def _digest(parts: Sequence[bytes], key: bytes) -> bytes:
+    mac = blake2b(key=key, digest_size=_DIGEST_SIZE)
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
+
+
 def _head(kind: int, payload: bytes, rest: bytes) -> bytes:
-    return _HEAD.pack(_MAGIC, VERSION, kind, len(payload), zlib.crc32(payload)) + rest
+    return _HEAD.pack(_MAGIC, VERSION, kind, len(payload)) + rest
 
 
 def _open(parts: Sequence[bytes], key: bytes, kind: int) -> tuple[bytes, bytes]:
@@ -96,20 +109,19 @@ def _open(parts: Sequence[bytes], key: bytes, kind: int) -> tuple[bytes, bytes]:
     if len(parts) != 3:
         raise WireError(f"a message has 3 parts, this one has {len(parts)}")
     head, payload, digest = parts
-    expected = blake2b(head, key=key, digest_size=_DIGEST_SIZE).digest()
-    if not hmac.compare_digest(digest, expected):
+    if not hmac.compare_digest(digest, _digest((head, payload), key)):
         raise WireError("message is not signed with this run's key (a stray or forged sender)")
     if len(head) < _HEAD.size:
         raise WireError("message head is too short")
-    magic, version, got_kind, length, crc = _HEAD.unpack_from(head)
+    magic, version, got_kind, length = _HEAD.unpack_from(head)
     if magic != _MAGIC or version != VERSION:
         raise WireError(
             f"message has format {magic!r} version {version}, expected version {VERSION}"
         )
     if got_kind != kind:
         raise WireError(f"expected a message of kind {kind}, got kind {got_kind}")
-    if len(payload) != length or zlib.crc32(payload) != crc:
-        raise WireError("message payload does not match its head (cut short or garbled)")
+    if len(payload) != length:
+        raise WireError("message payload does not match its head (cut short)")
     return head[_HEAD.size :], payload
 
 
@@ -154,3 +166,42 @@ def decode_control(parts: Sequence[bytes], key: bytes) -> tuple[dict[str, Any], 
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
         raise WireError("control message has no kind")
     return message, payload
+
+
+class Rejections:
+    """Counts the messages one socket rejected; logs the first at once, then once a second.
+
+    A flood of forged or garbled frames costs one log line per ``interval`` seconds, with
+    the count, instead of one line per frame. :meth:`flush` logs what is left uncounted.
+    """
+
+    def __init__(self, log: logging.Logger, where: str, interval: float = 1.0) -> None:
+        self.log = log
+        self.where = where
+        self.interval = interval
+        self.total = 0
+        self._unlogged = 0
+        self._last: WireError | None = None
+        self._next_log = 0.0
+
+    def add(self, error: WireError) -> None:
+        self.total += 1
+        self._unlogged += 1
+        self._last = error
+        if time.monotonic() >= self._next_log:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._unlogged:
+            return
+        count, self._unlogged = self._unlogged, 0
+        self._next_log = time.monotonic() + self.interval
+        noun = "message" if count == 1 else "messages"
+        self.log.warning(
+            "%s rejected %d %s (%d in all); last: %s",
+            self.where,
+            count,
+            noun,
+            self.total,
+            self._last,
+        )

@@ -16,9 +16,7 @@ Sockets:
 from __future__ import annotations
 
 import base64
-import importlib
 import logging
-import runpy
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -26,12 +24,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stageflow.engine import wire
+from stageflow.engine import shipping, wire
 from stageflow.engine.link import Link, WatchedRecord
 from stageflow.engine.runner import Pending, StageRunner
-from stageflow.stage import Stage
 
-__all__ = ["load_stage_class", "make_runner", "run_worker"]
+__all__ = ["make_runner", "run_worker"]
 
 log = logging.getLogger("stageflow.worker")
 
@@ -48,31 +45,9 @@ _SLICE = 16
 EXIT_SETUP_FAILED = 3
 
 
-def load_stage_class(reference: str, main_path: str | None) -> type[Stage]:
-    """Import ``module:QualName``; a class from the caller's script is found by its path."""
-    module_name, _, qualname = reference.partition(":")
-    namespace: Any
-    if module_name == "__main__":
-        if not main_path:
-            raise ImportError(
-                f"stage {qualname} is defined in an interactive session; move it into a module"
-            )
-        namespace = runpy.run_path(main_path, run_name="__stageflow_main__")
-        obj: Any = namespace[qualname.split(".")[0]]
-        parts = qualname.split(".")[1:]
-    else:
-        obj = importlib.import_module(module_name)
-        parts = qualname.split(".")
-    for part in parts:
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, Stage)):
-        raise ImportError(f"{reference} is not a stageflow.Stage subclass")
-    return obj
-
-
 def make_runner(settings: dict[str, Any], current: WatchedRecord | None) -> StageRunner:
     """The runner a worker hosts: what turns its frames into outputs (setup/run_batch/finish)."""
-    cls = load_stage_class(settings["uses"], settings.get("main_path"))
+    cls = shipping.load_stage_class(settings)
     config = None
     if cls.Config is not None:
         config = cls.Config.model_validate_json(settings["config"])
@@ -110,6 +85,7 @@ class Worker:
         self.runner: StageRunner
         self.frame_bytes: int = settings["frame_bytes"]
         self.batch_size: int = settings["batch_size"]
+        self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
         self.pending = Pending()
         self._last_flush = time.monotonic()
         # A stateful stage with hooks snapshots itself after this many records or seconds.
@@ -140,13 +116,13 @@ class Worker:
 
     def on_frame(self, message: list[bytes]) -> None:
         if len(message) != 4 or len(message[0]) != 8:
-            log.warning("worker %s dropped a frame without its frame id", self.key)
+            self.rejected.add(wire.WireError("a frame without its 8-byte frame id in front"))
             return
         frame = int.from_bytes(message[0], "little")
         try:
             ids, records = wire.decode_batch(message[1:], self.secret)
         except wire.WireError as exc:
-            log.warning("worker %s dropped a malformed frame: %s", self.key, exc)
+            self.rejected.add(exc)
             return
         run_batch = self.runner.run_batch
         pending = self.pending
@@ -187,7 +163,16 @@ class Worker:
             wire.encode_batch(ids, records, self.secret)
             for ids, records in _frames(batch.ids, batch.records, self.batch_size, self.frame_bytes)
         ]
-        message = {"t": "done", "f": frame, "end": end, "n": batch.processed, "dead": batch.dead}
+        # "b": seconds inside process() and the calls per time bucket (stageflow.observe).
+        busy = [batch.busy, [n for pair in batch.times.items() for n in pair]]
+        message = {
+            "t": "done",
+            "f": frame,
+            "end": end,
+            "n": batch.processed,
+            "dead": batch.dead,
+            "b": busy,
+        }
         self.link.send(message, wire.pack_ints(batch.acks), frames)
 
     # -- commands --------------------------------------------------------------------------
@@ -216,6 +201,7 @@ class Worker:
 
     def stop(self) -> None:
         """Close the inbox and stop the reactor; the link sends what is queued."""
+        self.rejected.flush()
         self.factory.shutdown()
         if self.reactor.running:
             self.reactor.stop()

@@ -15,10 +15,13 @@ from typing import Literal
 from stageflow.errors import GraphvizError
 from stageflow.graph.model import Edge, Graph, StageNode, visible
 
-__all__ = ["MISMATCH_COLOR", "GraphvizError", "render_dot", "render_image"]
+__all__ = ["MISMATCH_COLOR", "SLOWEST_COLOR", "GraphvizError", "render_dot", "render_image"]
 
 MISMATCH_COLOR = "#c62828"
 """Colour of an edge whose models do not fit, in every rendered image."""
+
+SLOWEST_COLOR = "#b26a00"
+"""Colour of the slowest stage's outline when a run report is drawn."""
 
 _FONT = "DejaVu Sans"
 _IMAGE_TIMEOUT = 60.0
@@ -37,12 +40,19 @@ def render_dot(graph: Graph) -> str:
         f'  input [id="pipeline-input", label="input", {io_attrs}];',
         f'  output [id="pipeline-output", label="output", {io_attrs}];',
     ]
-    lines += [f"  s{stage.index} [{_node_attrs(stage)}];" for stage in graph.stages]
+    lines += [
+        f"  s{stage.index} [{_with_run(_node_attrs(stage), graph, stage.index)}];"
+        for stage in graph.stages
+    ]
     # Labels on straight vertical edges are padded with a space so they do not touch the line.
-    lines.append(f"  input -> s0 [label={_quote(' ' + graph.input.name + ' ')}];")
-    lines += [f"  s{edge.source} -> s{edge.target} [{_edge_attrs(edge)}];" for edge in graph.edges]
+    lines.append(f"  input -> s0 [label={_quote(' ' + graph.input.name + ' ', *_run(graph, 0))}];")
+    lines += [
+        f"  s{edge.source} -> s{edge.target} [{_edge_attrs(edge, _run(graph, edge.target))}];"
+        for edge in graph.edges
+    ]
     last = len(graph.stages) - 1
-    lines.append(f"  s{last} -> output [label={_quote(' ' + graph.output.name + ' ')}];")
+    out = _quote(" " + graph.output.name + " ", *_run(graph, last + 1))
+    lines.append(f"  s{last} -> output [label={out}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -90,15 +100,39 @@ def _node_attrs(stage: StageNode) -> str:
     )
 
 
-def _edge_attrs(edge: Edge) -> str:
+def _run(graph: Graph, target: int) -> list[str]:
+    """The run's count for the edge into ``target``, when the graph carries a report."""
+    return [graph.overlay.edge_label(target)] if graph.overlay is not None else []
+
+
+def _with_run(attrs: str, graph: Graph, index: int) -> str:
+    """Stage attributes with the run's numbers added as label rows, when there is a report."""
+    if graph.overlay is None:
+        return attrs
+    figures = graph.overlay.stages[index]
+    rows = [f'<font point-size="9">{_html(figures.summary)}</font>']
+    if figures.slowest:
+        rows.append(f'<font point-size="9" color="{SLOWEST_COLOR}"><b>◀ slowest</b></font>')
+    if figures.dead_summary:
+        rows.append(
+            f'<font point-size="9" color="{MISMATCH_COLOR}">{_html(figures.dead_summary)}</font>'
+        )
+    attrs = attrs.replace(">, tooltip=", "<br/>" + "<br/>".join(rows) + ">, tooltip=", 1)
+    if figures.slowest:
+        attrs += f', penwidth=3, color="{SLOWEST_COLOR}"'
+    return attrs
+
+
+def _edge_attrs(edge: Edge, run: list[str] | None = None) -> str:
     attrs = [f'id="edge-{edge.source}-{edge.target}"']
+    run = run or []
     if edge.ok:
-        attrs.append(f"label={_quote(' ' + edge.label + ' ')}")
+        attrs.append(f"label={_quote(' ' + edge.label + ' ', *run)}")
         attrs.append(f"tooltip={_quote(edge.label)}")
     else:
         tooltip = "; ".join(problem.message for problem in edge.problems)
         attrs += [
-            f"label={_quote(edge.label, *(problem.marker for problem in edge.problems))}",
+            f"label={_quote(edge.label, *(problem.marker for problem in edge.problems), *run)}",
             f"tooltip={_quote(tooltip)}",
             f'class="mismatch", color="{MISMATCH_COLOR}", fontcolor="{MISMATCH_COLOR}"',
             "penwidth=2",

@@ -38,6 +38,7 @@ def render_html(graph: Graph, *, use_graphviz: bool | None = None) -> str:
             "found); install Graphviz for the full drawing.</p>"
         )
     return _PAGE.format(
+        run=_run_panel(graph),
         title=_esc(f"pipeline {graph.name}"),
         css=_CSS.replace("MISMATCH", MISMATCH_COLOR),
         heading=_esc(graph.name),
@@ -57,8 +58,29 @@ def _summary(graph: Graph) -> str:
     problems = len(graph.problems)
     if problems:
         parts.append(f"✗ {problems} schema mismatch{'es' if problems != 1 else ''}")
+    if graph.overlay is not None:
+        parts.append(graph.overlay.caption)
     parts.append("click a stage to see its schemas")
     return " · ".join(parts)
+
+
+def _run_panel(graph: Graph) -> str:
+    """The details panel's place for the clicked stage's numbers, with a report only."""
+    if graph.overlay is None:
+        return ""
+    return '<h3>This run</h3>\n<dl id="detail-run"></dl>'
+
+
+def _run_spans(graph: Graph, index: int) -> str:
+    if graph.overlay is None:
+        return ""
+    figures = graph.overlay.stages[index]
+    spans = f'<span class="run">{_esc(figures.summary)}</span>'
+    if figures.slowest:
+        spans += '<span class="run slowest">◀ slowest</span>'
+    if figures.dead_summary:
+        spans += f'<span class="run dead">{_esc(figures.dead_summary)}</span>'
+    return spans
 
 
 def _inline_svg(svg: str) -> str:
@@ -68,7 +90,7 @@ def _inline_svg(svg: str) -> str:
 
 def _html_drawing(graph: Graph) -> str:
     parts = ['<div class="flow">', '<div class="io">input</div>']
-    parts.append(_arrow(graph.input.name, []))
+    parts.append(_arrow(graph.input.name, [], _run_count(graph, 0)))
     for stage in graph.stages:
         workers = stage.workers_label
         parts.append(
@@ -76,19 +98,27 @@ def _html_drawing(graph: Graph) -> str:
             f"<strong>{_esc(stage.name)}</strong>"
             f"<span>uses: {_esc(stage.uses)}</span>"
             f"<span>{workers} · {_esc(stage.origin)}</span>"
-            f"<span>{_esc(stage.input.name)} → {_esc(stage.output.name)}</span></div>"
+            f"<span>{_esc(stage.input.name)} → {_esc(stage.output.name)}</span>"
+            f"{_run_spans(graph, stage.index)}</div>"
         )
         if stage.index < len(graph.edges):
             edge = graph.edges[stage.index]
-            parts.append(_arrow(edge.label, [problem.marker for problem in edge.problems]))
-    parts.append(_arrow(graph.output.name, []))
+            markers = [problem.marker for problem in edge.problems]
+            parts.append(_arrow(edge.label, markers, _run_count(graph, stage.index + 1)))
+    parts.append(_arrow(graph.output.name, [], _run_count(graph, len(graph.stages))))
     parts.append('<div class="io">output</div></div>')
     return "\n".join(parts)
 
 
-def _arrow(label: str, markers: list[str]) -> str:
+def _run_count(graph: Graph, target: int) -> str | None:
+    return graph.overlay.edge_label(target) if graph.overlay is not None else None
+
+
+def _arrow(label: str, markers: list[str], count: str | None = None) -> str:
     css = "arrow mismatch" if markers else "arrow"
     spans = "".join(f'<span class="marker">{_esc(marker)}</span>' for marker in markers)
+    if count is not None:
+        spans += f'<span class="run">{_esc(count)}</span>'
     return f'<div class="{css}"><div class="labels"><span>{_esc(label)}</span>{spans}</div></div>'
 
 
@@ -138,6 +168,8 @@ g.stage.selected path, g.stage.selected polygon { stroke-width: 3px; fill: #d5e3
 .arrow::after { content: "▼"; position: absolute; bottom: -6px; left: -7px; color: #4a6fa5; }
 .arrow.mismatch { border-left-color: MISMATCH; color: MISMATCH; }
 .arrow.mismatch::after { color: MISMATCH; }
+.run { color: #33475b; } .run.dead, #detail-run .dead { color: MISMATCH; }
+.run.slowest { color: #b26a00; font-weight: bold; }
 """
 
 _SCRIPT = """
@@ -152,6 +184,38 @@ _SCRIPT = """
     var model = data.models[id];
     if (model.schema === null) { return "(no JSON Schema: " + model.schema_error + ")"; }
     return JSON.stringify(model.schema, null, 2);
+  }
+
+  function showRun(index) {
+    var panel = document.getElementById("detail-run");
+    if (!panel || !data.run) { return; }
+    var stage = data.run.stages[index];
+    var dead = Object.keys(stage.dead_letters).map(function (error) {
+      return error + " " + stage.dead_letters[error];
+    });
+    var seconds = function (value) {
+      return value === null ? "n/a" : (value * 1000).toFixed(3) + " ms";
+    };
+    var rows = [
+      ["records in", stage.records_in.toLocaleString("en")],
+      ["records out", stage.records_out.toLocaleString("en")],
+      ["records/s", Math.round(stage.records_per_second).toLocaleString("en")],
+      ["busy", stage.busy_seconds.toFixed(3) + " s (" + Math.round(stage.busy_share * 100)
+        + "% of all stages)" + (stage.slowest ? ", the slowest stage" : "")],
+      ["per record", "mean " + seconds(stage.mean_seconds) + ", p99 " + seconds(stage.p99_seconds)],
+      ["restarts", String(stage.restarts)],
+      ["dead letters", dead.length ? dead.join(", ") : "none"]
+    ];
+    panel.textContent = "";
+    rows.forEach(function (row) {
+      var term = document.createElement("dt");
+      var value = document.createElement("dd");
+      term.textContent = row[0];
+      value.textContent = row[1];
+      if (row[0] === "dead letters" && dead.length) { value.className = "dead"; }
+      panel.appendChild(term);
+      panel.appendChild(value);
+    });
   }
 
   function modelName(id) { return id === null ? "none" : data.models[id].name; }
@@ -180,6 +244,7 @@ _SCRIPT = """
       }
     });
     text("detail-problems", problems.join("\\n"));
+    showRun(index);
     document.querySelectorAll(".stage.selected").forEach(function (el) {
       el.classList.remove("selected");
     });
@@ -239,6 +304,7 @@ style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
 <dt>config</dt><dd id="detail-config"></dd>
 </dl>
 <pre id="detail-problems" class="problems"></pre>
+{run}
 <h3>Input: <span id="input-name"></span></h3>
 <pre id="schema-input"></pre>
 <h3>Output: <span id="output-name"></span></h3>

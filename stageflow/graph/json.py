@@ -23,7 +23,8 @@ Shape of ``stageflow-graph/1`` (keys are only ever added within one version)::
                           "message": str}]
       }],
       "models": {model id: {"name": str, "schema": JSON Schema | null,
-                            "schema_error": str | null}}
+                            "schema_error": str | null}},
+      "run": stageflow-run-report/1 document   # only with `stageflow graph --report`
     }
 
 A model id is ``module:QualName`` (with ``#2``, ``#3`` appended if two models share one).
@@ -90,7 +91,14 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
             ref.id: {"name": ref.name, "schema": ref.schema, "schema_error": ref.schema_error}
             for ref in graph.models().values()
         },
-    }
+    } | _run(graph)
+
+
+def _run(graph: Graph) -> dict[str, Any]:
+    """``{"run": report}`` when a run report is drawn on the graph (key added in version 1)."""
+    if graph.overlay is None:
+        return {}
+    return {"run": graph.overlay.document.model_dump(mode="json")}
 
 
 def render_json(graph: Graph) -> str:

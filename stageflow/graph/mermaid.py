@@ -7,7 +7,7 @@ codes (``#quot;``, ``#35;``), so no name can end a label or start a directive ea
 
 from __future__ import annotations
 
-from stageflow.graph.dot import MISMATCH_COLOR
+from stageflow.graph.dot import MISMATCH_COLOR, SLOWEST_COLOR
 from stageflow.graph.model import Graph, StageNode, visible
 
 __all__ = ["render_mermaid"]
@@ -44,18 +44,25 @@ def render_mermaid(graph: Graph) -> str:
         f"%% pipeline {visible(graph.name).replace('%', '%25')}",
         "flowchart TB",
         '  input(["input"])',
-        *(f'  s{stage.index}["{_node_label(stage)}"]' for stage in graph.stages),
+        *(
+            f'  s{stage.index}["{_node_label(stage)}{_run_rows(graph, stage.index)}"]'
+            for stage in graph.stages
+        ),
         '  output(["output"])',
-        f'  input -->|"{_text(graph.input.name)}"| s0',
+        f'  input -->|"{_text(graph.input.name)}{_run_edge(graph, 0)}"| s0',
     ]
     for edge in graph.edges:
         label = "<br/>".join(
             [_text(edge.label), *(_text(problem.marker) for problem in edge.problems)]
         )
-        lines.append(f'  s{edge.source} -->|"{label}"| s{edge.target}')
-    lines.append(f'  s{len(graph.stages) - 1} -->|"{_text(graph.output.name)}"| output')
+        run = _run_edge(graph, edge.target)
+        lines.append(f'  s{edge.source} -->|"{label}{run}"| s{edge.target}')
+    last = len(graph.stages)
+    output = f"{_text(graph.output.name)}{_run_edge(graph, last)}"
+    lines.append(f'  s{last - 1} -->|"{output}"| output')
     lines.append("  classDef io stroke-dasharray:4 3,fill:none")
     lines.append("  class input,output io")
+    lines += _run_classes(graph)
     # linkStyle counts links in the order they were written: input→s0 is link 0.
     for number, edge in enumerate(graph.edges, start=1):
         if not edge.ok:
@@ -64,6 +71,43 @@ def render_mermaid(graph: Graph) -> str:
                 f"color:{MISMATCH_COLOR}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _run_rows(graph: Graph, index: int) -> str:
+    """The run's numbers as extra label rows, when the graph carries a report."""
+    if graph.overlay is None:
+        return ""
+    figures = graph.overlay.stages[index]
+    rows = [_text(figures.summary)]
+    if figures.slowest:
+        rows.append("<b>◀ slowest</b>")
+    if figures.dead_summary:
+        rows.append(_text(figures.dead_summary))
+    return "<br/>" + "<br/>".join(rows)
+
+
+def _run_edge(graph: Graph, target: int) -> str:
+    return f"<br/>{_text(graph.overlay.edge_label(target))}" if graph.overlay is not None else ""
+
+
+def _run_classes(graph: Graph) -> list[str]:
+    """Dead letters in red and the slowest stage outlined, as Mermaid classes."""
+    if graph.overlay is None:
+        return []
+    dead = [f"s{i}" for i, figures in enumerate(graph.overlay.stages) if figures.dead_letters]
+    slowest = [f"s{i}" for i, figures in enumerate(graph.overlay.stages) if figures.slowest]
+    lines = []
+    if dead:
+        lines += [
+            f"  classDef dead stroke:{MISMATCH_COLOR},color:{MISMATCH_COLOR}",
+            f"  class {','.join(dead)} dead",
+        ]
+    if slowest:
+        lines += [
+            f"  classDef slowest stroke:{SLOWEST_COLOR},stroke-width:3px",
+            f"  class {','.join(slowest)} slowest",
+        ]
+    return lines
 
 
 def _node_label(stage: StageNode) -> str:

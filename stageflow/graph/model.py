@@ -10,12 +10,15 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, PydanticUserError
 
 from stageflow.compat import Mismatch
 from stageflow.pipeline import BoundStage, Pipeline
+
+if TYPE_CHECKING:
+    from stageflow.graph.overlay import Overlay
 
 __all__ = ["Edge", "Graph", "ModelRef", "Problem", "StageNode", "build_graph", "visible"]
 
@@ -120,6 +123,8 @@ class Graph:
     source: str | None
     stages: tuple[StageNode, ...]
     edges: tuple[Edge, ...]
+    #: A run's numbers to draw on the graph (``stageflow graph --report``), or None.
+    overlay: Overlay | None = None
 
     @property
     def input(self) -> ModelRef:

@@ -25,19 +25,21 @@ def render_text(graph: Graph) -> str:
     """Draw ``graph`` as text no wider than :data:`WIDTH` columns."""
     count = len(graph.stages)
     header = f"pipeline '{visible(graph.name)}' · {count} stage{'s' if count != 1 else ''}"
-    boxes = [_box_lines(stage) for stage in graph.stages]
+    boxes = [_box_lines(stage) + _run_lines(graph, stage.index) for stage in graph.stages]
     inner = min(WIDTH - 4, max(_width(line) for box in boxes for line in box))
     lines = _wrap(header, WIDTH)
     if graph.source:
         lines += _wrap(f"file: {visible(graph.source)}", WIDTH, rest="  ")
+    if graph.overlay is not None:
+        lines += _wrap(visible(graph.overlay.caption), WIDTH, rest="  ")
     lines.append("")
     lines.append(f"{_IO_INDENT}○ input")
-    lines += _arrow([visible(graph.input.name)])
+    lines += _arrow([visible(graph.input.name), *_run_edge(graph, 0)])
     for index, box in enumerate(boxes):
         lines += _frame(box, inner)
         if index < len(graph.edges):
-            lines += _arrow(_edge_label(graph.edges[index]))
-    lines += _arrow([visible(graph.output.name)])
+            lines += _arrow(_edge_label(graph.edges[index]) + _run_edge(graph, index + 1))
+    lines += _arrow([visible(graph.output.name), *_run_edge(graph, len(graph.stages))])
     lines.append(f"{_IO_INDENT}○ output")
     problems = graph.problems
     if problems:
@@ -61,6 +63,21 @@ def _box_lines(stage: StageNode) -> list[str]:
         f"  {workers} · {visible(stage.origin)}",
         f"  {visible(stage.input.name)} → {visible(stage.output.name)}",
     ]
+
+
+def _run_lines(graph: Graph, index: int) -> list[str]:
+    """The run's numbers for a stage box, when the graph carries a report."""
+    if graph.overlay is None:
+        return []
+    figures = graph.overlay.stages[index]
+    lines = [f"  ▸ {figures.summary}" + ("  ◀ slowest" if figures.slowest else "")]
+    if figures.dead_summary:
+        lines.append(f"  {visible(figures.dead_summary)}")
+    return lines
+
+
+def _run_edge(graph: Graph, target: int) -> list[str]:
+    return [graph.overlay.edge_label(target)] if graph.overlay is not None else []
 
 
 def _edge_label(edge: Edge) -> list[str]:

@@ -12,6 +12,11 @@ class ZmqEndpointType(StrEnum):
     bind = "bind"
     connect = "connect"
 
+    def __repr__(self) -> str:
+        # txZMQ's members were plain strings, so an endpoint reads back as
+        # ZmqEndpoint(type='bind', address=...) in txZMQ's repr and in its users' logs.
+        return repr(self.value)
+
 
 class ZmqEndpoint(NamedTuple):
     """One address a connection binds or connects.

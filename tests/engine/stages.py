@@ -294,3 +294,24 @@ class SnapTally(Tally):
 
     def restore(self, state: bytes) -> None:
         self.counts = json.loads(state)
+
+
+class Reading(BaseModel):
+    id: str
+    value: float
+
+
+class ScaleConfig(BaseModel):
+    factor: float = 1.0
+
+
+class Scale(stageflow.Stage):
+    """Reading -> Reading, the value multiplied by `factor` (1e308 * 10 overflows to inf)."""
+
+    name = "test-scale"
+    Input = Reading
+    Output = Reading
+    Config = ScaleConfig
+
+    def process(self, item: Reading) -> Reading:
+        return Reading(id=item.id, value=item.value * self.config.factor)

@@ -118,6 +118,38 @@ def test_unwritable_dead_letter_path_exits_2(tmp_path: Path) -> None:
     assert "cannot open" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_missing_output_folder_says_it_is_the_output(tmp_path: Path) -> None:
+    """--output into a missing folder names the output file and the fix, exit 2."""
+    source = write_lines(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "no-such-dir" / "out.jsonl"
+    done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(source), "-o", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"stageflow: error: cannot open the output file '{out}': No such file or directory; "
+        "check that its folder exists and is writable\n"
+    )
+
+
+def test_one_dead_letter_without_a_file_verbose_after_the_subcommand(tmp_path: Path) -> None:
+    """One dead letter is "1 record was", the message says where the reason went, and -v
+    after the subcommand logs worker starts and exits; -q there hides the summary."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "1", "text": "ok"}\n{"id": "2"}\n')
+    pipe = split_pipeline(tmp_path)
+    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", os.devnull, "-v")
+    assert done.returncode == 1, done.stderr
+    assert (
+        "stageflow: error: 1 record was dead-lettered (allowed: 0); each reason was logged as "
+        "a warning; --dead-letter PATH (dead_letter= in Python) keeps them in a file"
+    ) in done.stderr.splitlines()
+    assert "dead-lettered (line 2, stage split): ValidationError" in done.stderr
+    assert done.stderr.count("stageflow: started worker ") == 3
+    assert done.stderr.count("exited with status 0") == 3
+    quiet = run_stageflow("run", str(pipe), "-i", str(source), "-o", os.devnull, "-q")
+    assert quiet.returncode == 1
+    assert "input records processed" not in quiet.stderr and "started worker" not in quiet.stderr
+
+
 def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     """A missing input file is one clear line and exit status 2."""
     done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(tmp_path / "nope"))
@@ -219,8 +251,9 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     pipe = split_pipeline(tmp_path, config={"hang_on": "zzz", "hang_marker": str(marker)})
     proc = start_run(tmp_path, str(pipe), stdin=subprocess.PIPE)
     parent = psutil.Process(proc.pid)
-    assert wait_until(lambda: len(parent.children()) == 3, timeout=60)
-    workers = parent.children()
+    # Three workers and the fork server they came from.
+    assert wait_until(lambda: len(parent.children(recursive=True)) == 4, timeout=60)
+    workers = parent.children(recursive=True)
     assert proc.stdin is not None
     proc.stdin.write(b'{"id": "1", "text": "zzz"}\n{"id": "2", "text": "zzz"}\n')
     proc.stdin.flush()

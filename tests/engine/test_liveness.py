@@ -17,6 +17,7 @@ import pytest
 
 from stageflow import EngineError, Pipeline
 from stageflow.engine.launcher import SubprocessLauncher
+from stageflow.engine.wire import VERSION
 from tests.engine.conftest import wait_until
 from tests.engine.stages import CountWords, Split
 from tests.engine.test_cli_run import count_lines, write_pipeline
@@ -99,9 +100,7 @@ def test_a_record_stuck_for_ever_is_reported_and_sigterm_still_ends_the_run(
     )
     out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
     common = ["-i", str(source), "-o", str(out), "--dead-letter", str(dead)]
-    proc, err = start_cli(
-        tmp_path, str(pipe), *common, "--stuck-after", "1", "--stop-timeout", "3"
-    )
+    proc, err = start_cli(tmp_path, str(pipe), *common, "--stuck-after", "1", "--stop-timeout", "3")
     line = stuck + 1
     reported = f"the record of input line {line} has been inside process() for"
     assert wait_until(lambda: reported in err.read_text(), timeout=90), err.read_text()
@@ -178,11 +177,11 @@ def test_a_worker_of_another_wire_version_is_refused_naming_both(
     launcher = SubprocessLauncher(target="tests.engine.skewed:run_worker")
     with (
         caplog.at_level(logging.INFO, logger="stageflow.engine"),
-        pytest.raises(EngineError, match="version 99 and this coordinator version 2"),
+        pytest.raises(EngineError, match=f"version 99 and this coordinator version {VERSION};"),
     ):
         list(pipeline.run(lines(3), launcher=launcher, max_start_failures=1))
     refused = [r.getMessage() for r in caplog.records if "refused worker" in r.getMessage()]
-    assert len(refused) == 1 and "version 99" in refused[0] and "version 2" in refused[0]
+    assert len(refused) == 1 and f"version 99 and this coordinator version {VERSION}" in refused[0]
 
 
 @pytest.mark.timeout(120)

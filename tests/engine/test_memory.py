@@ -154,7 +154,7 @@ def watched_run(
     stderr = stderr_path.read_text()
     assert returncode == 0, stderr
     assert f"{records} of {records} input records processed, {records} results written" in stderr
-    assert len(watch.peak) == 4, watch  # the CLI and its three workers
+    assert len(watch.peak) == 5, watch  # the CLI, its fork server and its three workers
     ids = [json.loads(line)["id"] for line in b"".join(chunks).splitlines()]
     assert len(ids) == records
     assert set(ids) == {f"{i:07d}" for i in range(records)}  # so every id exactly once

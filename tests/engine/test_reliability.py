@@ -86,7 +86,7 @@ def test_chaos_kill_9_redoes_at_most_two_frames_per_death(
     ]
     assert len(held) == 20
     assert max(held) <= 2 * 256, held  # at most 2 frames of the default batch size
-    assert run.report.redelivered == sum(held)
+    assert run.report.redeliveries == sum(held)
     # Output stops only while a stage has no worker left: at most the time a replacement
     # takes to start (the launcher's job), plus a second or two.
     starts = [

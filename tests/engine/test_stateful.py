@@ -100,7 +100,7 @@ def test_upstream_kills_keep_every_per_key_count_exact() -> None:
     assert totals(results) == expected(n, keys)
     report = run.report
     assert report.ok and report.finish_exact and report.worker_restarts == 4
-    assert report.redelivered > 0 and report.stateful_redelivered == 0
+    assert report.redeliveries > 0 and report.stateful_redelivered == 0
 
 
 @pytest.mark.timeout(120)
@@ -141,7 +141,7 @@ def test_records_given_again_past_a_stuck_worker_are_not_counted_twice() -> None
     assert totals(list(run)) == expected(n, keys)
     report = run.report
     # The scenario did happen: records went round twice, and the second came to the door.
-    assert report.redelivered > 0 and report.duplicates_refused > 0
+    assert report.redeliveries > 0 and report.duplicates_refused > 0
     assert report.ok and report.finish_exact
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 import zlib
 
@@ -28,8 +29,70 @@ def test_frames_of_another_key_are_rejected() -> None:
     with pytest.raises(wire.WireError, match="not signed"):
         wire.decode_batch(parts, KEY)
     good = wire.encode_batch([1, 0, 11], [b"{}"], KEY)
-    with pytest.raises(wire.WireError, match="does not match its head"):
+    with pytest.raises(wire.WireError, match="not signed"):
         wire.decode_batch([good[0], b'{"x":1}', good[2]], KEY)
+
+
+def _same_crc(payload: bytes, change: int) -> bytes:
+    """A payload differing at byte ``change`` with the same length and CRC-32 as ``payload``.
+
+    CRC-32 is affine over GF(2): flipping a set of bits changes the CRC by the XOR of each
+    bit's own effect, so solving for 32 bits in the last 4 bytes restores the CRC.
+    """
+    zeros = bytes(len(payload))
+
+    def effect(bit: int) -> int:
+        flipped = bytearray(zeros)
+        flipped[len(payload) - 4 + bit // 8] ^= 1 << (bit % 8)
+        return zlib.crc32(flipped) ^ zlib.crc32(zeros)
+
+    forged = bytearray(payload)
+    forged[change] ^= 0x20
+    basis: dict[int, tuple[int, int]] = {}  # highest bit -> (effect, bits flipped)
+    for bit in range(32):
+        value, mask = effect(bit), 1 << bit
+        while value:
+            top = value.bit_length() - 1
+            if top not in basis:
+                basis[top] = (value, mask)
+                break
+            value, mask = value ^ basis[top][0], mask ^ basis[top][1]
+    need, flips = zlib.crc32(forged) ^ zlib.crc32(payload), 0
+    while need:
+        value, mask = basis[need.bit_length() - 1]
+        need, flips = need ^ value, flips ^ mask
+    for bit in range(32):
+        if flips >> bit & 1:
+            forged[len(payload) - 4 + bit // 8] ^= 1 << (bit % 8)
+    return bytes(forged)
+
+
+def test_the_digest_covers_every_byte_of_the_payload() -> None:
+    """A forged payload of the same length and CRC-32 as the signed one is rejected."""
+    head, payload, digest = wire.encode_batch([1, 0, 11], [b'{"id":"1","text":"pay 10 EUR"}'], KEY)
+    forged = _same_crc(payload, payload.index(b"1"))
+    assert forged != payload and len(forged) == len(payload)
+    assert zlib.crc32(forged) == zlib.crc32(payload)  # what version 2 checked the payload by
+    with pytest.raises(wire.WireError, match="not signed"):
+        wire.decode_batch([head, forged, digest], KEY)
+    control = wire.encode_control({"t": "ack"}, KEY, wire.pack_ints([1, 0, 7]))
+    with pytest.raises(wire.WireError, match="not signed"):
+        wire.decode_control([control[0], wire.pack_ints([1, 0, 8]), control[2]], KEY)
+
+
+def test_rejections_are_logged_once_per_interval_with_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A flood of 1,000 rejected messages logs one line at once and one with the rest."""
+    rejections = wire.Rejections(logging.getLogger("test.rejections"), "inbox", interval=3600)
+    with caplog.at_level(logging.WARNING, logger="test.rejections"):
+        for n in range(1000):
+            rejections.add(wire.WireError(f"bad {n}"))
+        assert len(caplog.records) == 1 and "rejected 1 message (1 in all)" in caplog.text
+        rejections.flush()
+        rejections.flush()
+    assert len(caplog.records) == 2
+    assert "inbox rejected 999 messages (1000 in all); last: bad 999" in caplog.records[1].message
 
 
 def test_control_round_trip() -> None:
@@ -43,7 +106,7 @@ def test_control_round_trip() -> None:
 def _head(
     version: int = wire.VERSION, kind: int = 0, body: bytes = b"", rest: bytes = b""
 ) -> bytes:
-    return struct.pack("<2sBBII", b"SF", version, kind, len(body), zlib.crc32(body)) + rest
+    return struct.pack("<2sBBI", b"SF", version, kind, len(body)) + rest
 
 
 @pytest.mark.parametrize(
@@ -58,7 +121,7 @@ def _head(
         [_head(body=b"{}", rest=b"\x01\x02\x03"), b"{}"],
         [_head(body=b"{}", rest=wire.pack_ints([1, 0, 5])), b"{}\n{}"],
         [_head(body=b"{}\n{}", rest=wire.pack_ints([1, 0, 5])), b"{}\n{}"],
-        [_head(body=b"{}", rest=wire.pack_ints([1, 0, 5])), b"{]"],
+        [_head(body=b"{}", rest=wire.pack_ints([1, 0, 5])), b"{}\n"],
         [b"XX" + _head()[2:], b""],
     ],
 )

@@ -59,4 +59,30 @@ def hostile() -> Graph:
     )
 
 
-CASES = {"wordcount": wordcount, "mismatch": mismatch, "hostile": hostile}
+
+
+def wordcount_report() -> Graph:
+    """The wordcount graph with a run report on it: dead letters in both stages, split slowest."""
+    from stageflow.engine.report import RunReport
+    from stageflow.graph.overlay import Overlay, StageFigures, with_overlay
+    from stageflow.observe.report_json import RunReportDocument
+
+    report = RunReport("wordcount", records_in=1200, records_done=1200, results=1187)
+    report.finished, report.seconds = True, 4.0
+    report.stage_workers = {"split": 2, "count": 3}
+    report.add_ack("split", "split#0", 1200, [3.0, [40, 1200]])
+    report.add_ack("count", "count#0", 1190, [1.0, [30, 1190]])
+    for stage, error, count in (("split", "ValidationError", 10), ("count", "RuntimeError", 3)):
+        for _ in range(count):
+            report.add_dead_letter({"stage": stage, "error": error})
+    document = RunReportDocument.model_validate_json(report.to_json())
+    overlay = Overlay(document, tuple(StageFigures(stage) for stage in document.stages))
+    return with_overlay(wordcount(), overlay)
+
+
+CASES = {
+    "wordcount": wordcount,
+    "mismatch": mismatch,
+    "hostile": hostile,
+    "wordcount-report": wordcount_report,
+}

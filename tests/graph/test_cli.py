@@ -123,6 +123,20 @@ def test_unwritable_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.stderr.decode().startswith("stageflow: error: cannot write ")
 
 
+def test_an_unknown_output_extension_is_refused(tmp_path: Path) -> None:
+    """-o graph.bogus without --format exits 2 naming the known extensions, writing nothing."""
+    out = tmp_path / "graph.bogus"
+    done = run_cli("graph", WORDCOUNT, "-o", str(out))
+    assert done.returncode == 2
+    assert done.stderr.decode() == (
+        f"stageflow: error: cannot tell the format of '{out}' from its extension; name a file "
+        "ending in .txt, .dot, .gv, .mmd, .mermaid, .svg, .png, .html, .htm, .json, or give "
+        "--format\n"
+    )
+    assert not out.exists()
+    assert run_cli("graph", WORDCOUNT, "-o", str(out), "--format", "text").returncode == 0
+
+
 def test_png_refuses_a_terminal() -> None:
     """png to a terminal stdout is refused with a hint to use -o, exit 2."""
     leader, follower = pty.openpty()

@@ -102,3 +102,24 @@ def test_hostile_names_render_as_text(browser: Browser, tmp_path: Path, dot_prog
     page.click('[data-stage-index="1"]')
     assert page.evaluate("document.getElementById('detail-name').textContent") == stages.HOSTILE
     assert page.exceptions() == []
+
+
+@pytest.mark.parametrize("use_graphviz", [True, False], ids=["graphviz", "fallback"])
+def test_click_on_stage_shows_its_run_numbers(
+    browser: Browser, tmp_path: Path, use_graphviz: bool, request: pytest.FixtureRequest
+) -> None:
+    """With a report drawn, clicking a stage lists its records, busy time and dead letters."""
+    if use_graphviz:
+        request.getfixturevalue("dot_program")
+    page = open_page(
+        browser, cases.wordcount_report(), tmp_path / "r.html", use_graphviz=use_graphviz
+    )
+    page.click('[data-stage-index="0"]')
+    shown = page.evaluate("document.getElementById('detail-run').textContent")
+    assert "records in1,200" in shown and "records out1,190" in shown
+    assert "75% of all stages), the slowest stage" in shown
+    assert "ValidationError 10" in shown
+    page.click('[data-stage-index="1"]')
+    shown = page.evaluate("document.getElementById('detail-run').textContent")
+    assert "records in1,190" in shown and "RuntimeError 3" in shown
+    assert page.exceptions() == []

@@ -14,7 +14,8 @@ NODE = re.compile(r'^  (s\d+)\["([^"]*)"\]$')
 EDGE = re.compile(r'^  (input|s\d+) -->\|"([^"]*)"\| (s\d+|output)$')
 OTHER = re.compile(
     r'^(%% pipeline [^\n]*|flowchart TB|  (input|output)\(\["(input|output)"\]\)'
-    r"|  classDef io .*|  class input,output io|  linkStyle \d+ [^;]*)$"
+    r"|  classDef io .*|  class input,output io|  linkStyle \d+ [^;]*"
+    r"|  classDef (dead|slowest) [^;]*|  class s\d+(,s\d+)* (dead|slowest))$"
 )
 
 

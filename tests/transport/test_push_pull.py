@@ -18,9 +18,7 @@ from stageflow.transport import (
     ZmqPullConnection,
     ZmqPushConnection,
 )
-from tests.transport.support import run_until
-
-BIND_ANY = ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*")
+from tests.transport.support import BIND_ANY, connect, run_until
 
 
 class Collector(ZmqPullConnection):
@@ -34,20 +32,23 @@ class Collector(ZmqPullConnection):
         self.received.append(message)
 
 
-def connect(address: str) -> ZmqEndpoint:
-    return ZmqEndpoint(ZmqEndpointType.connect, address)
-
-
 def test_all_is_sorted_and_complete() -> None:
-    """The package exports exactly the seed's names, in a sorted __all__."""
+    """The package exports exactly txZMQ 1.0.0's public names, in a sorted __all__."""
     assert stageflow.transport.__all__ == sorted(stageflow.transport.__all__)
     assert set(stageflow.transport.__all__) == {
         "ZmqConnection",
+        "ZmqDealerConnection",
         "ZmqEndpoint",
         "ZmqEndpointType",
         "ZmqFactory",
+        "ZmqPubConnection",
         "ZmqPullConnection",
         "ZmqPushConnection",
+        "ZmqREPConnection",
+        "ZmqREQConnection",
+        "ZmqRequestTimeoutError",
+        "ZmqRouterConnection",
+        "ZmqSubConnection",
     }
 
 
@@ -158,17 +159,17 @@ def test_onpull_error_is_logged_with_message_and_reading_goes_on(
     assert event["log_failure"].check(ValueError)
 
 
-def test_on_pull_error_override_receives_message_and_failure(
+def test_on_message_error_override_receives_message_and_failure(
     factory: ZmqFactory, reactor: Any
 ) -> None:
-    """on_pull_error gets the failed message and its Failure, so the engine can route it."""
+    """on_message_error gets the failed message and its Failure, so the engine can route it."""
     failed: list[tuple[list[bytes], Failure]] = []
 
     class Routing(ZmqPullConnection):
         def onPull(self, message: list[bytes]) -> None:
             raise KeyError(message[0])
 
-        def on_pull_error(self, message: list[bytes], failure: Failure) -> None:
+        def on_message_error(self, message: list[bytes], failure: Failure) -> None:
             failed.append((message, failure))
 
     puller = Routing(factory, BIND_ANY)
@@ -346,7 +347,7 @@ def test_remove_endpoint_stops_routing_to_that_peer(factory: ZmqFactory, reactor
 
 
 def test_failing_error_handler_does_not_stop_reading(factory: ZmqFactory, reactor: Any) -> None:
-    """Even when on_pull_error itself raises, the connection logs it and keeps reading."""
+    """Even when on_message_error itself raises, the connection logs it and keeps reading."""
 
     class Clumsy(Collector):
         def onPull(self, message: list[bytes]) -> None:
@@ -354,7 +355,7 @@ def test_failing_error_handler_does_not_stop_reading(factory: ZmqFactory, reacto
                 raise ValueError("bad message")
             super().onPull(message)
 
-        def on_pull_error(self, message: list[bytes], failure: Failure) -> None:
+        def on_message_error(self, message: list[bytes], failure: Failure) -> None:
             raise RuntimeError("the handler broke too")
 
     events: list[LogEvent] = []

@@ -28,14 +28,14 @@ from stageflow.engine.tracker import Root
 if TYPE_CHECKING:
     from stageflow.engine.coordinator import Coordinator, EngineOptions
 
-__all__ = ["Watch"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger("stageflow.engine")
 
 _EVERY = 0.05
 
 
-class Watch:
+class Supervisor:
     """Supervises one coordinator's workers; :meth:`supervise` it from the loop."""
 
     def __init__(self, coordinator: Coordinator, options: EngineOptions) -> None:
@@ -87,10 +87,10 @@ class Watch:
             log.info("worker %s retired after %d records", member.name, member.processed)
             co.pool.on_lost(member, now)
             return
-        co.report.redelivered += again
+        co.report.redeliveries += again
         delay = co.pool.on_lost(member, now)
         if delay is not None:
-            co.report.worker_restarts += 1
+            co.report.add_restart(co.pipeline.stages[member.stage].name)
         then = f"; a replacement starts in {delay:.2f}s" if delay is not None else ""
         log.warning(
             "worker %s (pid %s) %s; the %d records it held go to its peers%s",
@@ -191,9 +191,9 @@ class Watch:
             co.tracker.redeliver(root)
             by_stage.setdefault(root.stage, []).append(root)
         for stage, group in sorted(by_stage.items()):
-            co.send_roots(stage, group)
+            co.feeder.send_roots(stage, group)
         if roots:
-            co.report.redelivered += len(roots)
+            co.report.redeliveries += len(roots)
             log.info("gave the %d records queued behind it to other workers", len(roots))
         return len(roots)
 

@@ -1,0 +1,161 @@
+"""Input into frames: admitting records into the in-flight window, and where input is done.
+
+The feeder takes what the input source has ready, as far as ``max_in_flight`` allows, makes
+each record a root of the tracker and queues it, in frames of a fair size, for the first
+stage; the outputs of a stage's ``finish()`` enter the next stage the same way. It also keeps
+the order input lines were fed in, so the report can say up to which line everything is
+done, even when records complete out of order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from stageflow.engine.report import RunReport
+from stageflow.engine.runner import dead_letter
+from stageflow.engine.tracker import Root, Tracker
+from stageflow.observe.latency import LatencyRecorder
+from stageflow.pipeline import Pipeline
+
+__all__ = ["WAIT", "Feeder"]
+
+#: Yielded by an input source that has nothing ready yet (e.g. a slow stdin).
+WAIT = object()
+
+#: Longest time one feeding round waits on a slow input iterator before results get their
+#: turn; keeps latency low when input trickles in.
+_FEED_FOR = 0.005
+
+
+class Feeder:
+    """Turns input records (and finish() outputs) into tracked roots in queued frames."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        tracker: Tracker,
+        report: RunReport,
+        enter: Callable[[int, list[int], list[bytes]], None],
+        workers: Callable[[int], int],
+        secret: bytes,
+        *,
+        batch_size: int,
+        max_in_flight: int,
+        credit: int,
+        frame_bytes: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.tracker = tracker
+        self.report = report
+        self.enter = enter  # queues a frame's ids and records for a stage
+        self.workers = workers
+        self.secret = secret
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.credit = credit
+        self.frame_bytes = frame_bytes
+        self.latency: LatencyRecorder | None = None
+        self._next_synthetic = -1
+        # Input lines in the order they were fed, and those done out of order.
+        self._fed: deque[int] = deque()
+        self._done_ahead: set[int] = set()
+
+    def feed(self, source: Iterator[Any]) -> tuple[bool, bool]:
+        """Queue what the in-flight window allows.
+
+        Returns (exhausted, more): whether the source has ended, and whether it may have
+        more ready right now (so the loop should not wait).
+        """
+        room = self.max_in_flight - len(self.tracker.roots)
+        chunk = min(room, self.batch_size * max(1, self.workers(0)) * self.credit)
+        if chunk <= 0:
+            return False, False
+        taken: list[Root] = []
+        exhausted = False
+        more = True
+        clock = time.monotonic
+        until = clock() + _FEED_FOR
+        for _ in range(chunk):
+            try:
+                item = next(source)
+            except StopIteration:
+                exhausted = True
+                break
+            if item is WAIT:
+                more = False
+                break
+            seq, record = item
+            self._fed.append(seq)
+            root = self.tracker.add(seq, record, 0)
+            self.report.records_in += 1
+            self.report.last_line_read = seq
+            if len(record) > self.frame_bytes:
+                self.tracker.give_up(root, self._too_large(seq, record))
+            else:
+                taken.append(root)
+            if clock() > until:
+                break
+        if taken:
+            self.send_roots(0, taken)
+            if self.latency is not None:
+                self.latency.read(taken)
+        return exhausted, more and not exhausted and len(taken) < room
+
+    def _too_large(self, seq: int, record: bytes) -> dict[str, Any]:
+        return dead_letter(
+            seq,
+            self.pipeline.stages[0].name,
+            "RecordTooLarge",
+            f"the record is {len(record)} bytes, more than the {self.frame_bytes}-byte limit "
+            "of one frame; raise max_message_size",
+            record,
+        )
+
+    def send_roots(self, stage: int, roots: list[Root]) -> None:
+        """Queue roots for ``stage`` under their latest attempt, in frames of a fair size."""
+        # Spread over the stage's workers, so that a small input still gets a fair share,
+        # and into frames under the record and byte limits.
+        parts = max(1, min(self.workers(stage), len(roots)))
+        size = min(-(-len(roots) // parts), self.batch_size)
+        for start in range(0, len(roots), size):
+            ids: list[int] = []
+            records: list[bytes] = []
+            used = 0
+            for root in roots[start : start + size]:
+                if records and used + len(root.record) > self.frame_bytes:
+                    self.enter(stage, ids, records)
+                    ids, records, used = [], [], 0
+                ids += (root.seq, root.attempt, root.tag)
+                records.append(root.record)
+                used += len(root.record) + 1
+            self.enter(stage, ids, records)
+
+    def inject(self, stage: int, records: list[bytes]) -> None:
+        """Outputs of the previous stage's finish() enter ``stage`` as new roots."""
+        if stage == len(self.pipeline.stages):
+            for record in records:
+                root = Root(0, record, stage, 0)
+                root.results = [record]
+                self.tracker.completed.append(root)
+            return
+        roots = []
+        for record in records:
+            roots.append(self.tracker.add(self._next_synthetic, record, stage))
+            self._next_synthetic -= 1
+        self.send_roots(stage, roots)
+
+    def done(self, seq: int) -> None:
+        """Input line ``seq`` is fully processed: move the report's resume point on."""
+        fed, ahead, report = self._fed, self._done_ahead, self.report
+        if not fed or fed[0] != seq:
+            ahead.add(seq)
+        else:
+            fed.popleft()
+            report.complete_through = seq
+            while fed and fed[0] in ahead:
+                report.complete_through = fed.popleft()
+                ahead.discard(report.complete_through)
+        report.done_beyond = len(ahead)
