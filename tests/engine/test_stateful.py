@@ -18,6 +18,7 @@ import pytest
 from stageflow import Pipeline
 from stageflow.cli import EXIT_STATE_LOST
 from stageflow.engine.keying import slot_of
+from stageflow.observe.report_json import report_document
 from tests.engine.stages import Relay, SnapTally, Tally
 from tests.helpers import run_stageflow
 
@@ -157,6 +158,9 @@ def test_a_lost_stateful_worker_makes_the_run_fail_and_say_why(tmp_path: Path) -
     assert report.reason is not None
     assert "stage 'tally' lost the state" in report.reason
     assert "finish() output would be wrong" in report.reason
+    document = report_document(report)
+    assert document.outcome == "state-lost" and not document.stateful.finish_exact
+    assert document.stateful.state_lost == report.state_lost
 
 
 def test_cli_exits_with_the_state_lost_status(tmp_path: Path) -> None:
