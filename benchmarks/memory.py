@@ -34,8 +34,14 @@ from benchmarks.common import (
     stageflow_command,
 )
 
-#: The seed pipeline's workers, in the order the coordinator spawns them.
-WORKERS = ("preprocess#0", "preprocess#1", "analyze#0", "analyze#1", "collect#0")
+
+def worker_names() -> list[str]:
+    """The seed pipeline's workers, in the order the coordinator spawns them: by plan unit
+    (``preprocess+analyze#0`` for a fused group)."""
+    from stageflow import Pipeline
+
+    units = Pipeline.from_file(SEED_PIPELINE).plan().units
+    return [f"{unit.name}#{index}" for unit in units for index in range(unit.workers)]
 
 
 class Sampler(threading.Thread):
@@ -71,8 +77,9 @@ class Sampler(threading.Thread):
             (pid for pid in self.peaks if pid != self.root.pid),
             key=lambda p: (self.started_at[p], p),
         )
+        workers = worker_names()
         for index, pid in enumerate(children):
-            name = WORKERS[index] if index < len(WORKERS) else f"extra#{index}"
+            name = workers[index] if index < len(workers) else f"extra#{index}"
             named[name] = self.peaks[pid]
         return named
 

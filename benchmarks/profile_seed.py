@@ -5,7 +5,8 @@ Runs ``py-spy record --subprocesses --format raw`` around
 collapsed stacks: each sample is put in the first matching bucket of :data:`WORKER_BUCKETS`
 or :data:`COORDINATOR_BUCKETS` (a bucket matches when one of its functions is anywhere on
 the stack, so buckets are disjoint and add up to the process's CPU samples). A worker is
-named by the stage's ``process()`` found in its stacks. Time per record is the bucket's
+named by the stages whose ``process()`` is found in its stacks (``preprocess+analyze`` for a
+fused group). Time per record is the bucket's
 samples divided by the sampling rate and by the records that process handled. py-spy
 leaves idle samples out (a worker waiting in epoll costs nothing here); samples with no
 Python frame at all, and startup, are shown but not counted per record.
@@ -35,13 +36,15 @@ WORKER_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("startup (imports, setup)", ("_find_and_load", "Worker.__init__", "Worker.start")),
     ("control acks (JSON, sign, send)", ("Worker.send_control",)),
     ("decode frame (verify digest, JSON header, split)", ("decode_batch",)),
-    ("validate Input (pydantic)", ("StageRunner._validate_batch", "BaseModel.model_validate_json")),
-    ("serialise Output (pydantic to_json)", ("StageRunner._to_json", "StageRunner._outputs")),
+    ("validate Input (pydantic)", ("StageRunner._validate_batch", "BaseModel.model_validate_json",
+                                   "BaseModel.model_validate")),
+    ("serialise Output (pydantic to_json)", ("StageRunner.emit",)),
     ("current-record mmap set/clear", ("CurrentRecord.set", "CurrentRecord.clear")),
     ("stage process() incl. building the Output model",
      ("Preprocessor.process", "Analyzer.process", "Collector.process")),
     ("encode frame (JSON ids header, join, sign)", ("encode_batch",)),
     ("ZeroMQ send (transport push)", ("ZmqPushConnection.push",)),
+    ("hand-off inside a fused group", ("GroupRunner._handoff.<locals>.forward",)),
     ("runner bookkeeping (tags, ids, acks lists)", ("StageRunner.run_batch",)),
     ("worker frame loop, flush (own code)", ("Worker.on_frame", "Worker.flush")),
     ("reactor, transport receive, flush scheduling", ("ReactorBase.mainLoop",)),
@@ -90,7 +93,7 @@ def _name(frame: str) -> str:
 def analyse(raw: Path) -> dict[str, dict[str, int]]:
     """Bucketed sample counts per process, named 'coordinator' or by stage (+ pid)."""
     per_pid: dict[str, Counter[str]] = defaultdict(Counter)
-    stage_of: dict[str, str] = {}
+    stage_of: dict[str, set[str]] = defaultdict(set)
     depth: dict[str, int] = {}
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -101,9 +104,7 @@ def analyse(raw: Path) -> dict[str, dict[str, int]]:
         pid = frames[process_frames[-1]].split(":", 1)[0].split()[1]
         depth[pid] = len(process_frames)
         names = {_name(f) for f in frames[process_frames[-1] + 1:]}
-        for function, stage in STAGES.items():
-            if function in names:
-                stage_of[pid] = stage
+        stage_of[pid].update(stage for function, stage in STAGES.items() if function in names)
         worker = len(process_frames) > 1
         buckets = WORKER_BUCKETS if worker else COORDINATOR_BUCKETS
         bucket = "other" if names else "no Python frame (native threads, GC, exit)"
@@ -117,16 +118,17 @@ def analyse(raw: Path) -> dict[str, dict[str, int]]:
         if depth[pid] == 1:
             named["coordinator"] = dict(counts)
         else:
-            named[f"{stage_of.get(pid, 'worker')} (pid {pid})"] = dict(counts)
+            label = "+".join(s for s in STAGES.values() if s in stage_of[pid]) or "worker"
+            named[f"{label} (pid {pid})"] = dict(counts)
     return named
 
 
 def per_record(named: dict[str, dict[str, int]], records: int, rate: int) -> str:
     """Markdown: per process, each bucket's share and microseconds per record handled."""
     lines = []
+    peers = Counter(process.split()[0] for process in named)
     for process, counts in sorted(named.items()):
-        stage = process.split()[0]
-        handled = records if stage in ("coordinator", "collect") else records / 2
+        handled = records / peers[process.split()[0]]  # a unit's processes share its records
         fixed = {b: c for b, c in counts.items() if b.startswith(_NOT_PER_RECORD)}
         steady = {b: c for b, c in counts.items() if b not in fixed}
         total = sum(steady.values())

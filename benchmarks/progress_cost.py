@@ -1,4 +1,4 @@
-"""(g) What watching a run costs: the live display, metrics and the report, against none.
+"""(h) What watching a run costs: the live display, metrics and the report, against none.
 
 The seed pipeline runs as ``stageflow -q run`` (no display, no progress line) and as
 ``stageflow run --progress`` (the rich live display, forced on, drawn to /dev/null so that
@@ -78,7 +78,7 @@ def measure(records: int, runs: int, directory: Path) -> dict[str, float]:
 
 def section(rates: dict[str, float], records: int, runs: int) -> list[str]:
     quiet = rates["quiet"]
-    title = (f"### (g) Cost of watching a run ({records:,} records, median of {runs} "
+    title = (f"### (h) Cost of watching a run ({records:,} records, median of {runs} "
              "interleaved runs, first→last line)")
     out = [title, "", "| variant | rec/s | over quiet |", "|---|---:|---:|"]
     for variant, rate in rates.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import latency, mac, memory, progress_cost, startup, throughput
+from benchmarks import journal, latency, mac, memory, peers, progress_cost, startup, throughput
 from benchmarks.common import have, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
@@ -56,11 +56,13 @@ def section_throughput(t: dict[str, dict[str, float]], records: int) -> list[str
            "| program | whole run (rec/s) | first→last line (rec/s) | wall (s) | first line (s) "
            "| CPU, all processes (µs/record) |",
            "|---|---:|---:|---:|---:|---:|"]
-    for name, row in (("stageflow run", sf), ("pyzmq + json", pz), ("txZMQ + json", tx)):
+    rows = (("stageflow run", sf), ("stageflow run --no-fuse", t["stageflow-nofuse"]),
+            ("pyzmq + json", pz), ("txZMQ + json", tx))
+    for name, row in rows:
         out.append(f"| {name} | {fmt(row['whole_rate'], 0)} | {fmt(row['steady_rate'], 0)} | "
                    f"{fmt(row['wall'])} | {fmt(row['first'])} | {fmt(row['cpu_us'], 1)} |")
     out += ["", "| ratio | whole run | first→last line | target |", "|---|---:|---:|---|"]
-    for name, other, target in (("stageflow / pyzmq", pz, 1.3), ("stageflow / txZMQ", tx, 1.5)):
+    for name, other, target in (("stageflow / pyzmq", pz, 2.0), ("stageflow / txZMQ", tx, 1.5)):
         whole = sf["whole_rate"] / other["whole_rate"]
         steady = sf["steady_rate"] / other["steady_rate"]
         out.append(f"| {name} | {whole:.2f}× | {steady:.2f}× | ≥ {target}× : "
@@ -131,6 +133,21 @@ def section_pool(s: dict[str, float]) -> list[str]:
             f"stageflow / Pool {ratio:.2f}×; target ≤ 1.5×: {verdict(ratio <= 1.5)}.", ""]
 
 
+def section_journal(j: dict[str, dict[str, float]], records: int) -> list[str]:
+    on, off = j["journal"], j["no-journal"]
+    out = [f"### (i) Resume journal: seed pipeline into a file ({records:,} records, median of "
+           f"{int(on['runs'])} interleaved runs)", "",
+           "| variant | whole run (rec/s) | engine time (rec/s) | wall (s) "
+           "| CPU, all processes (µs/record) |", "|---|---:|---:|---:|---:|"]
+    for name, row in (("journal (default)", on), ("`--no-journal`", off)):
+        out.append(f"| {name} | {fmt(row['whole_rate'], 0)} | {fmt(row['engine_rate'], 0)} | "
+                   f"{fmt(row['wall'])} | {fmt(row['cpu_us'], 1)} |")
+    ratio = on["engine_rate"] / off["engine_rate"]
+    out += ["", f"Journal / no journal, engine time: {ratio:.3f}×; target within 5% "
+            f"(≥ 0.95×): {verdict(ratio >= 0.95)}.", ""]
+    return out
+
+
 def section_chain(text: str | None) -> list[str]:
     out = ["### (b) Transport: 3-hop forward chain (`benchmarks/transport_chain.py`)", ""]
     if text is None:
@@ -180,12 +197,17 @@ def main() -> None:
         lat["closed"] = latency.closed_loop(int(settings["latency_s"] * 300), 500)
         print("(d) memory", flush=True)
         mem = memory.measure(settings["sizes"], SINK_RATE, 0.1, directory)
-        print("(e) startup", flush=True)
+        print("(e) startup, (f) against a Pool", flush=True)
         s = startup.measure(settings["startup_runs"])
-        print("(f) frame MAC", flush=True)
+        print("(g) frame MAC", flush=True)
         macs = mac.measure(settings["mac_frames"])
-        print("(g) cost of watching a run", flush=True)
+        print("(h) cost of watching a run", flush=True)
         watch = progress_cost.measure(settings["records"], settings["watch_runs"], directory)
+        print("(i) journal", flush=True)
+        jour = journal.measure(settings["records"], settings["runs"], directory)
+        print("(j) peers", flush=True)
+        peer = peers.measure(["text", "numeric"], peers.SIZES["quick" if args.quick else "full"],
+                             settings["runs"] if args.quick else 3, directory)
         prof = None
         if not args.no_profile and have("py-spy"):
             print("profile", flush=True)
@@ -205,9 +227,11 @@ def main() -> None:
     lines += section_memory(mem)
     lines += section_startup(s)
     lines += section_pool(s)
-    lines += ["### (f) Signing every byte of a frame (`benchmarks/mac.py`)", "", mac.report(macs),
+    lines += ["### (g) Signing every byte of a frame (`benchmarks/mac.py`)", "", mac.report(macs),
               ""]
     lines += progress_cost.section(watch, settings["records"], settings["watch_runs"])
+    lines += section_journal(jour, settings["records"])
+    lines += peers.section(peer, 1 if args.quick else 3)
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]

@@ -54,14 +54,17 @@ def work(role: str, downstream: list[str]) -> None:
         send(dumps(step(loads(recv()))).encode())
 
 
+Topology = tuple[tuple[str, int], ...]
+
+
 def spawn_workers(
-    results: str, script: str = __file__
+    results: str, script: str = __file__, topology: Topology = TOPOLOGY
 ) -> list[tuple[subprocess.Popen[bytes], str]]:
     """Start ``script --worker`` for every stage, downstream first (each needs its downstream
     addresses); return (process, inbox address) pairs, upstream first."""
     started: list[tuple[subprocess.Popen[bytes], str]] = []
     downstream = [results]
-    for role, count in reversed(TOPOLOGY):
+    for role, count in reversed(topology):
         stage = []
         for _ in range(count):
             proc = subprocess.Popen(
@@ -79,15 +82,24 @@ def spawn_workers(
     return started
 
 
-def coordinate(source: IO[bytes], output: IO[bytes], max_in_flight: int) -> int:
-    """Feed ``source``'s lines, write every result line to ``output``; return the count."""
+def coordinate(
+    source: IO[bytes],
+    output: IO[bytes],
+    max_in_flight: int,
+    script: str = __file__,
+    topology: Topology = TOPOLOGY,
+) -> int:
+    """Feed ``source``'s lines, write every result line to ``output``; return the count.
+
+    One result message comes back per input line; a pipeline that fans out or filters
+    (benchmarks/peer_zmq.py) sends what one line became as JSON lines, possibly none."""
     context = zmq.Context()
     results = context.socket(zmq.PULL)
     results.bind("tcp://127.0.0.1:*")
-    workers = spawn_workers(results.getsockopt_string(zmq.LAST_ENDPOINT))
+    workers = spawn_workers(results.getsockopt_string(zmq.LAST_ENDPOINT), script, topology)
     feed = context.socket(zmq.PUSH)
     try:
-        for _, address in workers[: TOPOLOGY[0][1]]:
+        for _, address in workers[: topology[0][1]]:
             feed.connect(address)
         poller = zmq.Poller()
         poller.register(results, zmq.POLLIN)
@@ -109,8 +121,9 @@ def coordinate(source: IO[bytes], output: IO[bytes], max_in_flight: int) -> int:
                         message = results.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    write(message)
-                    write(b"\n")
+                    if message:
+                        write(message)
+                        write(b"\n")
                     received += 1
         output.flush()
         return received

@@ -24,7 +24,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import seed_math
-from benchmarks.seed_handwritten import TOPOLOGY, run_cli, spawn_workers
+from benchmarks.seed_handwritten import TOPOLOGY, Topology, run_cli, spawn_workers
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 #: Records pushed per reactor turn by the source.
@@ -56,8 +56,17 @@ def work(role: str, downstream: list[str]) -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
-def coordinate(source: IO[bytes], output: IO[bytes], max_in_flight: int) -> int:
-    """Feed ``source``'s lines, write every result line to ``output``; return the count."""
+def coordinate(
+    source: IO[bytes],
+    output: IO[bytes],
+    max_in_flight: int,
+    script: str = __file__,
+    topology: Topology = TOPOLOGY,
+) -> int:
+    """Feed ``source``'s lines, write every result line to ``output``; return the count.
+
+    As in :func:`benchmarks.seed_handwritten.coordinate`, one result message comes back per
+    input line, holding what it became as JSON lines (possibly none)."""
     from twisted.internet import reactor
     from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqPullConnection, ZmqPushConnection
 
@@ -67,8 +76,9 @@ def coordinate(source: IO[bytes], output: IO[bytes], max_in_flight: int) -> int:
 
     class Sink(ZmqPullConnection):  # type: ignore[misc]
         def onPull(self, message: list[bytes]) -> None:
-            write(message[0])
-            write(b"\n")
+            if message[0]:
+                write(message[0])
+                write(b"\n")
             state["received"] += 1
             if state["exhausted"] and state["received"] == state["sent"]:
                 reactor.stop()
@@ -93,11 +103,11 @@ def coordinate(source: IO[bytes], output: IO[bytes], max_in_flight: int) -> int:
 
     factory = ZmqFactory()
     sink = Sink(factory, ZmqEndpoint(ZmqEndpointType.bind, "tcp://127.0.0.1:*"))
-    workers = spawn_workers(sink.socket.getsockopt_string(zmq.LAST_ENDPOINT), __file__)
+    workers = spawn_workers(sink.socket.getsockopt_string(zmq.LAST_ENDPOINT), script, topology)
     try:
         feeder = ZmqPushConnection(factory)
         feeder.addEndpoints(
-            [ZmqEndpoint(ZmqEndpointType.connect, a) for _, a in workers[: TOPOLOGY[0][1]]]
+            [ZmqEndpoint(ZmqEndpointType.connect, a) for _, a in workers[: topology[0][1]]]
         )
         reactor.callWhenRunning(feed)
         reactor.run()  # type: ignore[attr-defined]

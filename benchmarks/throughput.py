@@ -5,6 +5,7 @@ per worker, plus a source/sink process) over the same input file, writing JSON L
 pipe that this process reads:
 
     stageflow   ``stageflow run examples/seed/pipeline.yaml -i FILE -o -`` (validates every hop)
+    stageflow-nofuse   the same with ``--no-fuse``: every stage in processes of its own
     pyzmq       :mod:`benchmarks.seed_handwritten` (pyzmq + json, no validation)
     txzmq       :mod:`benchmarks.seed_txzmq` (txZMQ 1.0.0 + json, no validation)
 
@@ -41,12 +42,13 @@ from benchmarks.common import (
 )
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("stageflow", "pyzmq", "txzmq")
+VARIANTS = ("stageflow", "stageflow-nofuse", "pyzmq", "txzmq")
 
 
 def command(variant: str, path: Path) -> list[str]:
-    if variant == "stageflow":
-        return stageflow_command("run", str(SEED_PIPELINE), "-i", str(path), "-o", "-")
+    if variant.startswith("stageflow"):
+        extra = ["--no-fuse"] if variant == "stageflow-nofuse" else []
+        return stageflow_command("run", str(SEED_PIPELINE), "-i", str(path), "-o", "-", *extra)
     script = {"pyzmq": "seed_handwritten.py", "txzmq": "seed_txzmq.py"}[variant]
     return [sys.executable, str(HERE / script), "-i", str(path), "-o", "-"]
 

@@ -20,6 +20,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from stageflow.compat import Mismatch, check_edge, describe
 from stageflow.engine import shipping
 from stageflow.errors import PipelineError, SchemaMismatchError, StageConfigError
+from stageflow.plan import FusionPlan, keeps_state, plan_fusion
 from stageflow.plugins import StageEntry, StageRegistry, did_you_mean, load_registry
 from stageflow.stage import Stage
 
@@ -60,6 +61,11 @@ class StageSpec(BaseModel):
     stateful: bool = Field(
         default=False,
         description="The stage keeps state across records (implied when it overrides finish()).",
+    )
+    fuse: bool = Field(
+        default=True,
+        description="false runs this stage in processes of its own, never fused with a "
+        "neighbour into one worker process.",
     )
 
 
@@ -107,7 +113,7 @@ class BoundStage:
     @property
     def stateful(self) -> bool:
         """Whether a worker's state matters beyond one record (``stateful:`` or a finish())."""
-        return self.spec.stateful or self.cls.finish is not Stage.finish
+        return self.spec.stateful or keeps_state(self.cls)
 
     @property
     def snapshots(self) -> bool:
@@ -267,10 +273,15 @@ class Pipeline:
         for stage in self.stages:
             _check_importable(stage.cls)
 
+    def plan(self, *, fuse: bool = True) -> FusionPlan:
+        """Which stages share worker processes (:mod:`stageflow.plan` has the rules)."""
+        return plan_fusion(self.stages, fuse=fuse)
+
     def run(self, items: Iterable[Any], **options: Any) -> Run:
         """Run the pipeline over ``items`` and iterate over the last stage's Outputs.
 
-        ``items`` are dicts, Input models of the first stage, or JSON ``bytes``/``str``.
+        ``items`` are dicts, Input models of the first stage, or JSON ``bytes``/``str``;
+        ``fuse=False`` runs every stage in processes of its own.
         See :class:`stageflow.engine.run.Run` for the options and the report.
         """
         from stageflow.engine.run import Run

@@ -86,7 +86,13 @@ def editor_schema(registry: StageRegistry) -> dict[str, Any]:
                 "description": f"Stage {name!r} takes no configuration.",
             }
         else:
-            config = _embedded(cls.Config.model_json_schema(mode="validation"), name, defs)
+            try:
+                config = _embedded(cls.Config.model_json_schema(mode="validation"), name, defs)
+            except Exception as exc:  # noqa: BLE001 - one stage's schema must not sink the rest
+                config = {
+                    "type": "object",
+                    "description": f"Stage {name!r}: no schema ({type(exc).__name__}: {exc}).",
+                }
         rules.append(
             {
                 "if": {"properties": {"uses": {"const": name}}, "required": ["uses"]},

@@ -32,12 +32,19 @@ class Stage:
     ``Config``
         Optional pydantic model for the stage's ``config:`` block; the validated instance
         is ``self.config``.
+    ``stateful``
+        Optional; True when :meth:`process` keeps state across records (a dedup cache, a
+        running total), so the engine never fuses the stage with a neighbour. Left unset,
+        a stage is stateful when it overrides :meth:`finish`; set it to False when its
+        finish() only does per-process work (closing a connection, logging), so that the
+        stage may be fused although it has one.
     """
 
     name: ClassVar[str]
     Input: ClassVar[type[BaseModel]]
     Output: ClassVar[type[BaseModel]]
     Config: ClassVar[type[BaseModel] | None] = None
+    stateful: ClassVar[bool | None] = None
 
     def __init__(self, config: BaseModel | None = None) -> None:
         if config is None and self.Config is not None:

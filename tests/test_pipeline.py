@@ -64,11 +64,12 @@ class NeedsText(stageflow.Stage):
 
 
 def test_validate_accepts_the_seed_example() -> None:
-    """`stageflow validate` exits 0 on examples/seed/pipeline.yaml and names the chain."""
+    """`stageflow validate` exits 0 on examples/seed/pipeline.yaml, names the chain and fusion."""
     result = run_stageflow("validate", str(SEED_PIPELINE))
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         f"{SEED_PIPELINE}: pipeline 'seed-analysis' is valid (preprocess → analyze → collect)\n"
+        "  fused: preprocess + analyze (4 processes)\n"
     )
 
 

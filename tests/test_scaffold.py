@@ -129,6 +129,9 @@ def test_new_stage_registers_the_stage(tmp_path: Path) -> None:
         cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": "."},
     )  # fmt: skip
     assert probe.stdout.strip() == "['dedupe-lines', 'word-count'] []", probe.stderr
+    init = (project / "stageflow_word_count" / "__init__.py").read_text(encoding="utf-8")
+    imports = [line for line in init.splitlines() if line.startswith("from stageflow_word_count")]
+    assert imports == sorted(imports) and len(imports) == 2  # the block stays isort-clean
 
 
 @pytest.mark.parametrize(

@@ -201,3 +201,32 @@ def test_editor_schema_lists_every_installed_stage() -> None:
     schema = editor_schema(load_registry())
     choices = schema["$defs"]["StageSpec"]["properties"]["uses"]["anyOf"]
     assert choices[0]["enum"] == sorted(load_registry().stages)
+
+
+class Opaque:
+    """A type pydantic can hold but not describe in JSON Schema."""
+
+
+class Holder(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    thing: Opaque | None = None
+
+
+def test_a_model_without_a_schema_is_reported_not_fatal() -> None:
+    """plugins --json and the editor schema carry on past it; check_stage names the problem."""
+    from stageflow.cli.plugins import describe
+    from stageflow.testing import check_stage
+
+    cls = _stage("opaque", Holder)
+    listing = describe(StageRegistry(stages={"opaque": StageEntry(cls, "kit")}))
+    jsonschema.validate(listing, PLUGINS_SHAPE)
+    config = listing["plugins"][0]["stages"][0]["config"]
+    assert config["schema"] is None and "PydanticInvalidForJsonSchema" in config["schema_error"]
+    with pytest.raises(stageflow.PluginError, match="do not produce JSON Schemas"):
+        check_stage(cls)
+    registry = StageRegistry(
+        stages={"opaque": StageEntry(cls), "nested": StageEntry(_stage("nested", Nested))}
+    )
+    validator = jsonschema.Draft202012Validator(editor_schema(registry))
+    document = {"name": "n", "stages": [{"name": "o", "uses": "opaque", "config": {"any": 1}}]}
+    assert list(validator.iter_errors(document)) == []

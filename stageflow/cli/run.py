@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import contextlib
 import logging
 import os
 import signal
@@ -12,26 +11,29 @@ import stat
 import sys
 import threading
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from stageflow.cli import (
+    EXIT_BROKEN_PIPE,
     EXIT_ENGINE,
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
+    EXIT_OUTPUT_FAILED,
     EXIT_RECORDS_FAILED,
     EXIT_STATE_LOST,
     fail,
     observe,
 )
+from stageflow.cli.output import OutputClosed, Outputs, OutputSetupError, SinkFailed
 from stageflow.errors import EngineError, RecordsFailedError
+from stageflow.journal import SUFFIX
 
 if TYPE_CHECKING:
-    from stageflow.engine.report import RunReport
     from stageflow.engine.run import Run
+    from stageflow.journal import Skipper
 
 log = logging.getLogger("stageflow")
-
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +43,8 @@ def register(subparsers: Any) -> None:
         description="Run PIPELINE over JSON Lines input (one record of the first stage's Input "
         "per line) and write the last stage's Outputs as JSON Lines. Records that fail go to "
         "the dead-letter output with their reason; the rest of the run goes on.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("pipeline", help="the pipeline YAML file")
     parser.add_argument(
@@ -53,10 +57,23 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="output JSON Lines file, or - for stdout",
     )
-    parser.add_argument(
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument(
         "--append",
         action="store_true",
-        help="append to the --output file instead of replacing it (to resume a stopped run)",
+        help="append to the --output and --dead-letter files instead of replacing them",
+    )
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run from the journal beside --output: cut the files to what "
+        "it records and process only the lines not yet complete",
+    )
+    parser.add_argument(
+        "--no-journal",
+        action="store_true",
+        help=f"keep no OUTPUT{SUFFIX} journal (a stop can then be resumed only with --skip, "
+        "and only when it left no later results behind)",
     )
     parser.add_argument(
         "--dead-letter",
@@ -89,6 +106,11 @@ def register(subparsers: Any) -> None:
         help="input records in flight at once; bounds memory (8192)",
     )
     parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="run every stage in worker processes of its own, never fused with its neighbours",
+    )
+    parser.add_argument(
         "--heartbeat-timeout",
         type=_positive_float,
         default=10.0,
@@ -112,6 +134,26 @@ def register(subparsers: Any) -> None:
     )
     observe.add_arguments(parser)
     parser.set_defaults(func=run)
+
+
+EPILOG = f"""\
+Files: --output and --dead-letter are created or emptied only once every worker is
+ready, so a run that fails to start changes no file. With a regular file as --output
+and as input, a journal OUTPUT{SUFFIX} records which input lines are complete;
+after any stop (signals, kill -9, a crash) the same command with --resume writes
+every result exactly once. A finished run removes its journal.
+
+exit statuses:
+  0    every input record was processed (dead letters within --max-errors)
+  1    more records were dead-lettered than --max-errors allows
+  2    bad usage, an invalid pipeline, an input or output path that cannot be used,
+       or a --resume the journal cannot serve
+  3    the engine could not run: workers failed to start or kept dying
+  4    the output, dead-letter or journal file could not be written (disk full, I/O
+       error); stderr says how to resume
+  130  stopped by SIGINT or SIGTERM; stderr says how to resume
+  141  the reader of stdout went away (a closed pipe, e.g. | head -1)
+"""
 
 
 def _non_negative(text: str) -> int:
@@ -163,35 +205,41 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     from stageflow.pipeline import Pipeline
 
     pipeline = Pipeline.from_file(args.pipeline)
-    opened: list[IO[Any]] = []
     try:
         source = _open_input(args.input)
-        opened.append(source)
-        output = _open_output(args.output, append=args.append)
-        opened.append(output)
-        dead_letters = (
-            open(args.dead_letter, "w", encoding="utf-8")  # noqa: SIM115 - closed after the run
-            if args.dead_letter
-            else None
-        )
     except OSError as exc:
-        for handle in opened:
-            if handle not in (sys.stdin.buffer, sys.stdout.buffer):
-                handle.close()
-        what = ("the input file", "the output file", "the dead-letter file")[len(opened)]
-        fix = "check the path" if not opened else "check that its folder exists and is writable"
-        fail(f"cannot open {what} {exc.filename!r}: {exc.strerror}; {fix}")
+        fail(f"cannot open the input file {exc.filename!r}: {exc.strerror}; check the path")
         return EXIT_INVALID
+    try:
+        outputs = Outputs(args, source.fileno())
+    except OutputSetupError as exc:
+        _close_input(source)
+        fail(str(exc))
+        return EXIT_INVALID
+    if outputs.resume is not None:
+        log.info(
+            "resuming from %s: %d input lines are already complete",
+            outputs.journal_path,
+            len(outputs.resume.done),
+        )
+    elif outputs.journaled and os.path.exists(outputs.journal_path):
+        log.warning(
+            "%s says an earlier run into this output stopped before its end; this run "
+            "starts over (stop it now and add --resume to continue that one instead)",
+            outputs.journal_path,
+        )
+    in_flight = None if outputs.journaled else outputs.in_flight
     the_run = Run(
         pipeline,
-        _lines(source, args.skip),
-        dead_letter=dead_letters,
+        _lines(source, args.skip, outputs.skipper(), in_flight),
+        dead_letter=outputs.dead_letter_sink,
         max_errors=args.max_errors,
         numbered=True,
         # A pipe or a terminal may pause; read it in a thread so results keep flowing.
         read_ahead=not _is_regular_file(source),
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
+        fuse=not args.no_fuse,
         heartbeat_timeout=args.heartbeat_timeout,
         stuck_after=args.stuck_after,
         stop_timeout=args.stop_timeout,
@@ -199,77 +247,70 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         metrics=observation.metrics,
         latency=observation.latency,
     )
-    observation.attach(the_run, source, output)
-    signals = _GracefulStop(the_run)
-    status = EXIT_OK
-    engine_error: EngineError | None = None
+    # The observer only asks the output for fileno() and flush().
+    observation.attach(the_run, source, cast("IO[bytes]", outputs))
+    signals = _GracefulStop(the_run, outputs)
+    completions = the_run.completions(on_idle=outputs.idle, on_started=outputs.open)
+    status, error = EXIT_OK, None
     try:
-        write = output.write
-        # Flushed whenever the run is about to wait: a downstream reader sees each result
-        # as soon as nothing else is ready, without a flush per line while busy.
-        for line in the_run.lines(on_idle=output.flush):
-            write(line)
-            write(b"\n")
+        complete = outputs.complete
+        for seq, results in completions:
+            complete(seq, results)
     except RecordsFailedError as exc:
-        fail(str(exc))
-        status = EXIT_RECORDS_FAILED
+        status, error = EXIT_RECORDS_FAILED, str(exc)
     except KeyboardInterrupt:
-        fail("stopped at once on a second signal; records in flight were abandoned")
-        return EXIT_INTERRUPTED
+        status, error = EXIT_INTERRUPTED, "stopped at once on a second signal"
     except EngineError as exc:
-        engine_error = exc
+        status, error = EXIT_ENGINE, str(exc)
+    except OutputSetupError as exc:
+        status, error = EXIT_INVALID, str(exc)
+    except SinkFailed as exc:
+        status, error = EXIT_OUTPUT_FAILED, str(exc)
+    except OutputClosed:
+        status = EXIT_BROKEN_PIPE
     finally:
+        outputs.busy = True  # from here on a second signal only hurries the stop along
+        if status != EXIT_OK:
+            the_run.abort()  # nothing more is read, and no worker is waited for
+        completions.close()
         signals.restore()
-        with contextlib.suppress(BrokenPipeError):  # the reader left, e.g. `| head`
-            output.flush()
-        if output is not sys.stdout.buffer:
-            output.close()
-        if source is not sys.stdin.buffer:
-            source.close()
-        if dead_letters is not None:
-            dead_letters.close()
+        _close_input(source)
     report = the_run.report
+    try:
+        outputs.close(finished=report.finished)
+    except SinkFailed as exc:
+        status, error = EXIT_OUTPUT_FAILED, str(exc)
+    except OutputClosed:
+        status = EXIT_BROKEN_PIPE
+    if status == EXIT_BROKEN_PIPE:
+        log.info("the reader of the output went away; stopped after %d results", report.results)
+        return status
+    if status == EXIT_OK and report.interrupted:
+        status, error = EXIT_INTERRUPTED, "stopped early, after finishing the records in flight"
+    if error is not None and status != EXIT_INTERRUPTED:
+        fail(error)  # the cause first: stderr ends with the summary and the way on
+        if report.error is None and status != EXIT_RECORDS_FAILED:
+            report.error = error
     log.info("%s", report.summary())
-    if engine_error is not None:
-        report.error = str(engine_error)
-        fail(report.error)
-        if report.records_in:
-            fail(_resume_after_failure(report, args.output != "-"))
-        return EXIT_ENGINE
-    if report.interrupted:
-        resume = f"--skip {report.last_line_read}"
-        if args.output != "-":
-            resume += " --append"
-        report.resume_hint = resume
-        fail(
-            f"stopped early: the first {report.last_line_read} input lines are fully processed; "
-            f"resume with {resume}"
-        )
-        return EXIT_INTERRUPTED
-    if report.state_lost:
+    if report.state_lost and status in (EXIT_OK, EXIT_RECORDS_FAILED):
         return EXIT_STATE_LOST  # the engine logged the loss, one line per lost worker
+    if status in (EXIT_OK, EXIT_RECORDS_FAILED):
+        return status
+    hint = report.resume_hint = outputs.resume_hint(report.last_line_read)
+    fail(f"{error}; {hint}" if status == EXIT_INTERRUPTED else hint)
     return status
 
 
-def _resume_after_failure(report: RunReport, to_file: bool) -> str:
-    """Where a run the engine could not finish may resume, said without pointing elsewhere."""
-    done = report.complete_through
-    resume = f"--skip {done}" + (" --append" if to_file else "")
-    if not report.done_beyond:
-        report.resume_hint = resume
-        return f"the first {done} input lines are fully processed; resume with {resume}"
-    return (
-        f"the first {done} input lines are fully processed, and {report.done_beyond} later "
-        f"ones too: resuming with {resume} would write the results of those "
-        f"{report.done_beyond} again"
-    )
-
-
 class _GracefulStop:
-    """First SIGINT/SIGTERM: stop reading and drain. Second: stop at once."""
+    """First SIGINT/SIGTERM: stop reading and drain. Second: stop at once.
 
-    def __init__(self, the_run: Run) -> None:
+    The second one interrupts the engine, never the output's bookkeeping: inside that, it
+    waits for its end, so what the journal claims always matches the files.
+    """
+
+    def __init__(self, the_run: Run, outputs: Outputs) -> None:
         self.run = the_run
+        self.outputs = outputs
         self.count = 0
         self.previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -286,6 +327,9 @@ class _GracefulStop:
             self.run.stop()
             return
         self.run.abort()
+        if self.outputs.busy:
+            self.outputs.interrupt_pending = True
+            return
         raise KeyboardInterrupt
 
     def restore(self) -> None:
@@ -299,25 +343,29 @@ def _open_input(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _open_output(path: str, append: bool) -> IO[bytes]:
-    if path == "-":
-        return sys.stdout.buffer
-    return open(path, "ab" if append else "wb")
+def _close_input(source: IO[bytes]) -> None:
+    if source is not sys.stdin.buffer:
+        source.close()
 
 
-def _lines(source: IO[bytes], skip: int) -> Iterator[tuple[int, bytes]]:
-    """Numbered non-blank lines, after skipping the first ``skip``.
+def _lines(
+    source: IO[bytes], skip: int, done: Skipper | None, in_flight: set[int] | None
+) -> Iterator[tuple[int, bytes]]:
+    """Numbered non-blank lines, after the first ``skip`` and without those ``done``.
 
     A UTF-8 byte order mark at the very start of the input (as some Windows editors write
-    one) is not part of the first record.
+    one) is not part of the first record. ``in_flight`` collects the numbers handed out,
+    for a run without a journal to tell where it can resume.
     """
     for number, line in enumerate(source, 1):
         if number == 1:
             line = line.removeprefix(codecs.BOM_UTF8)
-        if number <= skip:
+        if number <= skip or (done is not None and number in done):
             continue
         line = line.rstrip(b"\r\n")
         if line.strip():
+            if in_flight is not None:
+                in_flight.add(number)
             yield number, line
 
 

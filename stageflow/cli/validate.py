@@ -13,7 +13,8 @@ def register(subparsers: Any) -> None:
         "validate",
         help="check a pipeline file without running it",
         description="Resolve every stage, validate every config block and check that each "
-        "stage's Output satisfies the next stage's Input. Exit status 2 on the first problem.",
+        "stage's Output satisfies the next stage's Input. Exit status 2 on the first problem. "
+        "Lists the stages that run fused in one worker process.",
     )
     parser.add_argument("pipeline", help="the pipeline YAML file")
     parser.set_defaults(func=validate)
@@ -23,4 +24,6 @@ def validate(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_file(args.pipeline)
     chain = " → ".join(stage.name for stage in pipeline.stages)
     print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({chain})")
+    for line in pipeline.plan().describe():
+        print(f"  {line}")
     return 0

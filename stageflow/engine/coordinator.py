@@ -59,6 +59,7 @@ from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress
 from stageflow.observe.watch import Watch
 from stageflow.pipeline import Pipeline
+from stageflow.plan import Unit
 
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
@@ -76,6 +77,9 @@ class Coordinator:
         dead_letter_sink: IO[str] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # What the workers run: one unit per stage, or per group of consecutive stages
+        # fused into one process (stageflow.plan); "stage" below means a unit.
+        self.units: tuple[Unit, ...] = pipeline.plan(fuse=options.fuse).units
         self.report = report
         self.options = options
         self.sink = dead_letter_sink
@@ -101,15 +105,17 @@ class Coordinator:
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
         self._launcher = options.launcher or ForkServerLauncher(preload=_stage_modules(pipeline))
-        names = [stage.name for stage in pipeline.stages]
+        names = [unit.name for unit in self.units]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret)
-        self.admission = Admission([stage.stateful for stage in pipeline.stages])
+        # The stage whose Input a unit's frames carry: keyed and stateful stages start a unit.
+        self._entries = [unit.stages[0] for unit in self.units]
+        self.admission = Admission([stage.stateful for stage in self._entries])
         self.snapshots = Snapshots()
-        # Stages whose entering records the coordinator reads; the others' pass unparsed.
-        self._guarded = [stage.key is not None or stage.stateful for stage in pipeline.stages]
+        # Units whose entering records the coordinator reads; the others' pass unparsed.
+        self._guarded = [stage.key is not None or stage.stateful for stage in self._entries]
         self.pool = Pool(
-            pipeline,
+            self.units,
             self._launcher,
             self.membership,
             self._settings,
@@ -119,6 +125,7 @@ class Coordinator:
         self.finishing = Finishing(len(names), self.command)
         self.feeder = Feeder(
             pipeline,
+            len(self.units),
             self.tracker,
             report,
             self._enter,
@@ -129,7 +136,7 @@ class Coordinator:
             credit=options.credit,
             frame_bytes=self._frame_bytes,
         )
-        self.scaling = Scaling(names, self.pool, self.dispatch)
+        self.scaling = Scaling(self.units, self.pool, self.dispatch)
         self.supervisor = Supervisor(self, options)
         self._rejected = wire.Rejections(log, "the coordinator's control socket")
         # Observation (stageflow.observe): set by the Run before the loop starts.
@@ -149,17 +156,24 @@ class Coordinator:
 
     def _settings(self, member: Member) -> dict[str, Any]:
         """What a worker process needs to know, as JSON-able data."""
-        stage = self.pipeline.stages[member.stage]
+        unit = self.units[member.stage]
         return {
             "key": member.key,
             "secret": self.secret.hex(),
-            "stage": stage.name,
+            "stage": unit.name,
             "index": member.stage,
             "slot": member.slot,
-            **shipping.stage_settings(stage.cls),  # "uses", and the class when by value
-            "config": stage.config_json(),
-            "retries": stage.spec.retries,
-            "timeout": stage.spec.timeout,
+            # The stages it hosts, in flow order: more than one for a fused group.
+            "stages": [
+                {
+                    "stage": stage.name,
+                    **shipping.stage_settings(stage.cls),  # "uses", and the class by value
+                    "config": stage.config_json(),
+                    "retries": stage.spec.retries,
+                    "timeout": stage.spec.timeout,
+                }
+                for stage in unit.stages
+            ],
             "control": self._router.getsockopt_string(zmq.LAST_ENDPOINT),
             "heartbeat": self._pulse.address,
             "heartbeat_timeout": self.options.heartbeat_timeout,
@@ -169,7 +183,7 @@ class Coordinator:
             "frame_bytes": self._frame_bytes,
             "batch_size": self.options.batch_size,
             "log_level": self.options.log_level,
-            "snapshots": stage.snapshots,
+            "snapshots": self._entries[member.stage].snapshots,
             "snapshot_every": self.options.snapshot_every,
             "snapshot_seconds": self.options.snapshot_seconds,
         }
@@ -211,6 +225,21 @@ class Coordinator:
         :class:`stageflow.engine.run.ReadAhead`); ``on_idle`` is called before the loop
         waits, after it yielded results (the CLI flushes its output there).
         """
+        for _seq, results in self.completions(source, wakeup_fd, on_idle):
+            yield from results
+
+    def completions(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """Like :meth:`run`, but yield ``(seq, result lines)`` once per completed record.
+
+        The record's dead letters are in the dead-letter sink before it is yielded, so a
+        caller that journals its output knows what each file holds (``seq`` is not positive
+        for what ``finish()`` emitted).
+        """
         exhausted = False
         started = self.started
         if not self._all_started:  # stopped while the workers were starting: nothing to drain
@@ -241,9 +270,8 @@ class Coordinator:
             if self.watch is not None:
                 self.watch.tick()
             for root in self.tracker.take_completed():
-                for line in self._emit(root):
-                    yielded = True
-                    yield line
+                yielded = True
+                yield root.seq, self._emit(root)
             self.report.seconds = time.monotonic() - started
         if wakeup_fd is not None:
             self._poller.unregister(wakeup_fd)
@@ -257,7 +285,7 @@ class Coordinator:
 
     def _enter(self, stage: int, ids: list[int], records: list[bytes]) -> None:
         """Queue records for ``stage``: those a stateful stage admits, by slot if keyed."""
-        bound = self.pipeline.stages[stage]
+        bound = self._entries[stage]
         if bound.stateful:
             ids, records = self.admission.admit(
                 stage, ids, records, self.tracker.roots.__contains__
@@ -270,7 +298,7 @@ class Coordinator:
         groups: dict[int, tuple[list[int], list[bytes]]] = {}
         for index, record in enumerate(records):
             slot_ids, slot_records = groups.setdefault(
-                slot_of(record, bound.key, bound.workers), ([], [])
+                slot_of(record, bound.key, self.units[stage].workers), ([], [])
             )
             slot_ids += ids[index * 3 : index * 3 + 3]
             slot_records.append(record)
@@ -335,7 +363,7 @@ class Coordinator:
                 )
             self.pool.on_ready(member)
             state = self.snapshots.state_of(member)
-            if state is not None and self.pipeline.stages[member.stage].snapshots:
+            if state is not None and self._entries[member.stage].snapshots:
                 # No frame before the state is back: restore first, then join on "restored".
                 self.command(member, {"t": "restore", "state": base64.b64encode(state).decode()})
             else:
@@ -364,8 +392,10 @@ class Coordinator:
     def _on_done(
         self, member: Member, message: dict[str, Any], payload: bytes, frames: list[bytes]
     ) -> None:
-        count = message.get("n", 0)
-        hooked = self.pipeline.stages[member.stage].snapshots
+        # Counted per stage, even inside a fused group, as if it were not fused.
+        counts: dict[str, int] = message.get("n", {})
+        count = counts.get(self.units[member.stage].stages[0].name, 0)
+        hooked = self.units[member.stage].stages[0].snapshots
         taken = self.dispatch.reported(member, message["f"], count) if hooked else None
         if not self.dispatch.progress(member, message["f"], count, message.get("end", False)):
             return  # a frame taken back from this worker: someone else does it again
@@ -377,9 +407,9 @@ class Coordinator:
             if not self.dispatch.holds(member) and self.snapshots.should_ask(member):
                 self.command(member, {"t": "snap"})
         member.processed += count
-        self.report.add_ack(
-            self.pipeline.stages[member.stage].name, member.name, count, message.get("b")
-        )
+        busy = message.get("b", {})
+        for name, stage_count in counts.items():
+            self.report.add_ack(name, f"{name}#{member.slot}", stage_count, busy.get(name))
 
     def _apply(self, member: Member, effect: Effect) -> None:
         """What a worker's report did: dead letters, acknowledgements, outputs sent on."""
@@ -392,7 +422,7 @@ class Coordinator:
         except wire.WireError as exc:
             log.warning("dropped malformed acknowledgements: %s", exc)
         after = member.stage + 1
-        last = after == len(self.pipeline.stages)
+        last = after == len(self.units)
         for index in range(0, len(frames), 3):
             parts = frames[index : index + 3]
             if not last and not self._guarded[after]:
@@ -410,7 +440,7 @@ class Coordinator:
 
     # -- end of stream --------------------------------------------------------------------
 
-    def _emit(self, root: Root) -> Iterator[bytes]:
+    def _emit(self, root: Root) -> list[bytes]:
         """Hand out one completed root: the one point every input record passes once."""
         if self.feeder.latency is not None:
             self.feeder.latency.done(root)
@@ -421,9 +451,10 @@ class Coordinator:
         if root.seq > 0:
             self.report.records_done += 1
             self.feeder.done(root.seq)
-        if root.results:
-            self.report.results += len(root.results)
-            yield from root.results
+        if not root.results:
+            return []
+        self.report.results += len(root.results)
+        return root.results
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)

@@ -36,6 +36,7 @@ class Feeder:
     def __init__(
         self,
         pipeline: Pipeline,
+        units: int,
         tracker: Tracker,
         report: RunReport,
         enter: Callable[[int, list[int], list[bytes]], None],
@@ -48,6 +49,7 @@ class Feeder:
         frame_bytes: int,
     ) -> None:
         self.pipeline = pipeline
+        self.units = units  # how many plan units run the pipeline's stages
         self.tracker = tracker
         self.report = report
         self.enter = enter  # queues a frame's ids and records for a stage
@@ -134,8 +136,8 @@ class Feeder:
             self.enter(stage, ids, records)
 
     def inject(self, stage: int, records: list[bytes]) -> None:
-        """Outputs of the previous stage's finish() enter ``stage`` as new roots."""
-        if stage == len(self.pipeline.stages):
+        """Outputs of the previous unit's finish() enter unit ``stage`` as new roots."""
+        if stage == self.units:
             for record in records:
                 root = Root(0, record, stage, 0)
                 root.results = [record]

@@ -36,20 +36,37 @@ _CLOSE = b"close"
 _names = itertools.count()
 
 
-class WatchedRecord(CurrentRecord):
-    """The current-record file, counting records so the link thread sees a change."""
+class _Seen:
+    """What the link thread watches; one object shared by a fused group's member views."""
 
     changes = 0
     record: tuple[int, int] | None = None
 
+
+class WatchedRecord(CurrentRecord):
+    """The current-record file, counting records so the link thread sees a change."""
+
+    def __init__(self, path: str) -> None:
+        # Before the file's first write; a member view (for_member's shallow copy) shares it.
+        self.seen = _Seen()
+        super().__init__(path)
+
+    @property
+    def changes(self) -> int:
+        return self.seen.changes
+
+    @property
+    def record(self) -> tuple[int, int] | None:
+        return self.seen.record
+
     def set(self, root: int, attempt: int) -> None:
         super().set(root, attempt)
-        self.record = (root, attempt) if attempt >= 0 else None
-        self.changes += 1
+        self.seen.record = (root, attempt) if attempt >= 0 else None
+        self.seen.changes += 1
 
     def clear(self) -> None:
         super().clear()
-        self.record = None
+        self.seen.record = None
 
 
 class Link:

@@ -37,3 +37,5 @@ class EngineOptions:
     snapshot_seconds: float = 1.0
     #: Starts the worker processes; when not given, a fork server for the run.
     launcher: Launcher | None = None
+    #: Run consecutive stages in one process where nobody can tell (stageflow.plan).
+    fuse: bool = True

@@ -12,14 +12,14 @@ import itertools
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from stageflow.engine.launcher import Launcher
 from stageflow.engine.membership import Member, Membership
 from stageflow.errors import EngineError
-from stageflow.pipeline import Pipeline
+from stageflow.plan import Unit
 
 __all__ = ["Pool", "Slot"]
 
@@ -50,14 +50,14 @@ class Pool:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        units: Sequence[Unit],
         launcher: Launcher,
         membership: Membership,
         settings: Callable[[Member], dict[str, Any]],
         rundir: str,
         max_start_failures: int,
     ) -> None:
-        self.pipeline = pipeline
+        self.units = units
         self.launcher = launcher
         self.membership = membership
         self.settings = settings
@@ -65,7 +65,7 @@ class Pool:
         self.max_start_failures = max_start_failures
         self._spawned = itertools.count(1)
         self.slots: list[list[Slot]] = [
-            [Slot(s, j) for j in range(stage.workers)] for s, stage in enumerate(pipeline.stages)
+            [Slot(s, j) for j in range(unit.workers)] for s, unit in enumerate(units)
         ]
 
     def start(self, now: float) -> None:
@@ -83,7 +83,7 @@ class Pool:
             key=key,
             stage=slot.stage,
             slot=slot.index,
-            name=f"{self.pipeline.stages[slot.stage].name}#{slot.index}",
+            name=f"{self.units[slot.stage].name}#{slot.index}",
             process=None,
             current_path=os.path.join(self.rundir, f"current-{key}"),
             started=now,
@@ -132,11 +132,11 @@ class Pool:
             limit *= 3
         if slot.start_failures < limit:
             return True
-        stage = self.pipeline.stages[slot.stage].name
+        stage = self.units[slot.stage].name
         times = "once" if slot.start_failures == 1 else f"{slot.start_failures} times in a row"
         why = f"{times}; the last one {_why(member, code)}"
         # A keyed stage cannot do without a slot: that slot's keys go to nobody else.
-        keyed = self.pipeline.stages[slot.stage].key is not None
+        keyed = self.units[slot.stage].stages[0].key is not None
         peers = self.slots[slot.stage]
         if not keyed and any(s.member is not None and s.member.ready for s in peers):
             log.warning("gave up on worker %s, which failed to start %s", member.name, why)

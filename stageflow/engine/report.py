@@ -126,9 +126,11 @@ class RunReport:
             bucket = buckets[index]
             times[bucket] = times.get(bucket, 0) + buckets[index + 1]
 
-    def add_restart(self, stage: str) -> None:
+    def add_restart(self, *stages: str) -> None:
+        """Count one worker restart, against each stage the worker hosted (a fused group's)."""
         self.worker_restarts += 1
-        self.restarts[stage] = self.restarts.get(stage, 0) + 1
+        for stage in stages:
+            self.restarts[stage] = self.restarts.get(stage, 0) + 1
 
     def record_time(self, stage: str, q: float) -> float | None:
         """The ``q`` quantile of one process() call's duration in ``stage``, in seconds."""

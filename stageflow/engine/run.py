@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -37,7 +37,8 @@ class Run:
     Iterating it starts the worker processes, feeds the items and yields the last stage's
     Output models as their input records complete (not necessarily in input order when a
     stage has several workers). Every worker is gone when the iteration ends, raises, or is
-    abandoned (``close()``, ``break`` or garbage collection of the iterator).
+    abandoned (``close()``, or ``break`` and dropping the iterator: at once, with no help
+    from the cyclic garbage collector; see :class:`_Core`).
 
     When the run dead-lettered more records than ``max_errors`` allows, the iteration ends
     by raising :class:`~stageflow.errors.RecordsFailedError`, whose ``report`` tells what
@@ -56,6 +57,8 @@ class Run:
         Iterate ``items`` in a background thread, for an iterator that blocks (a socket, a
         slow generator): results keep flowing while it waits. Leave it off for iterators
         bound to the calling thread (sqlite3 cursors, for example).
+    ``fuse``
+        False runs every stage in worker processes of its own (see :mod:`stageflow.plan`).
     ``metrics``
         Serve Prometheus metrics while the run lasts: an address such as ``"127.0.0.1:0"``
         (a port alone means loopback; the URL is :attr:`metrics_url` once iteration
@@ -63,11 +66,139 @@ class Run:
     ``latency``
         Measure each record's time from input to result for the report (on with metrics).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``,
-    ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``
-        See :class:`~stageflow.engine.coordinator.EngineOptions`.
+    ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``, ``fuse``
+        See :class:`~stageflow.engine.options.EngineOptions`.
 
     While it runs, :meth:`scale` (or ``add_worker``, ``remove_worker``, ``scale_to``) changes
     how many workers a stage has, from any thread, and :meth:`workers` lists them.
+    """
+
+    def __init__(self, pipeline: Any, items: Iterable[Any], **options: Any) -> None:
+        self._core = _Core(pipeline, items, **options)
+        self._iterator: Iterator[Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._iterator is None:
+            self._iterator = self._core.models()
+        return self._iterator
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    @property
+    def pipeline(self) -> Any:
+        return self._core.pipeline
+
+    @property
+    def report(self) -> RunReport:
+        return self._core.report
+
+    @property
+    def watch(self) -> Watch:
+        return self._core.watch
+
+    @property
+    def options(self) -> EngineOptions:
+        return self._core.options
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served, once iteration started with ``metrics``."""
+        return self._core.metrics_url
+
+    def progress(self) -> Progress | None:
+        """A snapshot of what the run has done so far; None before iteration started.
+
+        From the thread that iterates it is taken now; from any other thread it is the
+        latest one taken (at most a quarter of a second old while the run is going).
+        """
+        return self._core.progress()
+
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
+
+        It runs in the iterating thread, between two turns of the engine's loop, so keep
+        it short; an exception it raises ends the run like one from the iteration.
+        """
+        self._core.on_progress(listener, every)
+
+    def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
+
+        ``on_idle`` is called whenever the run is about to wait after handing out results:
+        the moment to flush a buffered output.
+        """
+        return self._core.lines(on_idle)
+
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """Iterate once per completed input record: ``(seq, its result lines)``.
+
+        ``seq`` is the record's number (its line number with ``numbered``), and not
+        positive for what a stage's ``finish()`` emitted. Every dead letter of the record is
+        in the dead-letter output before it is yielded, so a caller can record durably which
+        records a given length of its output and dead letters covers (``stageflow run``'s
+        resume journal does). ``on_started`` is called once every worker is ready, before
+        the first record is read: the moment to open (and truncate) the outputs.
+        """
+        return self._core.completions(on_idle, on_started)
+
+    def stop(self) -> None:
+        """Stop reading input; records already in flight are finished and yielded."""
+        self._core.stop()
+
+    def abort(self) -> None:
+        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
+        self._core.abort()
+
+    def scale(self, stage: str, count: int) -> None:
+        """Give ``stage`` ``count`` workers while the run goes on; safe from any thread.
+
+        Added workers get work as soon as they are ready; removed ones finish the frames they
+        hold, run ``finish()`` and exit. Nothing is lost or done twice. Before iteration
+        starts, it sets how many workers the run starts with. A stage fused with others
+        scales its whole group.
+        """
+        self._core.request_scale(stage, count, relative=False)
+
+    def scale_to(self, stage: str, count: int) -> None:
+        """The same as :meth:`scale` (the name the seed's ScalableWorkerPool used)."""
+        self.scale(stage, count)
+
+    def add_worker(self, stage: str) -> None:
+        """One more worker for ``stage``."""
+        self._core.request_scale(stage, 1, relative=True)
+
+    def remove_worker(self, stage: str) -> None:
+        """One worker fewer for ``stage`` (never fewer than one)."""
+        self._core.request_scale(stage, -1, relative=True)
+
+    def workers(self) -> list[WorkerStatus]:
+        """The live workers: stage, pid or host, frames held and records processed."""
+        coordinator = self._core._coordinator
+        return coordinator.workers() if coordinator is not None else []
+
+    def close(self) -> None:
+        """Abandon the iteration and stop every worker."""
+        if self._iterator is not None:
+            self._iterator.close()  # type: ignore[attr-defined]
+        elif self._core._coordinator is not None:
+            self._core._coordinator.close()
+
+
+class _Core:
+    """A :class:`Run`'s state and engine: everything but the iterator it hands out.
+
+    The iterator's frames refer to the core, never to the Run that holds the iterator, so
+    there is no reference cycle: when an abandoned iteration (``break``, then the loop and
+    the Run dropped) loses its last reference, it is closed at once and its ``finally``
+    stops the workers, with no wait for the cyclic garbage collector.
     """
 
     def __init__(
@@ -86,248 +217,157 @@ class Run:
         pipeline.check_runnable()
         self.pipeline = pipeline
         self.report = RunReport(pipeline.name, max_errors=max_errors)
-        self.report.stage_workers = {stage.name: stage.workers for stage in pipeline.stages}
+        self.watch = Watch()
+        self._metrics_option = metrics
+        self._metrics: Metrics | None = None
+        self._latency = latency or metrics is not None
+        self._thread: int | None = None
         self.options = EngineOptions(**options)
+        # A fused stage runs in every process of its group.
+        self.report.stage_workers = {
+            stage.name: unit.workers
+            for unit in pipeline.plan(fuse=self.options.fuse).units
+            for stage in unit.stages
+        }
         self._items = items
         self._use_read_ahead = read_ahead
         self._numbered = numbered
         self._dead_letter = dead_letter
-        self._live = _Live(metrics, latency or metrics is not None)
-        self._iterator: Iterator[Any] | None = None
+        self._coordinator: Coordinator | None = None
+        #: Scaling asked for before the coordinator existed: (stage, count, relative).
+        self._early: list[tuple[str, int, bool]] = []
 
-    def __iter__(self) -> Iterator[Any]:
-        if self._iterator is None:
-            self._iterator = _models(self.pipeline, self.lines())
-        return self._iterator
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-    @property
-    def watch(self) -> Watch:
-        return self._live.watch
-
-    def progress(self) -> Progress | None:
-        """A snapshot of what the run has done so far; None before iteration started.
-
-        From the thread that iterates it is taken now; from any other thread it is the
-        latest one taken (at most a quarter of a second old while the run is going).
-        """
-        live = self._live
-        coordinator, latest = live.coordinator, live.watch.latest
-        ended = latest is not None and latest.ended
-        if coordinator is not None and live.thread == threading.get_ident() and not ended:
-            return coordinator.progress()
-        return latest
-
-    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
-        """Call ``listener(progress)`` about every ``every`` seconds and once at the end.
-
-        It runs in the iterating thread, between two turns of the engine's loop, so keep
-        it short; an exception it raises ends the run like one from the iteration.
-        """
-        self._live.watch.add(listener, every)
-
-    @property
-    def metrics_url(self) -> str | None:
-        """Where the metrics are served, once iteration started with ``metrics``."""
-        metrics = self._live.metrics
-        return metrics.url if metrics is not None else None
-
-    def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
-        """Iterate over the results as JSON lines (bytes, no newline), without parsing them.
-
-        ``on_idle`` is called whenever the run is about to wait after handing out results:
-        the moment to flush a buffered output.
-        """
-        return _lines(
-            self._live,
-            self.pipeline,
-            self.report,
-            self.options,
-            self._items,
-            self._dead_letter,
-            read_ahead=self._use_read_ahead,
-            numbered=self._numbered,
-            on_idle=on_idle,
-        )
-
-    def stop(self) -> None:
-        """Stop reading input; records already in flight are finished and yielded."""
-        if self._live.coordinator is not None:
-            self._live.coordinator.stopping = True
-
-    def abort(self) -> None:
-        """Make the iteration's end stop the workers at once (SIGKILL), not politely."""
-        if self._live.coordinator is not None:
-            self._live.coordinator.aborting = True
-
-    def scale(self, stage: str, count: int) -> None:
-        """Give ``stage`` ``count`` workers while the run goes on; safe from any thread.
-
-        Added workers get work as soon as they are ready; removed ones finish the frames they
-        hold, run ``finish()`` and exit. Nothing is lost or done twice. Before iteration
-        starts, it sets how many workers the run starts with.
-        """
-        self._request(stage, count, relative=False)
-
-    def scale_to(self, stage: str, count: int) -> None:
-        """The same as :meth:`scale` (the name the seed's ScalableWorkerPool used)."""
-        self.scale(stage, count)
-
-    def add_worker(self, stage: str) -> None:
-        """One more worker for ``stage``."""
-        self._request(stage, 1, relative=True)
-
-    def remove_worker(self, stage: str) -> None:
-        """One worker fewer for ``stage`` (never fewer than one)."""
-        self._request(stage, -1, relative=True)
-
-    def workers(self) -> list[WorkerStatus]:
-        """The live workers: stage, pid or host, frames held and records processed."""
-        coordinator = self._live.coordinator
-        return coordinator.workers() if coordinator is not None else []
-
-    def _request(self, stage: str, count: int, relative: bool) -> None:
-        coordinator = self._live.coordinator
-        if coordinator is not None:
-            coordinator.request_scale(stage, count, relative)
+    def request_scale(self, stage: str, count: int, relative: bool) -> None:
+        """See :meth:`Run.scale`."""
+        if self._coordinator is not None:
+            self._coordinator.request_scale(stage, count, relative)
             return
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
         check_scalable(self.pipeline.stages[names.index(stage)])
-        self._live.early.append((stage, count, relative))
+        self._early.append((stage, count, relative))
 
-    def close(self) -> None:
-        """Abandon the iteration and stop every worker."""
-        if self._iterator is not None:
-            self._iterator.close()  # type: ignore[attr-defined]
-        elif self._live.coordinator is not None:
-            self._live.coordinator.close()
+    def progress(self) -> Progress | None:
+        """See :meth:`Run.progress`."""
+        coordinator, latest = self._coordinator, self.watch.latest
+        ended = latest is not None and latest.ended
+        if coordinator is not None and self._thread == threading.get_ident() and not ended:
+            return coordinator.progress()
+        return latest
 
+    def on_progress(self, listener: Listener, every: float = EVERY) -> None:
+        """See :meth:`Run.on_progress`."""
+        self.watch.add(listener, every)
 
-class _Live:
-    """What a running iteration shares with its :class:`Run`: the coordinator, once started,
-    and the run's watchers (progress listeners, metrics).
+    @property
+    def metrics_url(self) -> str | None:
+        """See :attr:`Run.metrics_url`."""
+        return self._metrics.url if self._metrics is not None else None
 
-    The iteration's generators hold this, never the Run: a generator holding the Run that
-    holds it would be a reference cycle, and an abandoned iteration (``break``, then the
-    loop and the Run dropped) would keep its workers until the cyclic garbage collector
-    happened to run. Without the cycle, dropping the last reference closes the generator at
-    once, and its ``finally`` stops the workers.
-    """
+    def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """See :meth:`Run.lines`."""
+        for _seq, results in self.completions(on_idle):
+            yield from results
 
-    def __init__(self, metrics: str | Metrics | None, latency: bool) -> None:
-        self.coordinator: Coordinator | None = None
-        self.watch = Watch()
-        self.thread: int | None = None
-        self.latency = latency
-        self.metrics_option = metrics
-        self.metrics: Metrics | None = None
-        #: Scaling asked for before the coordinator existed: (stage, count, relative).
-        self.early: list[tuple[str, int, bool]] = []
+    def completions(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[tuple[int, list[bytes]], None, None]:
+        """See :meth:`Run.completions`."""
+        self.report.started_at = time.time()
+        self._thread = threading.get_ident()
+        self._start_metrics()
+        coordinator = Coordinator(self.pipeline, self.report, self.options)
+        sink: IO[str] | None = None
+        owned = False
+        self._coordinator = coordinator
+        for stage, count, relative in self._early:
+            coordinator.request_scale(stage, count, relative)
+        # Also run at interpreter exit, should the iteration still be suspended then.
+        stop_workers = weakref.finalize(self, coordinator.close)
+        coordinator.watch = self.watch
+        self.watch.source = coordinator.progress
+        if self._latency:
+            coordinator.latency = LatencyRecorder(self.report)
+        ahead: ReadAhead | None = None
+        try:
+            coordinator.start()
+            # Only now: a run that fails to start leaves an existing dead-letter file alone.
+            sink, owned = self._open_sink()
+            coordinator.sink = sink
+            if on_started is not None:
+                on_started()
+            items: Iterable[Any] = self._items
+            if self._use_read_ahead:
+                ahead = ReadAhead(items)
+                items = ahead
+            source = iter(items) if self._numbered else _numbered(items)
+            wakeup = ahead.wakeup_fd if ahead is not None else None
+            yield from coordinator.completions(source, wakeup, on_idle)
+        except EngineError as exc:
+            self.report.error = str(exc)
+            raise
+        finally:
+            stop_workers()
+            if ahead is not None:
+                ahead.close()
+            if owned and sink is not None:
+                sink.close()
+            self.report.ended_at = time.time()
+            self.watch.final(coordinator.progress())
+            self._stop_metrics()
+        if self.report.dead_lettered > self.report.max_errors:
+            count = self.report.dead_lettered
+            where = (
+                "see the dead-letter output for each reason"
+                if self._dead_letter is not None
+                else "each reason was logged as a warning; --dead-letter PATH (dead_letter= in "
+                "Python) keeps them in a file"
+            )
+            raise RecordsFailedError(
+                f"{count} {'record was' if count == 1 else 'records were'} dead-lettered "
+                f"(allowed: {self.report.max_errors}); {where}",
+                self.report,
+            )
 
-    def start_metrics(self) -> None:
-        option = self.metrics_option
-        if option is None or self.metrics is not None:
+    def stop(self) -> None:
+        """See :meth:`Run.stop`."""
+        if self._coordinator is not None:
+            self._coordinator.stopping = True
+
+    def abort(self) -> None:
+        """See :meth:`Run.abort`."""
+        if self._coordinator is not None:
+            self._coordinator.aborting = True
+
+    def _start_metrics(self) -> None:
+        option = self._metrics_option
+        if option is None or self._metrics is not None:
             return
         from stageflow.observe.metrics import Metrics
 
-        self.metrics = Metrics(option) if isinstance(option, str) else option
-        self.metrics.watch(self.watch)
+        self._metrics = Metrics(option) if isinstance(option, str) else option
+        self._metrics.watch(self.watch)
 
-    def stop_metrics(self) -> None:
+    def _stop_metrics(self) -> None:
         # Only a server this run started is stopped; a Metrics the caller passed is theirs.
-        if isinstance(self.metrics_option, str) and self.metrics is not None:
-            self.metrics.close()
+        if isinstance(self._metrics_option, str) and self._metrics is not None:
+            self._metrics.close()
 
+    def models(self) -> Iterator[Any]:
+        parse = self.pipeline.stages[-1].cls.Output.model_validate_json
+        for line in self.lines():
+            yield parse(line)
 
-def _lines(
-    live: _Live,
-    pipeline: Any,
-    report: RunReport,
-    options: EngineOptions,
-    items: Iterable[Any],
-    dead_letter: str | os.PathLike[str] | IO[str] | None,
-    *,
-    read_ahead: bool,
-    numbered: bool,
-    on_idle: Callable[[], None] | None,
-) -> Iterator[bytes]:
-    report.started_at = time.time()
-    live.thread = threading.get_ident()
-    live.start_metrics()
-    sink, owned = _open_sink(dead_letter)
-    try:
-        coordinator = Coordinator(pipeline, report, options, sink)
-    except BaseException:
-        if owned and sink is not None:
-            sink.close()
-        raise
-    live.coordinator = coordinator
-    for stage, count, relative in live.early:
-        coordinator.request_scale(stage, count, relative)
-    coordinator.watch = live.watch
-    live.watch.source = coordinator.progress
-    if live.latency:
-        coordinator.latency = LatencyRecorder(report)
-    # Also at interpreter exit, should an iteration still be suspended then: no temp dir or
-    # worker is left for the operating system to clean up.
-    stop_workers = weakref.finalize(live, coordinator.close)
-    ahead: ReadAhead | None = None
-    try:
-        coordinator.start()
-        if read_ahead:
-            ahead = ReadAhead(items)
-            items = ahead
-        source = iter(items) if numbered else _numbered(items)
-        wakeup = ahead.wakeup_fd if ahead is not None else None
-        yield from coordinator.run(source, wakeup, on_idle)
-    except EngineError as exc:
-        report.error = str(exc)
-        raise
-    finally:
-        stop_workers()
-        if ahead is not None:
-            ahead.close()
-        if owned and sink is not None:
-            sink.close()
-        report.ended_at = time.time()
-        live.watch.final(coordinator.progress())
-        live.stop_metrics()
-    if report.dead_lettered > report.max_errors:
-        count = report.dead_lettered
-        where = (
-            "see the dead-letter output for each reason"
-            if dead_letter is not None
-            else "each reason was logged as a warning; --dead-letter PATH (dead_letter= in "
-            "Python) keeps them in a file"
-        )
-        raise RecordsFailedError(
-            f"{count} {'record was' if count == 1 else 'records were'} dead-lettered "
-            f"(allowed: {report.max_errors}); {where}",
-            report,
-        )
-
-
-def _models(pipeline: Any, lines: Iterator[bytes]) -> Iterator[Any]:
-    parse = pipeline.stages[-1].cls.Output.model_validate_json
-    for line in lines:
-        yield parse(line)
-
-
-def _open_sink(
-    target: str | os.PathLike[str] | IO[str] | None,
-) -> tuple[IO[str] | None, bool]:
-    if target is None:
-        return None, False
-    if isinstance(target, (str, os.PathLike)):
-        return Path(target).open("w", encoding="utf-8"), True
-    return target, False
+    def _open_sink(self) -> tuple[IO[str] | None, bool]:
+        target = self._dead_letter
+        if target is None:
+            return None, False
+        if isinstance(target, (str, os.PathLike)):
+            return Path(target).open("w", encoding="utf-8"), True
+        return target, False
 
 
 def _numbered(items: Iterable[Any]) -> Iterator[Any]:

@@ -9,6 +9,7 @@ Outputs and appends everything it produced (records, acknowledgements, dead lett
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import mmap
@@ -17,7 +18,7 @@ import random
 import signal
 import struct
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -34,7 +35,7 @@ __all__ = ["CurrentRecord", "Pending", "RecordTimeout", "StageRunner", "dead_let
 
 log = logging.getLogger(__name__)
 
-_CURRENT = struct.Struct("<qq")
+_CURRENT = struct.Struct("<qqq")
 _IDLE = (0, -1)
 
 
@@ -49,8 +50,11 @@ class CurrentRecord:
     """A tiny shared file saying which record the worker is inside process() for.
 
     The coordinator reads it after the worker dies, to know which record was being
-    processed (and so may be poison) without a message per record.
+    processed (and so may be poison) without a message per record. Inside a fused group it
+    also says which ``member`` (the stage's position in the group) was running.
     """
+
+    member = 0
 
     def __init__(self, path: str) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -62,14 +66,20 @@ class CurrentRecord:
         self.set(*_IDLE)
 
     def set(self, root: int, attempt: int) -> None:
-        _CURRENT.pack_into(self._map, 0, root, attempt)
+        _CURRENT.pack_into(self._map, 0, root, attempt, self.member)
 
     def clear(self) -> None:
-        _CURRENT.pack_into(self._map, 0, *_IDLE)
+        _CURRENT.pack_into(self._map, 0, *_IDLE, 0)
+
+    def for_member(self, member: int) -> CurrentRecord:
+        """The same file, written by the stage at position ``member`` of a fused group."""
+        view = copy.copy(self)
+        view.member = member
+        return view
 
     @staticmethod
-    def read(path: str) -> tuple[int, int] | None:
-        """The (root, attempt) a worker was processing, or None when it was idle."""
+    def read(path: str) -> tuple[int, int, int] | None:
+        """The (root, attempt, member) a worker was processing, or None when it was idle."""
         try:
             with open(path, "rb") as handle:
                 data = handle.read(_CURRENT.size)
@@ -77,22 +87,23 @@ class CurrentRecord:
             return None
         if len(data) != _CURRENT.size:
             return None
-        root, attempt = _CURRENT.unpack(data)
-        return None if attempt < 0 else (root, attempt)
+        root, attempt, member = _CURRENT.unpack(data)
+        return None if attempt < 0 else (root, attempt, member)
 
 
 @dataclass
 class Pending:
-    """What a worker has produced and not yet sent."""
+    """What a worker has produced and not yet sent; the counts are by stage name, as a fused
+    group's worker reports each of its stages."""
 
     ids: list[int] = field(default_factory=list)
     records: list[bytes] = field(default_factory=list)
     acks: list[int] = field(default_factory=list)
     dead: list[list[Any]] = field(default_factory=list)  # [root, attempt, entry]
-    processed: int = 0
+    processed: dict[str, int] = field(default_factory=dict)  # records each stage took in
     size: int = 0  # bytes of records and dead-lettered records, to keep frames bounded
-    busy: float = 0.0  # seconds inside process(), retries included
-    times: dict[int, int] = field(default_factory=dict)  # process() calls per time bucket
+    busy: dict[str, float] = field(default_factory=dict)  # seconds inside process(), retries in
+    times: dict[str, dict[int, int]] = field(default_factory=dict)  # calls per time bucket
 
     def take(self) -> Pending:
         taken = Pending(
@@ -106,9 +117,14 @@ class Pending:
             self.times,
         )
         self.ids, self.records, self.acks, self.dead = [], [], [], []
-        self.processed = self.size = 0
-        self.busy, self.times = 0.0, {}
+        self.processed, self.busy, self.times = {}, {}, {}
+        self.size = 0
         return taken
+
+
+#: Where a stage's Outputs go once process() returned them:
+#: ``(root, attempt, outputs, record they came from, pending) -> XOR of the tags sent``.
+Forward = Callable[[int, int, list[Any], "bytes | BaseModel | None", Pending], int]
 
 
 def dead_letter(
@@ -224,6 +240,9 @@ class StageRunner:
         self._tags = random.Random(os.urandom(16)).getrandbits
         # Only an Output that can hold a float can hold one JSON would write as null.
         self._floats = may_hold_floats(cls.Output)
+        #: Serialised into the outgoing frame, or, inside a fused group, handed to the next
+        #: stage in memory (:mod:`stageflow.engine.group` rebinds it).
+        self.forward: Forward = self.emit
         if timeout is not None:
             signal.signal(signal.SIGALRM, _on_alarm)
 
@@ -237,52 +256,53 @@ class StageRunner:
         raised for one record may cost the others of the frame their turn.
         """
         items = self._validate_batch(records)
+        forward = self.forward
         for index, record in enumerate(records):
             base = index * 3
             root, attempt, tag = ids[base], ids[base + 1], ids[base + 2]
             try:
                 item: Any = items[index] if items is not None else self._parse(record)
-                xor = self._process(root, attempt, item, record, pending)
+                outputs = self.process_item(root, attempt, item, record, pending)
+                xor = 0 if outputs is None else forward(root, attempt, outputs, record, pending)
             except ValidationError as exc:
-                self._dead(pending, root, attempt, record, self._invalid(root, record, exc))
+                self.reject(root, attempt, record, exc, pending)
                 xor = 0
-            except Exception as exc:
-                log.exception(
-                    "stage %r: record of line %s failed inside the engine", self.stage_name, root
-                )
-                entry = dead_letter(
-                    root,
-                    self.stage_name,
-                    type(exc).__name__,
-                    _text(exc),
-                    record,
-                    detail=traceback.format_exc(),
-                )
-                self._dead(pending, root, attempt, record, entry)
+            except Exception as exc:  # noqa: BLE001 - engine_failure logs it with its traceback
+                self.engine_failure(root, attempt, record, exc, pending)
                 xor = 0
             pending.acks += (root, attempt, tag ^ xor)
-            pending.processed += 1
+        name = self.stage_name
+        pending.processed[name] = pending.processed.get(name, 0) + len(records)
 
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Call the stage's finish() and return its serialised Outputs and any dead letter."""
+        pending = Pending()
+        self.finish_into(pending)
+        return pending.records, [entry for _, _, entry in pending.dead]
+
+    def finish_into(self, pending: Pending) -> None:
+        """Call the stage's finish() and forward its Outputs, which belong to no input line."""
         try:
-            return [self._to_json(out) for out in iter_outputs(self.stage.finish())], []
+            outputs = [self._model(out) for out in iter_outputs(self.stage.finish())]
+            for output in outputs:
+                self.dump(output)  # only to refuse what JSON cannot hold, as process() is
         except Exception as exc:  # noqa: BLE001 - a failing finish() is data, like process()
             message = _text(exc)
             log.error(
                 "stage %r: finish() failed: %s: %s", self.stage_name, type(exc).__name__, message
             )
-            return [], [
-                dead_letter(
-                    None,
-                    self.stage_name,
-                    type(exc).__name__,
-                    f"finish() failed: {message}",
-                    None,
-                    errors=exc.errors if isinstance(exc, InvalidOutput) else None,
-                    detail=traceback.format_exc(),
-                )
-            ]
+            entry = dead_letter(
+                None,
+                self.stage_name,
+                type(exc).__name__,
+                f"finish() failed: {message}",
+                None,
+                errors=exc.errors if isinstance(exc, InvalidOutput) else None,
+                detail=traceback.format_exc(),
+            )
+            pending.dead.append([0, 0, entry])
+            return
+        self.forward(0, 0, outputs, None, pending)
 
     def _parse(self, record: bytes) -> Any:
         """Validate one raw input line: strict JSON, then the stage's Input."""
@@ -303,6 +323,27 @@ class StageRunner:
         pending.dead.append([root, attempt, entry])
         pending.size += len(record)
 
+    def reject(
+        self, root: int, attempt: int, record: bytes, exc: ValidationError, pending: Pending
+    ) -> None:
+        """Dead-letter a record that does not validate against the stage's Input."""
+        self._dead(pending, root, attempt, record, self._invalid(root, record, exc))
+
+    def engine_failure(
+        self, root: int, attempt: int, record: bytes, exc: Exception, pending: Pending
+    ) -> None:
+        """Dead-letter a record that failed outside process(): a bug, logged with its trace."""
+        log.exception("stage %r: record of line %s failed inside the engine", self.stage_name, root)
+        entry = dead_letter(
+            root,
+            self.stage_name,
+            type(exc).__name__,
+            _text(exc),
+            record,
+            detail=traceback.format_exc(),
+        )
+        self._dead(pending, root, attempt, record, entry)
+
     def _validate_batch(self, records: Sequence[bytes]) -> list[Any] | None:
         if self._batch is None or len(records) < 2:
             return None
@@ -312,18 +353,23 @@ class StageRunner:
             return None  # fall back to one record at a time, to name the bad one
         return items if len(items) == len(records) else None
 
-    def _process(self, root: int, attempt: int, item: Any, record: bytes, pending: Pending) -> int:
-        """Run process() with retries; append the outputs; return the XOR of their tags."""
+    def process_item(
+        self, root: int, attempt: int, item: Any, record: bytes | BaseModel, pending: Pending
+    ) -> list[Any] | None:
+        """Run process() on a valid Input with retries: its Outputs, or None if dead-lettered.
+
+        ``record`` is what the item was validated from, for the dead letter: the wire bytes,
+        or the item itself inside a fused group.
+        """
         failure: BaseException | None = None
         detail = ""
-        outputs: list[bytes] = []
+        outputs: list[Any] = []
         started = perf_counter()
         for _ in range(self.retries + 1):
             if self.current is not None:
                 self.current.set(root, attempt)
             try:
                 outputs = self._call(item)
-                self._check_sizes(outputs)
                 failure = None
                 break
             except RecordTimeout:
@@ -339,35 +385,74 @@ class StageRunner:
                 if self.current is not None:
                     self.current.clear()
         spent = perf_counter() - started
-        pending.busy += spent
+        name = self.stage_name
+        pending.busy[name] = pending.busy.get(name, 0.0) + spent
+        times = pending.times.get(name)
+        if times is None:
+            times = pending.times[name] = {}
         bucket = bucket_of(spent)
-        pending.times[bucket] = pending.times.get(bucket, 0) + 1
-        if failure is not None:
-            attempts = (
-                ""
-                if isinstance(failure, (RecordTimeout, InvalidOutput))
-                else (f" (after {self.retries + 1} attempts)")
-            )
-            entry = dead_letter(
-                root,
-                self.stage_name,
-                type(failure).__name__,
-                f"{_text(failure)}{attempts}",
-                record,
-                errors=failure.errors if isinstance(failure, InvalidOutput) else None,
-                detail=detail or None,
-            )
-            self._dead(pending, root, attempt, record, entry)
+        times[bucket] = times.get(bucket, 0) + 1
+        if failure is None:
+            return outputs
+        attempts = (
+            ""
+            if isinstance(failure, (RecordTimeout, InvalidOutput))
+            else (f" (after {self.retries + 1} attempts)")
+        )
+        self.fail(root, attempt, failure, f"{_text(failure)}{attempts}", detail, record, pending)
+        return None
+
+    def emit(
+        self,
+        root: int,
+        attempt: int,
+        outputs: list[Any],
+        record: bytes | BaseModel | None,
+        pending: Pending,
+    ) -> int:
+        """Serialise Outputs into the outgoing frame; return the XOR of their new tags."""
+        try:
+            data = [self.dump(output) for output in outputs]
+            self._check_sizes(data)
+        except InvalidOutput as exc:
+            self.fail(root, attempt, exc, _text(exc), "", record, pending)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - an Output that cannot be serialised is data
+            self.fail(root, attempt, exc, _text(exc), traceback.format_exc(), record, pending)
             return 0
         xor = 0
         tags = self._tags
-        for output in outputs:
+        for output in data:
             child = tags(63)
             xor ^= child
             pending.ids += (root, attempt, child)
             pending.records.append(output)
             pending.size += len(output)
         return xor
+
+    def fail(
+        self,
+        root: int,
+        attempt: int,
+        failure: BaseException,
+        message: str,
+        detail: str,
+        record: bytes | BaseModel | None,
+        pending: Pending,
+    ) -> None:
+        """Dead-letter the record an Output came from; a model is written as its JSON."""
+        if isinstance(record, BaseModel):
+            record = type(record).__pydantic_serializer__.to_json(record)
+        entry = dead_letter(
+            root,
+            self.stage_name,
+            type(failure).__name__,
+            message,
+            record,
+            errors=failure.errors if isinstance(failure, InvalidOutput) else None,
+            detail=detail or None,
+        )
+        self._dead(pending, root, attempt, record or b"", entry)
 
     def _check_sizes(self, outputs: list[bytes]) -> None:
         limit = self.max_record_size
@@ -381,7 +466,7 @@ class StageRunner:
                     "records"
                 )
 
-    def _call(self, item: Any) -> list[bytes]:
+    def _call(self, item: Any) -> list[Any]:
         if self.timeout is None:
             return self._outputs(self._stage_process(item))
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
@@ -391,12 +476,13 @@ class StageRunner:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def _outputs(self, result: Any) -> list[bytes]:
+    def _outputs(self, result: Any) -> list[Any]:
         if type(result) is self._output:
-            return [self._dump(result)]  # the common one-in, one-out case, kept short
-        return [self._to_json(out) for out in iter_outputs(result)]
+            return [result]  # the common one-in, one-out case, kept short
+        return [self._model(out) for out in iter_outputs(result)]
 
-    def _dump(self, output: BaseModel) -> bytes:
+    def dump(self, output: BaseModel) -> bytes:
+        """An Output as JSON, refusing a nan or infinite float (JSON would write null)."""
         data = self._serialize(output)
         # pydantic writes a nan or infinite float as null: look for one only where a null is.
         if self._floats and b"null" in data:
@@ -410,9 +496,9 @@ class StageRunner:
                 )
         return data
 
-    def _to_json(self, output: Any) -> bytes:
+    def _model(self, output: Any) -> BaseModel:
         if isinstance(output, self._output):
-            return self._dump(output)  # built by this stage: no second validation
+            return output  # built by this stage: no second validation
         if isinstance(output, dict):
             try:
                 model = self._output.model_validate(output)
@@ -424,7 +510,7 @@ class StageRunner:
                     f"{fields}",
                     errors,
                 ) from None
-            return self._dump(model)
+            return model
         raise InvalidOutput(
             f"process() returned {type(output).__name__}, expected {self._output.__name__}"
         )

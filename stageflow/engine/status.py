@@ -24,7 +24,7 @@ def workers(co: Coordinator) -> list[WorkerStatus]:
     """The live workers now; safe to call from another thread (a snapshot, maybe stale)."""
     return [
         WorkerStatus(
-            stage=co.pipeline.stages[m.stage].name,
+            stage=co.units[m.stage].name,
             name=m.name,
             pid=m.pid,
             host=m.host,
@@ -40,19 +40,21 @@ def progress(co: Coordinator) -> Progress:
     """A snapshot of the run so far (see :mod:`stageflow.observe.snapshot`)."""
     report = co.report
     stages = []
-    for s, stage in enumerate(co.pipeline.stages):
-        members = sorted(co.membership.of_stage(s), key=lambda m: m.slot)
-        stages.append(
-            StageProgress(
-                name=stage.name,
-                workers=tuple(_worker(co, m) for m in members),
-                processed=report.processed.get(stage.name, 0),
-                busy_seconds=report.busy.get(stage.name, 0.0),
-                queued_frames=co.dispatch.queued(s),
-                restarts=report.restarts.get(stage.name, 0),
-                dead_letters=sum(report.dead_by_stage.get(stage.name, {}).values()),
+    # A fused group's processes host each of its stages, so each stage lists them all.
+    for unit in co.units:
+        members = sorted(co.membership.of_stage(unit.index), key=lambda m: m.slot)
+        for position, stage in enumerate(unit.stages):
+            stages.append(
+                StageProgress(
+                    name=stage.name,
+                    workers=tuple(_worker(co, m, stage.name, position) for m in members),
+                    processed=report.processed.get(stage.name, 0),
+                    busy_seconds=report.busy.get(stage.name, 0.0),
+                    queued_frames=co.dispatch.queued(unit.index),
+                    restarts=report.restarts.get(stage.name, 0),
+                    dead_letters=sum(report.dead_by_stage.get(stage.name, {}).values()),
+                )
             )
-        )
     return Progress(
         pipeline=report.pipeline,
         elapsed=time.monotonic() - co.started,
@@ -74,17 +76,21 @@ def progress(co: Coordinator) -> Progress:
     )
 
 
-def _worker(co: Coordinator, member: Member) -> WorkerProgress:
+def _worker(co: Coordinator, member: Member, stage: str, position: int) -> WorkerProgress:
+    """``member`` as a worker of ``stage``, the stage at ``position`` in its unit."""
+    current: tuple[int, ...] | None
     if member.current_path is not None:
         current = CurrentRecord.read(member.current_path)  # exact, for a local worker
     else:
         current = member.current  # as of its last heartbeat
+    inside = current is not None and (current[2] if len(current) > 2 else 0) == position
+    name = f"{stage}#{member.slot}"
     return WorkerProgress(
-        name=member.name,
+        name=name,
         pid=member.pid if member.pid is not None else getattr(member.process, "pid", None),
         ready=member.ready,
-        processed=co.report.per_worker.get(member.name, 0),
-        busy_seconds=co.report.worker_busy.get(member.name, 0.0),
-        current_line=None if current is None else max(current[0], 0),
+        processed=co.report.per_worker.get(name, 0),
+        busy_seconds=co.report.worker_busy.get(name, 0.0),
+        current_line=max(current[0], 0) if current is not None and inside else None,
         held_frames=co.dispatch.holds(member),
     )

@@ -90,7 +90,7 @@ class Supervisor:
         co.report.redeliveries += again
         delay = co.pool.on_lost(member, now)
         if delay is not None:
-            co.report.add_restart(co.pipeline.stages[member.stage].name)
+            co.report.add_restart(*(stage.name for stage in co.units[member.stage].stages))
         then = f"; a replacement starts in {delay:.2f}s" if delay is not None else ""
         log.warning(
             "worker %s (pid %s) %s; the %d records it held go to its peers%s",
@@ -100,7 +100,7 @@ class Supervisor:
             again,
             then,
         )
-        stage = co.pipeline.stages[member.stage]
+        stage = co.units[member.stage].stages[0]
         if stage.snapshots:
             again += self._replay(member)
         if stage.stateful:
@@ -115,7 +115,7 @@ class Supervisor:
         keep = [i for i in range(len(records)) if ids[i * 3] in co.tracker.roots]
         if not keep:
             return 0
-        slot = member.slot if co.pipeline.stages[member.stage].key is not None else None
+        slot = member.slot if co.units[member.stage].stages[0].key is not None else None
         kept_ids = [n for i in keep for n in ids[i * 3 : i * 3 + 3]]
         parts = wire.encode_batch(kept_ids, [records[i] for i in keep], co.secret)
         co.dispatch.requeue(member.stage, parts, slot)
@@ -139,7 +139,7 @@ class Supervisor:
             os.unlink(path)
         if current is None:
             return
-        seq, attempt = current
+        seq, attempt, position = current
         tracker = self.co.tracker
         root = tracker.roots.get(seq)
         if root is None or not root.live_attempt(attempt):
@@ -150,13 +150,22 @@ class Supervisor:
                 root,
                 dead_letter(
                     seq,
-                    self.co.pipeline.stages[member.stage].name,
+                    self.stage_of(member, position),
                     "PoisonRecord",
                     f"{root.deaths} workers died while processing this record "
                     f"(last exit status {code}); it was set aside",
                     root.record,
                 ),
             )
+
+    def stage_of(self, member: Member, position: int | None = None) -> str:
+        """The stage ``member`` is (or was) inside process() for: inside a fused group, the
+        one its current-record file names (position 0 when that cannot be read)."""
+        stages = self.co.units[member.stage].stages
+        if position is None and member.current_path is not None:
+            current = CurrentRecord.read(member.current_path)
+            position = current[2] if current is not None else 0
+        return stages[min(position or 0, len(stages) - 1)].name
 
     # -- stuck ----------------------------------------------------------------------------
 
@@ -166,7 +175,7 @@ class Supervisor:
         what = f"the record of input line {seq}" if seq > 0 else "a record from finish()"
         log.warning(
             "stage %s, worker %s (pid %s): %s has been inside process() for %.0fs",
-            self.co.pipeline.stages[member.stage].name,
+            self.stage_of(member),
             member.name,
             member.pid,
             what,
@@ -227,7 +236,7 @@ class Supervisor:
                     root,
                     dead_letter(
                         root.seq,
-                        co.pipeline.stages[member.stage].name,
+                        self.stage_of(member),
                         "Stopped",
                         f"the run was stopped while this record had been inside process() "
                         f"for {member.current_for:.0f}s in worker {member.name}; it was set "
@@ -237,7 +246,7 @@ class Supervisor:
                 )
             log.warning("killing worker %s, stuck inside process() after the stop", member.name)
             slot = co.pool.slot_of(member)
-            keyed = co.pipeline.stages[member.stage].key is not None  # its slot stays
+            keyed = co.units[member.stage].stages[0].key is not None  # its slot stays
             if slot is not None and co.pool.wanted(member.stage) > 1 and not keyed:
                 slot.wanted = False
             if member.process is not None:

@@ -1,4 +1,4 @@
-"""The worker process: one stage instance on its own Twisted reactor.
+"""The worker process: one stage instance, or a fused group of stages, on its own reactor.
 
 A launcher (:mod:`stageflow.engine.launcher`) starts a process that calls
 :func:`run_worker` with the worker's settings, a JSON-able dict the coordinator made. The
@@ -25,8 +25,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from stageflow.engine import shipping, wire
+from stageflow.engine.group import GroupRunner, build_runner
 from stageflow.engine.link import Link, WatchedRecord
 from stageflow.engine.runner import Pending, StageRunner
+from stageflow.stage import Stage
 
 __all__ = ["make_runner", "run_worker"]
 
@@ -45,18 +47,14 @@ _SLICE = 16
 EXIT_SETUP_FAILED = 3
 
 
-def make_runner(settings: dict[str, Any], current: WatchedRecord | None) -> StageRunner:
-    """The runner a worker hosts: what turns its frames into outputs (setup/run_batch/finish)."""
-    cls = shipping.load_stage_class(settings)
-    config = None
-    if cls.Config is not None:
-        config = cls.Config.model_validate_json(settings["config"])
-    return StageRunner(
-        cls,
-        settings["stage"],
-        config,
-        retries=settings["retries"],
-        timeout=settings["timeout"],
+def make_runner(
+    settings: dict[str, Any], current: WatchedRecord | None
+) -> StageRunner | GroupRunner:
+    """The runner a worker hosts: what turns its frames into outputs (setup/run_batch/finish),
+    for one stage or a fused group of them (``settings["stages"]``)."""
+    return build_runner(
+        settings["stages"],
+        shipping.load_stage_class,
         trusted_input=settings["index"] > 0,
         current=current,
         max_record_size=settings["frame_bytes"],
@@ -64,7 +62,7 @@ def make_runner(settings: dict[str, Any], current: WatchedRecord | None) -> Stag
 
 
 class Worker:
-    """Wires a runner to its inbox and to the coordinator's commands."""
+    """Wires a stage's or a fused group's runner to its inbox and the coordinator's commands."""
 
     def __init__(self, settings: dict[str, Any], reactor: Any) -> None:
         from stageflow.transport import (
@@ -82,7 +80,7 @@ class Worker:
             WatchedRecord(settings["current_path"]) if settings.get("current_path") else None
         )
         self.link = Link(settings, self.current, self._command_from_link)
-        self.runner: StageRunner
+        self.runner: StageRunner | GroupRunner
         self.frame_bytes: int = settings["frame_bytes"]
         self.batch_size: int = settings["batch_size"]
         self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
@@ -149,12 +147,17 @@ class Worker:
 
     def snap(self) -> None:
         """Send the stage's state; it covers exactly the records reported before it."""
-        state = self.runner.stage.snapshot()
+        state = self._stateful().snapshot()
         if isinstance(state, BaseModel):
             state = state.model_dump_json().encode()
         self.link.send({"t": "snap"}, state)
         self._unsnapped = 0
         self._snapped_at = time.monotonic()
+
+    def _stateful(self) -> Stage:
+        """The stage of a stateful worker: never fused, so the runner hosts it alone."""
+        assert isinstance(self.runner, StageRunner)
+        return self.runner.stage
 
     def flush(self, frame: int, end: bool) -> None:
         self._last_flush = time.monotonic()
@@ -163,8 +166,12 @@ class Worker:
             wire.encode_batch(ids, records, self.secret)
             for ids, records in _frames(batch.ids, batch.records, self.batch_size, self.frame_bytes)
         ]
-        # "b": seconds inside process() and the calls per time bucket (stageflow.observe).
-        busy = [batch.busy, [n for pair in batch.times.items() for n in pair]]
+        # Per stage: "n" records taken in, "b" seconds inside process() and the calls per
+        # time bucket (stageflow.observe).
+        busy = {
+            stage: [seconds, [n for pair in batch.times[stage].items() for n in pair]]
+            for stage, seconds in batch.busy.items()
+        }
         message = {
             "t": "done",
             "f": frame,
@@ -186,7 +193,7 @@ class Worker:
             self.snap()
             return
         if kind == "restore":
-            self.runner.stage.restore(base64.b64decode(command["state"]))
+            self._stateful().restore(base64.b64decode(command["state"]))
             self.link.send({"t": "restored"})
             return
         if kind in ("finish", "retire"):

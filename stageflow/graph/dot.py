@@ -93,6 +93,8 @@ def _node_attrs(stage: StageNode) -> str:
         f'<font point-size="9">{workers} · {_html(stage.origin)}</font>',
         f'<font point-size="9">{_html(stage.input.name)} → {_html(stage.output.name)}</font>',
     ]
+    if stage.fusion_label:
+        rows.append(f'<font point-size="9">{_html(stage.fusion_label)}</font>')
     tooltip = f"{stage.name}: {stage.input.name} → {stage.output.name}"
     return (
         f'id="stage-{stage.index}", class="stage", label=<{"<br/>".join(rows)}>, '
@@ -137,6 +139,8 @@ def _edge_attrs(edge: Edge, run: list[str] | None = None) -> str:
             f'class="mismatch", color="{MISMATCH_COLOR}", fontcolor="{MISMATCH_COLOR}"',
             "penwidth=2",
         ]
+    if edge.fused:
+        attrs.append('class="fused", style=bold' if edge.ok else "style=bold")
     return ", ".join(attrs)
 
 

@@ -15,7 +15,7 @@ from html import escape
 
 from stageflow.graph.dot import MISMATCH_COLOR, render_image
 from stageflow.graph.json import graph_to_dict
-from stageflow.graph.model import Graph, visible
+from stageflow.graph.model import FUSED_MARKER, Graph, visible
 
 __all__ = ["render_html"]
 
@@ -99,12 +99,14 @@ def _html_drawing(graph: Graph) -> str:
             f"<span>uses: {_esc(stage.uses)}</span>"
             f"<span>{workers} · {_esc(stage.origin)}</span>"
             f"<span>{_esc(stage.input.name)} → {_esc(stage.output.name)}</span>"
-            f"{_run_spans(graph, stage.index)}</div>"
+            + (f"<span>{_esc(stage.fusion_label)}</span>" if stage.fusion_label else "")
+            + f"{_run_spans(graph, stage.index)}</div>"
         )
         if stage.index < len(graph.edges):
             edge = graph.edges[stage.index]
             markers = [problem.marker for problem in edge.problems]
-            parts.append(_arrow(edge.label, markers, _run_count(graph, stage.index + 1)))
+            count = _run_count(graph, stage.index + 1)
+            parts.append(_arrow(edge.label, markers, count, edge.fused))
     parts.append(_arrow(graph.output.name, [], _run_count(graph, len(graph.stages))))
     parts.append('<div class="io">output</div></div>')
     return "\n".join(parts)
@@ -114,9 +116,10 @@ def _run_count(graph: Graph, target: int) -> str | None:
     return graph.overlay.edge_label(target) if graph.overlay is not None else None
 
 
-def _arrow(label: str, markers: list[str], count: str | None = None) -> str:
+def _arrow(label: str, markers: list[str], count: str | None = None, fused: bool = False) -> str:
     css = "arrow mismatch" if markers else "arrow"
-    spans = "".join(f'<span class="marker">{_esc(marker)}</span>' for marker in markers)
+    spans = f'<span class="fused">{_esc(FUSED_MARKER)}</span>' if fused else ""
+    spans += "".join(f'<span class="marker">{_esc(marker)}</span>' for marker in markers)
     if count is not None:
         spans += f'<span class="run">{_esc(count)}</span>'
     return f'<div class="{css}"><div class="labels"><span>{_esc(label)}</span>{spans}</div></div>'

@@ -11,13 +11,15 @@ Shape of ``stageflow-graph/1`` (keys are only ever added within one version)::
           "index": int, "name": str, "uses": str, "reference": "module:QualName",
           "workers": int, "plugin": str | null, "distribution": str | null,
           "version": str | null, "input": model id, "output": model id,
-          "config_model": model id | null, "config": object | null
+          "config_model": model id | null, "config": object | null,
+          "fused_group": int | null  # 1, 2, ...: stages sharing worker processes
       }],
       "edges": [{
           "from": stage index, "to": stage index,
           "model": model id,        # what the upstream stage outputs
           "expects": model id,      # what the downstream stage reads it as
           "ok": bool,
+          "fused": bool,            # both stages run in one process (no hop)
           "mismatches": [{"field": dotted path, "kind": "missing" | "incompatible",
                           "needed": type name, "provided": type name | null,
                           "message": str}]
@@ -64,6 +66,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                 "output": stage.output.id,
                 "config_model": stage.config.id if stage.config is not None else None,
                 "config": stage.config_values,
+                "fused_group": stage.fused_group,
             }
             for stage in graph.stages
         ],
@@ -74,6 +77,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                 "model": edge.model.id,
                 "expects": edge.expects.id,
                 "ok": edge.ok,
+                "fused": edge.fused,
                 "mismatches": [
                     {
                         "field": p.field,

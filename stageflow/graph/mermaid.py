@@ -65,6 +65,8 @@ def render_mermaid(graph: Graph) -> str:
     lines += _run_classes(graph)
     # linkStyle counts links in the order they were written: input→s0 is link 0.
     for number, edge in enumerate(graph.edges, start=1):
+        if edge.fused:
+            lines.append(f"  linkStyle {number} stroke-width:4px")
         if not edge.ok:
             lines.append(
                 f"  linkStyle {number} stroke:{MISMATCH_COLOR},stroke-width:2px,"
@@ -118,6 +120,8 @@ def _node_label(stage: StageNode) -> str:
         f"{workers} · {_text(stage.origin)}",
         f"{_text(stage.input.name)} → {_text(stage.output.name)}",
     ]
+    if stage.fusion_label:
+        rows.append(_text(stage.fusion_label))
     return "<br/>".join(rows)
 
 

@@ -20,7 +20,20 @@ from stageflow.pipeline import BoundStage, Pipeline
 if TYPE_CHECKING:
     from stageflow.graph.overlay import Overlay
 
-__all__ = ["Edge", "Graph", "ModelRef", "Problem", "StageNode", "build_graph", "visible"]
+__all__ = [
+    "FUSED_MARKER",
+    "Edge",
+    "Graph",
+    "ModelRef",
+    "Problem",
+    "StageNode",
+    "build_graph",
+    "visible",
+]
+
+FUSED_MARKER = "◆ fused: same process"
+"""The html page's mark on an edge whose two stages run fused in one worker process; the
+other drawings caption each fused stage with its group and draw such edges bold."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,15 @@ class StageNode:
     output: ModelRef
     config: ModelRef | None
     config_values: Mapping[str, Any] | None
+    fused_group: int | None = None  # 1, 2, ... for stages fused with a neighbour
+    group_workers: int = 0  # processes of that fused group
+
+    @property
+    def fusion_label(self) -> str | None:
+        """E.g. "fused group 1 · 4 processes", or None for a stage in processes of its own."""
+        if self.fused_group is None:
+            return None
+        return f"fused group {self.fused_group} · {self.group_workers} processes"
 
     @property
     def workers_label(self) -> str:
@@ -102,6 +124,7 @@ class Edge:
     model: ModelRef
     expects: ModelRef
     problems: tuple[Problem, ...]
+    fused: bool = False  # both stages run in one process: records are handed over in memory
 
     @property
     def ok(self) -> bool:
@@ -153,7 +176,17 @@ class Graph:
 def build_graph(pipeline: Pipeline) -> Graph:
     """Reduce ``pipeline`` to a :class:`Graph`; build it with ``check_schemas=False``."""
     refs = _ModelRefs()
-    stages = tuple(_stage_node(index, bound, refs) for index, bound in enumerate(pipeline.stages))
+    plan = pipeline.plan()
+    fused = [unit for unit in plan.units if unit.fused]
+    groups = {
+        unit.first + offset: (number, unit.workers)
+        for number, unit in enumerate(fused, start=1)
+        for offset in range(len(unit.stages))
+    }
+    stages = tuple(
+        _stage_node(index, bound, refs, groups.get(index))
+        for index, bound in enumerate(pipeline.stages)
+    )
     by_pair: dict[tuple[str, str], list[Mismatch]] = {}
     for mismatch in pipeline.mismatches:
         by_pair.setdefault((mismatch.upstream, mismatch.downstream), []).append(mismatch)
@@ -161,7 +194,14 @@ def build_graph(pipeline: Pipeline) -> Graph:
     for (index, up), down in zip(enumerate(pipeline.stages), pipeline.stages[1:], strict=False):
         problems = tuple(_problem(mismatch) for mismatch in by_pair.get((up.name, down.name), []))
         edges.append(
-            Edge(index, index + 1, stages[index].output, stages[index + 1].input, problems)
+            Edge(
+                index,
+                index + 1,
+                stages[index].output,
+                stages[index + 1].input,
+                problems,
+                fused=plan.boundaries[index] is None,
+            )
         )
     return Graph(pipeline.name, pipeline.source, stages, tuple(edges))
 
@@ -214,7 +254,9 @@ class _ModelRefs:
         return ref
 
 
-def _stage_node(index: int, bound: BoundStage, refs: _ModelRefs) -> StageNode:
+def _stage_node(
+    index: int, bound: BoundStage, refs: _ModelRefs, group: tuple[int, int] | None
+) -> StageNode:
     cls = bound.cls
     config = bound.config.model_dump(mode="json") if bound.config is not None else None
     return StageNode(
@@ -230,6 +272,8 @@ def _stage_node(index: int, bound: BoundStage, refs: _ModelRefs) -> StageNode:
         output=refs(cls.Output),
         config=refs(cls.Config) if cls.Config is not None else None,
         config_values=config,
+        fused_group=group[0] if group else None,
+        group_workers=group[1] if group else 0,
     )
 
 

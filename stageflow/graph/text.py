@@ -57,12 +57,15 @@ def render_text(graph: Graph) -> str:
 
 def _box_lines(stage: StageNode) -> list[str]:
     workers = stage.workers_label
-    return [
+    lines = [
         visible(stage.name),
         f"  uses: {visible(stage.uses)}",
         f"  {workers} · {visible(stage.origin)}",
         f"  {visible(stage.input.name)} → {visible(stage.output.name)}",
     ]
+    if stage.fusion_label:
+        lines.append(f"  {stage.fusion_label}")
+    return lines
 
 
 def _run_lines(graph: Graph, index: int) -> list[str]:

@@ -69,15 +69,20 @@ def _clock(seconds: float) -> str:
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def _totals(progress: Progress, figures: _Figures) -> str:
-    parts = [
-        f"read {progress.records_in:,}",
-        f"written {progress.results:,}",
-        f"dead letters {progress.dead_lettered:,}",
-        f"{figures.records_per_second:,.0f} rec/s",
-        f"in flight {progress.in_flight:,}",
-        f"elapsed {_clock(progress.elapsed)}",
-    ]
+def _counts(progress: Progress, figures: _Figures) -> str:
+    return " · ".join(
+        [
+            f"read {progress.records_in:,}",
+            f"written {progress.results:,}",
+            f"dead letters {progress.dead_lettered:,}",
+            f"{figures.records_per_second:,.0f} rec/s",
+            f"in flight {progress.in_flight:,}",
+        ]
+    )
+
+
+def _timing(progress: Progress, figures: _Figures) -> str:
+    parts = [f"elapsed {_clock(progress.elapsed)}"]
     if progress.worker_restarts:
         parts.append(f"restarts {progress.worker_restarts}")
     if figures.fraction is not None:
@@ -85,6 +90,10 @@ def _totals(progress: Progress, figures: _Figures) -> str:
     if figures.eta is not None:
         parts.append(f"ETA {_clock(figures.eta)}")
     return " · ".join(parts)
+
+
+def _totals(progress: Progress, figures: _Figures) -> str:
+    return f"{_counts(progress, figures)} · {_timing(progress, figures)}"
 
 
 class ProgressLine:
@@ -125,13 +134,11 @@ def render_progress(
     if figures is None:
         figures = _Figures(None)
         figures.update(progress)
-    title = Text.assemble((progress.pipeline, "bold"), "  ", _totals(progress, figures))
-    rows: list[RenderableType] = [title]
+    title = Text.assemble((progress.pipeline, "bold"), "  ", _timing(progress, figures))
+    rows: list[RenderableType] = [title, Text(_counts(progress, figures))]
     if figures.fraction is not None:
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(
-            ProgressBar(total=1.0, completed=figures.fraction, width=40), f"{figures.fraction:.0%}"
-        )
+        bar.add_row(ProgressBar(total=1.0, completed=figures.fraction, width=40))
         rows.append(bar)
     table = Table(box=None, padding=(0, 2), show_edge=False, header_style="bold")
     for column in ("stage", "workers", "records", "busy", "queued"):

@@ -22,7 +22,7 @@ __all__ = ["StageNames", "new_plugin", "new_stage", "stage_names"]
 
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 #: The lines of a generated ``__init__.py`` that ``new stage`` inserts above.
-IMPORTS_MARKER = "# stageflow new stage: imports above this line"
+IMPORTS_MARKER = "# stageflow new stage: stage imports above this line"
 STAGES_MARKER = "        # stageflow new stage: stages above this line"
 
 
@@ -106,9 +106,7 @@ def new_stage(name: str, directory: str | Path = ".") -> list[Path]:
         f"{package.replace('.', '/')}/{names.module}.py": _render("stage.py.tmpl", values),
         f"tests/test_{names.module}.py": _render("test_stage.py.tmpl", values),
     }
-    text = text.replace(
-        IMPORTS_MARKER, f"from {package}.{names.module} import {names.cls}\n{IMPORTS_MARKER}", 1
-    )
+    text = _add_import(text, f"from {package}.{names.module} import {names.cls}")
     text = text.replace(STAGES_MARKER, f"        {names.cls},\n{STAGES_MARKER}", 1)
     written = _write(root, files)
     init.write_text(text, encoding="utf-8")
@@ -143,6 +141,23 @@ def _plugin_module(root: Path) -> tuple[str, Path]:
             "run the command in the project's root directory"
         )
     return package, init
+
+
+def _add_import(text: str, statement: str) -> str:
+    """Add ``statement`` to the import lines above the marker, keeping them sorted.
+
+    Sorted, and with the blank line before the marker kept, so the block stays the way
+    isort and ruff want it however many stages are added.
+    """
+    lines = text.split("\n")
+    end = lines.index(IMPORTS_MARKER)
+    while end > 0 and not lines[end - 1].strip():
+        end -= 1
+    start = end
+    while start > 0 and lines[start - 1].startswith("from "):
+        start -= 1
+    lines[start:end] = sorted([*lines[start:end], statement])
+    return "\n".join(lines)
 
 
 def _render(template: str, values: dict[str, str]) -> str:

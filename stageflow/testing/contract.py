@@ -42,6 +42,9 @@ def check_stage(
       since a pipeline file must then give it;
     * that Input, Output and Config produce JSON Schemas (``stageflow schema``, editors and
       ``stageflow plugins --json`` need them);
+    * that Input and Output read back the JSON they write: a field with an alias must be
+      written under it (``serialize_by_alias``) or be read by name (``validate_by_name``),
+      since records travel between stages, and back to the caller, as that JSON;
     * that the stage's Output can feed each stage in ``feeds``, by the engine's own check
       (the one ``stageflow validate`` runs between consecutive stages).
     """
@@ -58,6 +61,8 @@ def check_stage(
                 f"Config field {name!r} has no default and no description; give it a default "
                 f"or Field(description=...) saying what a pipeline file must set"
             )
+    for kind in ("Input", "Output"):
+        problems += _alias_problems(kind, getattr(stage, kind))
     schemas: dict[str, dict[str, Any]] = {}
     try:
         schemas = stage_schemas(stage)
@@ -81,3 +86,18 @@ def _required_fields(config: type[BaseModel] | None) -> tuple[str, ...]:
     if config is None:
         return ()
     return tuple(name for name, info in config.model_fields.items() if info.is_required())
+
+
+def _alias_problems(kind: str, model: type[BaseModel]) -> list[str]:
+    config = model.model_config
+    if config.get("serialize_by_alias") or config.get("validate_by_name"):
+        return []
+    if config.get("populate_by_name"):
+        return []
+    return [
+        f"{kind} {model.__name__} writes field {name!r} under that name but reads it only as "
+        f"{info.alias!r}, so its own JSON does not validate; set serialize_by_alias=True or "
+        "validate_by_name=True in its model_config"
+        for name, info in model.model_fields.items()
+        if isinstance(info.alias, str) and info.alias != name
+    ]

@@ -36,6 +36,7 @@ def examples_for(model: type[M], n: int = 10, *, seed: int = 0) -> list[M]:
     try:
         from hypothesis import HealthCheck, Phase, given, settings
         from hypothesis import seed as hypothesis_seed
+        from hypothesis.errors import Unsatisfiable
     except ImportError:
         raise StageflowError(
             "examples_for needs hypothesis; install it with pip install 'stageflow[testing]'"
@@ -55,7 +56,13 @@ def examples_for(model: type[M], n: int = 10, *, seed: int = 0) -> list[M]:
         if len(found) < n:
             found.setdefault(item.model_dump_json(), item)
 
-    collect()
+    try:
+        collect()
+    except Unsatisfiable:
+        raise StageflowError(
+            f"no valid {model.__name__} survives the trip between stages (serialised, then "
+            "validated again); check its aliases (serialize_by_alias) and custom serializers"
+        ) from None
     return list(found.values())
 
 
@@ -63,12 +70,18 @@ def model_strategy(model: type[M]) -> SearchStrategy[M]:
     """A hypothesis strategy of valid ``model`` instances that survive a JSON round trip."""
     from hypothesis import strategies as st
 
-    fields = {name: _strategy(_constrained(info)) for name, info in model.model_fields.items()}
+    # Keyed as a record on the wire would be: by alias where the field has one.
+    fields = {
+        info.alias if isinstance(info.alias, str) else name: _strategy(_constrained(info))
+        for name, info in model.model_fields.items()
+    }
+
+    to_json = model.__pydantic_serializer__.to_json  # what the engine writes between stages
 
     def build(values: dict[str, Any]) -> M | None:
         try:
             item = model.model_validate(values)
-            model.model_validate_json(item.model_dump_json())
+            model.model_validate_json(to_json(item))
         except (ValidationError, ValueError):
             return None
         return item

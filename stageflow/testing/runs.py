@@ -8,10 +8,13 @@ validation, retries, timeouts, fan-out, filtering, serialisation and dead-letter
 are the engine's, not a copy of them, and a test run cannot drift from a real one.
 
 No process is started and no socket opened. What only a real run shows: a worker that dies
-(restarts, poison records) and how records are shared between the workers of a stage (here
+(restarts, poison records), how records are shared between the workers of a stage (here
 one instance runs each stage, so a stage with ``workers: 4`` calls ``finish()`` once, not
-four times). Results come in input order; a real run with several workers per stage yields
-them as they complete.
+four times), and the coordinator's own refusal of an input record larger than one frame
+(32 MiB by default, dead-lettered as ``RecordTooLarge`` before any stage sees it). Results
+come in input order; a real run with several workers per stage yields them as they
+complete. Inputs are taken as :meth:`stageflow.Pipeline.run` takes them; reading lines from
+a file (blank lines, a byte-order mark, line numbers) is ``stageflow run``'s part.
 """
 
 from __future__ import annotations
@@ -232,9 +235,10 @@ class _LocalRun:
         pending = Pending()
         runner.run_batch(ids, records, pending)
         # Counted as the coordinator counts a worker's ack; the one instance is worker #0.
-        busy = [pending.busy, [n for pair in pending.times.items() for n in pair]]
-        name = runner.stage_name
-        self.result.report.add_ack(name, f"{name}#0", pending.processed, busy)
+        for name, count in pending.processed.items():
+            times = pending.times.get(name, {})
+            busy = [pending.busy.get(name, 0.0), [n for pair in times.items() for n in pair]]
+            self.result.report.add_ack(name, f"{name}#0", count, busy)
         for root, _attempt, entry in pending.dead:
             self.roots[root].dead.append(_as_sent(entry))
         if pending.records:

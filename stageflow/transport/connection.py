@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from stageflow.transport.compiled import read_batch as compiled_read_batch
 from stageflow.transport.endpoint import ZmqEndpoint, ZmqEndpointType
 from stageflow.transport.factory import ZmqFactory
 
@@ -132,6 +133,11 @@ class ZmqConnection:
     which saves about half a microsecond per message. A multipart message sent to such a
     connection arrives as separate one-frame messages (as with a plain ``recv()`` loop)."""
 
+    compiledReceive: bool = True
+    """Read with the compiled loop when it was built (see stageflow.transport.compiled):
+    multipart-safe at the cost of a plain single-frame ``recv()``. False keeps the
+    pure-Python loop. Read when the connection is made, as ``singleFrame`` is."""
+
     outgoingBufferLimit: int = 10_000
     """Messages held beyond ZeroMQ's high-water mark before ``send()`` blocks."""
 
@@ -166,6 +172,13 @@ class ZmqConnection:
         self._readable = self.socketType not in _SEND_ONLY
         self._reading = self._readable
         self._read_call: Any = None
+        self._in_slice = False
+        self._compiled_read = (
+            compiled_read_batch
+            if compiled_read_batch is not None and self.compiledReceive and not self.singleFrame
+            else None
+        )
+        self._handle: int = self.socket.underlying
         # Single frames as given, multipart messages as lists (the drain tells them apart).
         self._buffer: deque[Any] = deque()
         self._write_call: Any = None
@@ -352,6 +365,27 @@ class ZmqConnection:
         self._read_call = None
         if not self._reading:
             return
+        # Sends made by handlers during the slice need no read of their own scheduled:
+        # the slice goes on reading, and looks at ZMQ_EVENTS when it ends.
+        self._in_slice = True
+        try:
+            if self._compiled_read is not None:
+                drained = self._compiled_read(
+                    self, self._handle, self._receiver(), self.readBatchSize
+                )
+            else:
+                drained = self._read_batch()
+        finally:
+            self._in_slice = False
+        if drained:
+            self._recheck_events()
+        else:
+            # The slice ended with messages probably still queued; the FD will not fire
+            # for them (its edge is spent), so come back on the next turn.
+            self._schedule_read()
+
+    def _read_batch(self) -> bool:
+        """Deliver up to ``readBatchSize`` messages; True if ZeroMQ had no more."""
         # Locals: this loop is the receive hot path.
         recv = self.socket.recv
         deliver = self._receiver()
@@ -378,13 +412,10 @@ class ZmqConnection:
                     self._route_error(message, Failure())  # type: ignore[no-untyped-call]
                 if not self._reading:
                     # The handler paused us (flow control) or shut us down.
-                    return
+                    return False
         except _Again:
-            self._recheck_events()
-            return
-        # The slice ended with messages probably still queued; the FD will not fire for
-        # them (its edge is spent), so come back on the next turn.
-        self._schedule_read()
+            return True
+        return False
 
     def _recheck_events(self) -> None:
         """Look at ZMQ_EVENTS after a libzmq call that may have spent the FD's edge.
@@ -447,7 +478,7 @@ class ZmqConnection:
                     self._send(message, _NOBLOCK)
                 else:
                     self._send_multipart(message)
-                if self._reading and self._read_call is None:
+                if self._reading and self._read_call is None and not self._in_slice:
                     # A send may spend the FD edge announcing an incoming message.
                     self._read_call = self.reactor.callLater(0, self._read_slice)
                 return

@@ -29,8 +29,8 @@ class ZmqREQConnection(ZmqConnection):
 
     The reply is the list of its frames. A request is given up with
     ZmqRequestTimeoutError after ``timeout`` seconds (or ``defaultRequestTimeout``),
-    with CancelledError when its Deferred is cancelled, and with ConnectionLost when the
-    connection shuts down first; a reply arriving later is dropped.
+    with CancelledError when its Deferred is cancelled, and, if it has a timeout, with
+    ConnectionLost when the connection shuts down first; a reply arriving later is dropped.
     """
 
     socketType = zmq.DEALER
@@ -118,9 +118,12 @@ class ZmqREQConnection(ZmqConnection):
     def _before_close(self) -> None:
         requests, self._requests = self._requests, {}
         for d, timer in requests.values():
+            # A request with a timeout was going to fail if no reply came: it fails now,
+            # with the real reason. One without stays unfired, as in txZMQ, so that a
+            # Deferred its caller dropped is not logged as an unhandled error.
             if timer is not None and timer.active():
                 timer.cancel()
-            d.errback(ConnectionLost(f"{self.logPrefix()} shut down before the reply came"))
+                d.errback(ConnectionLost(f"{self.logPrefix()} shut down before the reply came"))
 
 
 class ZmqREPConnection(ZmqConnection):

@@ -188,6 +188,39 @@ class BrokenSetup(stageflow.Stage):
         return item
 
 
+class Stamped(BaseModel):
+    id: str
+    first_pid: int
+
+
+class Pids(BaseModel):
+    id: str
+    first_pid: int
+    second_pid: int
+
+
+class StampPid(stageflow.Stage):
+    """Line -> Stamped: the process that ran the first stage."""
+
+    name = "test-stamp-pid"
+    Input = Line
+    Output = Stamped
+
+    def process(self, item: Line) -> Stamped:
+        return Stamped(id=item.id, first_pid=os.getpid())
+
+
+class SecondPid(stageflow.Stage):
+    """Stamped -> Pids: and the process that ran the second, to see whether they were fused."""
+
+    name = "test-second-pid"
+    Input = Stamped
+    Output = Pids
+
+    def process(self, item: Stamped) -> Pids:
+        return Pids(id=item.id, first_pid=item.first_pid, second_pid=os.getpid())
+
+
 class SlowSetupConfig(BaseModel):
     seconds: float = 40.0
     marker: str | None = Field(default=None, description="file created when setup() begins")
@@ -315,3 +348,29 @@ class Scale(stageflow.Stage):
 
     def process(self, item: Reading) -> Reading:
         return Reading(id=item.id, value=item.value * self.config.factor)
+
+
+class DoomConfig(BaseModel):
+    marker: str = Field(description="created when the worker dies; later setup()s fail")
+
+
+class Doomed(stageflow.Stage):
+    """Line -> Line; on the text "die" the worker is killed, and no replacement can start
+    until the file <marker>.fixed exists (a resource lost for good, e.g. a GPU)."""
+
+    name = "test-doomed"
+    Input = Line
+    Output = Line
+    Config = DoomConfig
+
+    def setup(self) -> None:
+        marker = self.config.marker
+        if os.path.exists(marker) and not os.path.exists(f"{marker}.fixed"):
+            raise RuntimeError("the device this stage needs is gone")
+
+    def process(self, item: Line) -> Line:
+        if item.text == "die" and not os.path.exists(self.config.marker):
+            with open(self.config.marker, "w"):
+                pass
+            os.kill(os.getpid(), signal.SIGKILL)
+        return item

@@ -16,9 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from stageflow import Pipeline, RecordsFailedError
+from stageflow import EngineError, Pipeline, RecordsFailedError
 from tests.engine.conftest import live_children, wait_until
 from tests.engine.stages import (
+    BrokenSetup,
     CountWords,
     DropEmpty,
     Explode,
@@ -113,7 +114,8 @@ def test_abandoned_iteration_stops_every_worker() -> None:
 
 @pytest.mark.parametrize("how", ["break", "next-then-del"])
 def test_an_abandoned_run_frees_everything_without_the_garbage_collector(how: str) -> None:
-    """`break` (or next() and del) with the cyclic GC off: workers, fds, ports, temp dir gone."""
+    """`break` (or next()) and dropping the Run, cyclic GC off: workers, fds, ports, temp dir
+    are all freed."""
     pipeline = split_count(2)
     assert len(list(pipeline.run(lines(3)))) == 3  # first-use costs (imports, caches) paid
     me = psutil.Process()
@@ -125,12 +127,11 @@ def test_an_abandoned_run_frees_everything_without_the_garbage_collector(how: st
             for _ in run:
                 break
         else:
-            iterator = iter(run)
-            next(iterator)
-            del iterator
-        assert len(live_children()) == 5  # 4 workers and the fork server they came from
-        assert run._live.coordinator is not None
-        rundir = run._live.coordinator._rundir
+            next(iter(run))
+        # The Run holds its iterator, which may go on later: 4 workers and their fork server.
+        assert len(live_children()) == 5
+        assert run._core._coordinator is not None
+        rundir = run._core._coordinator._rundir
         assert os.path.isdir(rundir)
         del run
 
@@ -340,3 +341,13 @@ def test_abandoned_read_ahead_runs_leave_no_thread() -> None:
         next(iterator)
         iterator.close()  # type: ignore[attr-defined]
     assert wait_until(lambda: threading.active_count() == before, timeout=10)
+
+
+def test_a_run_that_fails_to_start_leaves_the_dead_letter_file_alone(tmp_path: Path) -> None:
+    """dead_letter=PATH is opened only once every worker is ready: setup() failing keeps it."""
+    dead = tmp_path / "dead.jsonl"
+    dead.write_bytes(b'{"line": 1, "error": "from yesterday"}\n')
+    pipeline = Pipeline("broken", [{"name": "ner", "uses": BrokenSetup}])
+    with pytest.raises(EngineError, match="failed to start"):
+        list(pipeline.run(lines(5), dead_letter=dead))
+    assert dead.read_bytes() == b'{"line": 1, "error": "from yesterday"}\n'

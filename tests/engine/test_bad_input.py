@@ -149,17 +149,22 @@ def test_a_bom_at_the_start_of_the_input_is_skipped(tmp_path: Path) -> None:
     assert_all_good_delivered([json.loads(line) for line in out.read_text().splitlines()])
 
 
-def test_oversized_lines_are_dead_lettered() -> None:
-    """A record larger than one frame is dead-lettered once; the records around it pass."""
+def test_oversized_records_and_lone_surrogates_from_python_are_dead_lettered() -> None:
+    """Through the embedding API: a record larger than one frame and a str with a lone
+    surrogate are dead-lettered once each; the records around them pass."""
     pipeline = Pipeline("big", [{"name": "split", "uses": Split}])
     items: list[object] = [Line(id=f"g{i}", text="a b") for i in range(GOOD)]
     items.insert(7, {"id": "huge", "text": "x" * 40_000})
-    run = pipeline.run(items, max_errors=1, max_message_size=64 * 1024)
+    items.insert(12, '{"id": "s", "text": "\ud800"}')
+    run = pipeline.run(items, max_errors=2, max_message_size=64 * 1024)
     ids = sorted(result.id for result in run)
     assert ids == sorted(f"g{i}" for i in range(GOOD))
-    (entry,) = run.report.dead_letters
-    assert entry["error"] == "RecordTooLarge" and entry["line"] == 8
-    assert entry["record"]["text"] == "x" * 40_000
+    huge, surrogate = sorted(run.report.dead_letters, key=lambda entry: entry["line"])
+    assert huge["error"] == "RecordTooLarge" and huge["line"] == 8
+    assert huge["record"]["text"] == "x" * 40_000
+    assert surrogate["line"] == 13 and surrogate["error"] == "ValidationError"
+    raw = base64.b64decode(surrogate["record_base64"])
+    assert raw.decode("utf-8", "surrogatepass") == items[12]
 
 
 # -- the runner alone: no failure while dead-lettering costs a frame its other records --------
@@ -219,7 +224,7 @@ def test_a_frame_survives_every_kind_of_bad_record() -> None:
     ]
     pending = run_frame(records)
     assert pending.records == [b'{"id":"1","words":2}', b'{"id":"7","words":1}']
-    assert pending.processed == 7 and len(pending.acks) == 21
+    assert pending.processed == {"awkward": 7} and len(pending.acks) == 21
     dead = {root: entry for root, _, entry in pending.dead}
     assert sorted(dead) == [2, 3, 4, 5, 6]
     assert dead[2]["error"] == "_Unprintable" and "str() failed" in dead[2]["message"]

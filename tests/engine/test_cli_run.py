@@ -125,8 +125,8 @@ def test_missing_output_folder_says_it_is_the_output(tmp_path: Path) -> None:
     done = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(source), "-o", str(out))
     assert done.returncode == 2, done.stderr
     assert done.stderr == (
-        f"stageflow: error: cannot open the output file '{out}': No such file or directory; "
-        "check that its folder exists and is writable\n"
+        f"stageflow: error: cannot open the output file '{out}': its folder "
+        f"'{out.parent}' does not exist; create it or choose another path\n"
     )
 
 
@@ -203,23 +203,23 @@ def count_lines(path: Path) -> int:
 
 
 def test_sigterm_drains_and_tells_where_to_resume(tmp_path: Path) -> None:
-    """SIGTERM finishes what is in flight, exits 130; the printed resume loses nothing."""
+    """SIGTERM finishes what is in flight, exits 130; without a journal --skip loses nothing."""
     source = write_lines(tmp_path / "in.jsonl", 20_000)
     pipe = split_pipeline(tmp_path, config={"pause": 0.0005})
     out = tmp_path / "out.jsonl"
-    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(out))
+    proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(out), "--no-journal")
     assert wait_until(lambda: count_lines(out) > 500, timeout=60)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     stderr = err.decode()
     assert proc.returncode == 130, stderr
-    resume = stderr.split("resume with ")[1].split()
-    assert resume[0] == "--skip" and resume[2] == "--append"
-    skip = int(resume[1])
+    resume = stderr.split("resume with: ")[1].split()
+    assert resume[-4] == "--no-journal" and resume[-3] == "--skip" and resume[-1] == "--append"
+    skip = int(resume[-2])
     assert 500 < skip < 20_000
     first = {json.loads(line)["id"] for line in out.read_text().splitlines()}
     assert first == {str(i) for i in range(skip)}
-    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(out), *resume[:3])
+    done = run_stageflow("run", str(pipe), "-i", str(source), "-o", str(out), *resume[-4:])
     assert done.returncode == 0, done.stderr
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids, key=int) == [str(i) for i in range(20_000)]

@@ -24,7 +24,7 @@ def live_pipeline():  # type: ignore[no-untyped-def]
     pipeline = Pipeline(
         "fuzz", [{"name": "split", "uses": Split}, {"name": "count", "uses": CountWords}]
     )
-    coordinator = Coordinator(pipeline, RunReport("fuzz"), EngineOptions())
+    coordinator = Coordinator(pipeline, RunReport("fuzz"), EngineOptions(fuse=False))
     coordinator.start()
     context = zmq.Context()
     pushers = []

@@ -237,11 +237,13 @@ def test_runner_rejects_wrong_output_type() -> None:
 
 
 def test_current_record_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The shared file tells which record a worker is inside process() for."""
+    """The shared file tells which record, and which stage of a group, is inside process()."""
     path = str(tmp_path / "current")
     current = CurrentRecord(path)
     assert CurrentRecord.read(path) is None
     current.set(42, 3)
-    assert CurrentRecord.read(path) == (42, 3)
+    assert CurrentRecord.read(path) == (42, 3, 0)
+    current.for_member(2).set(43, 1)
+    assert CurrentRecord.read(path) == (43, 1, 2)
     current.clear()
     assert CurrentRecord.read(path) is None

@@ -127,3 +127,20 @@ def test_bad_metrics_address_is_one_sentence() -> None:
     """An address without a port is refused with the form to use."""
     with pytest.raises(MetricsError, match="give HOST:PORT"):
         parse_address("localhost:http")
+
+
+def test_runner_times_each_process_call() -> None:
+    """The runner adds each process() call's seconds and time bucket to what it sends."""
+    from stageflow.engine.runner import Pending, StageRunner
+    from tests.engine.stages import Split, SplitConfig
+
+    runner = StageRunner(Split, "split", SplitConfig(pause=0.02))
+    pending = Pending()
+    records = [b'{"id":"%d","text":"a b"}' % i for i in range(3)]
+    runner.run_batch([n for i in range(3) for n in (i + 1, 0, 7)], records, pending)
+    assert 0.06 <= pending.busy < 1.0
+    assert sum(pending.times.values()) == 3
+    assert min(pending.times) >= bucket_of(0.02)  # a sleep lasts at least what it asked
+    taken = pending.take()
+    assert taken.busy >= 0.06 and sum(taken.times.values()) == 3
+    assert pending.busy == 0 and pending.times == {}

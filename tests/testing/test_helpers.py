@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from stageflow_seed import Analyzer, Collector, Preprocessor, RawSeries
 
 import stageflow
 import stageflow.testing
-from stageflow.errors import PluginError
+from stageflow.errors import PluginError, StageflowError
 from stageflow.testing import check_stage, examples_for, model_strategy, run_pipeline, run_stage
 from tests.testing.stages import Count, Line, LongWord, Words
 
@@ -63,6 +63,29 @@ def test_check_stage_names_every_problem() -> None:
     assert "kit-count needs field 'word'" in message
 
 
+def test_check_stage_finds_an_alias_the_model_cannot_read_back() -> None:
+    """An aliased field written by name and read only by alias breaks the wire: named."""
+
+    class Tagged(BaseModel):
+        kind: str = Field(alias="type")
+
+    class Fixed(Tagged):
+        model_config = ConfigDict(serialize_by_alias=True)
+
+    class Aliased(stageflow.Stage):
+        name = "kit-aliased"
+        Input = Line
+        Output = Tagged
+
+        def process(self, item: Line) -> Tagged:
+            return Tagged(type=item.text)
+
+    with pytest.raises(PluginError, match="Output Tagged writes field 'kind' under that name"):
+        check_stage(Aliased)
+    Aliased.Output = Fixed
+    check_stage(Aliased)
+
+
 def test_check_stage_rejects_a_broken_definition() -> None:
     """A stage without Output fails the loader's own definition check."""
 
@@ -92,6 +115,35 @@ def test_examples_for_builds_valid_repeatable_records() -> None:
     assert [e.model_dump_json() for e in examples_for(Constrained, 8)] == [
         e.model_dump_json() for e in first
     ]
+
+
+def test_examples_for_handles_aliases_any_and_nested_models() -> None:
+    """Aliased fields, Any values and nested models in containers all get valid examples."""
+
+    class Inner(BaseModel):
+        level: int = Field(ge=0, le=3)
+
+    class Outer(BaseModel):
+        model_config = ConfigDict(serialize_by_alias=True)
+        kind: str = Field(alias="type", min_length=1)
+        extra: dict[str, Any]
+        inners: list[Inner]
+        maybe: Inner | None = None
+
+    found = examples_for(Outer, 5)
+    assert len(found) == 5
+    for example in found:
+        assert Outer.model_validate_json(example.model_dump_json(by_alias=True)) == example
+
+
+def test_examples_for_says_when_no_record_survives_the_wire() -> None:
+    """An alias the model does not write back makes every example fail: one clear error."""
+
+    class Aliased(BaseModel):
+        kind: str = Field(alias="type")
+
+    with pytest.raises(StageflowError, match="no valid Aliased survives the trip"):
+        examples_for(Aliased, 3)
 
 
 def test_examples_feed_a_stage_as_a_property_test() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,9 @@ def cli_run(
 def test_pipeline_file_agrees_with_stageflow_run(tmp_path: Path) -> None:
     """Fan-out, filter, raise, bad outputs, timeout, failing finish(): byte-equal to the CLI."""
     lines, dead = cli_run(KIT, [*KIT_INPUT, NOT_UTF8], tmp_path)
+    handler = signal.getsignal(signal.SIGALRM)
     local = run_pipeline(KIT, [*KIT_INPUT, NOT_UTF8])
+    assert signal.getsignal(signal.SIGALRM) is handler  # the timeout's handler is put back
     assert sorted(local.lines) == sorted(lines)
     assert canonical(local.dead_letters) == canonical(dead)
     # Every kind of failure is really exercised.

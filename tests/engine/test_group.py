@@ -1,0 +1,206 @@
+"""The fused group runner, without processes: stages chained in memory, counted per stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+import stageflow
+from stageflow.engine.group import GroupRunner
+from stageflow.engine.runner import Pending, StageRunner
+from tests.engine.stages import (
+    CountWords,
+    DropEmpty,
+    FanOut,
+    Line,
+    Scale,
+    ScaleConfig,
+    Split,
+    SplitConfig,
+    Words,
+)
+
+
+def _run(runner: StageRunner | GroupRunner, records: list[bytes]) -> Pending:
+    ids: list[int] = []
+    for seq in range(1, len(records) + 1):
+        ids += (seq, 0, 1000 + seq)
+    pending = Pending()
+    runner.run_batch(ids, records, pending)
+    return pending
+
+
+def _chain(*runners: StageRunner) -> list[bytes]:
+    """What the stages give when each runs alone and its frame feeds the next."""
+    records = [b'{"id":"1","text":"a b c"}', b'{"id":"2","text":""}', b'{"id":"3","text":"d"}']
+    for runner in runners:
+        records = _run(runner, records).records
+    return records
+
+
+def _acks_balance(pending: Pending) -> bool:
+    """Every root's ack XOR its children's tags returns to zero, as the tracker requires."""
+    balance: dict[int, int] = {}
+    for index in range(0, len(pending.acks), 3):
+        root, _, value = pending.acks[index : index + 3]
+        balance[root] = balance.get(root, 0) ^ value ^ (1000 + root)
+    for index in range(0, len(pending.ids), 3):
+        root, _, tag = pending.ids[index : index + 3]
+        balance[root] ^= tag
+    return not any(balance.values())
+
+
+def _group() -> GroupRunner:
+    return GroupRunner(
+        [
+            StageRunner(Split, "split", SplitConfig(fail_on="boom")),
+            StageRunner(DropEmpty, "drop"),
+            StageRunner(FanOut, "fan"),
+            StageRunner(Split, "split2", SplitConfig()),
+            StageRunner(CountWords, "count"),
+        ]
+    )
+
+
+def test_group_gives_what_the_stages_give_apart() -> None:
+    """A fused group's output equals its stages run one by one, with a balanced ack per root."""
+    records = [b'{"id":"1","text":"a b c"}', b'{"id":"2","text":""}', b'{"id":"3","text":"d"}']
+    pending = _run(_group(), records)
+    apart = _chain(
+        StageRunner(Split, "split", SplitConfig()),
+        StageRunner(DropEmpty, "drop", trusted_input=True),
+        StageRunner(FanOut, "fan", trusted_input=True),
+        StageRunner(Split, "split2", SplitConfig(), trusted_input=True),
+        StageRunner(CountWords, "count", trusted_input=True),
+    )
+    assert pending.records == apart and len(apart) == 4
+    assert [pending.acks[i] for i in range(0, len(pending.acks), 3)] == [1, 2, 3]
+    assert _acks_balance(pending)
+
+
+def test_group_counts_each_stage_as_if_unfused() -> None:
+    """processed counts the records that entered each stage of the group."""
+    pending = _run(_group(), [b'{"id":"1","text":"a b c"}', b'{"id":"2","text":""}'])
+    assert pending.processed == {"split": 2, "drop": 2, "fan": 1, "split2": 3, "count": 3}
+
+
+def test_group_dead_letters_name_the_failing_stage_and_line() -> None:
+    """A record failing in the middle of a group is dead-lettered under that stage and line."""
+    group = GroupRunner(
+        [
+            StageRunner(FanOut, "fan", trusted_input=True),
+            StageRunner(Split, "inner", SplitConfig(fail_on="boom"), retries=1),
+        ]
+    )
+    pending = _run(group, [b'{"id":"1","words":["ok","boom"]}', b'{"id":"2","words":["x"]}'])
+    ((root, _, entry),) = pending.dead
+    assert (root, entry["line"], entry["stage"]) == (1, 1, "inner")
+    assert entry["record"] == {"id": "1.1", "text": "boom"}
+    assert "after 2 attempts" in entry["message"]
+    assert len(pending.records) == 2 and _acks_balance(pending)
+
+
+class Loose(BaseModel):
+    id: str
+    words: list[str]
+    note: str = "extra"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    words: list[str]
+
+
+class Annotate(stageflow.Stage):
+    name = "test-annotate"
+    Input = Words
+    Output = Loose
+
+    def process(self, item: Words) -> Loose:
+        return Loose(id=item.id, words=item.words)
+
+
+class Identity(stageflow.Stage):
+    name = "test-identity"
+    Input = Words
+    Output = Words
+
+    def process(self, item: Words) -> Any:
+        return item
+
+
+class Pickier(stageflow.Stage):
+    name = "test-pickier"
+    Input = Strict
+    Output = Strict
+
+    def process(self, item: Strict) -> Strict:
+        return item
+
+
+def test_same_class_is_handed_over_as_is() -> None:
+    """When the next Input is the class the stage returned, the very instance goes on."""
+    seen: list[Any] = []
+
+    class Keep(Identity):
+        def process(self, item: Words) -> Any:
+            seen.append(item)
+            return item
+
+    group = GroupRunner([StageRunner(Split, "split", SplitConfig()), StageRunner(Keep, "keep")])
+    first = group.members[0]
+    made: list[Any] = []
+    original = first._stage_process
+
+    def spy(item: Line) -> Any:
+        made.append(original(item))
+        return made[-1]
+
+    first._stage_process = spy
+    _run(group, [b'{"id":"1","text":"a"}'])
+    assert seen[0] is made[0]
+
+
+def test_other_classes_are_validated_from_the_fields_as_over_the_wire() -> None:
+    """A different next Input is validated from the Output's fields: extra='forbid' still bites."""
+    group = GroupRunner(
+        [StageRunner(Annotate, "annotate", trusted_input=True), StageRunner(Pickier, "picky")]
+    )
+    pending = _run(group, [b'{"id":"1","words":["a"]}'])
+    ((_, _, entry),) = pending.dead
+    assert entry["stage"] == "picky" and entry["error"] == "ValidationError"
+    assert entry["errors"][0]["type"] == "extra_forbidden"
+    assert entry["record"] == {"id": "1", "words": ["a"], "note": "extra"}
+    apart = _run(
+        StageRunner(Pickier, "picky", trusted_input=True),
+        [b'{"id":"1","words":["a"],"note":"extra"}'],
+    )
+    assert apart.dead[0][2]["errors"][0]["type"] == "extra_forbidden"
+
+
+def test_group_finish_runs_final_outputs_through_the_rest() -> None:
+    """A member's finish() outputs pass through the stages after it, in flow order."""
+
+    class Tail(Identity):
+        def finish(self) -> Words:
+            return Words(id="tail", words=["p", "q"])
+
+    group = GroupRunner([StageRunner(Tail, "tail"), StageRunner(CountWords, "count")])
+    records, dead = group.finish()
+    assert records == [b'{"id":"tail","words":2}'] and dead == []
+
+
+def test_a_float_json_cannot_hold_is_refused_where_it_was_made() -> None:
+    """An infinite float made inside a group is dead-lettered under its stage, as over a hop."""
+    group = GroupRunner(
+        [
+            StageRunner(Scale, "overflow", ScaleConfig(factor=10.0)),
+            StageRunner(Scale, "after", ScaleConfig()),
+        ]
+    )
+    pending = _run(group, [b'{"id":"1","value":1e308}', b'{"id":"2","value":2.5}'])
+    ((_, _, entry),) = pending.dead
+    assert (entry["stage"], entry["line"], entry["error"]) == ("overflow", 1, "InvalidOutput")
+    assert pending.records == [b'{"id":"2","value":25.0}'] and _acks_balance(pending)
