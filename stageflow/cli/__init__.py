@@ -12,6 +12,7 @@ Exit statuses (documented in the README):
 2      bad usage, an invalid pipeline, or an unreadable input file
 3      the engine could not run (workers failed to start or kept dying)
 4      the output, dead-letter or journal file could not be written (disk full, I/O error)
+5      a stateful stage lost a worker's state, so its ``finish()`` output is wrong
 130    interrupted by SIGINT or SIGTERM
 141    the reader of stdout went away (a closed pipe, e.g. ``| head -1``)
 =====  ==============================================================================
@@ -39,6 +40,7 @@ EXIT_RECORDS_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ENGINE = 3
 EXIT_OUTPUT_FAILED = 4
+EXIT_STATE_LOST = 5
 EXIT_INTERRUPTED = 130
 #: 128 + SIGPIPE, what a shell reports for a program that a closed pipe stopped.
 EXIT_BROKEN_PIPE = 141

@@ -21,6 +21,7 @@ from stageflow.cli import (
     EXIT_OK,
     EXIT_OUTPUT_FAILED,
     EXIT_RECORDS_FAILED,
+    EXIT_STATE_LOST,
     fail,
     observe,
 )
@@ -317,6 +318,8 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         if report.error is None and status != EXIT_RECORDS_FAILED:
             report.error = error
     log.info("%s", report.summary())
+    if report.state_lost and status in (EXIT_OK, EXIT_RECORDS_FAILED):
+        return EXIT_STATE_LOST  # the engine logged the loss, one line per lost worker
     if status in (EXIT_OK, EXIT_RECORDS_FAILED):
         return status
     hint = report.resume_hint = outputs.resume_hint(report.last_line_read)

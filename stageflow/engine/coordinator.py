@@ -8,6 +8,8 @@ through them:
 - :mod:`~stageflow.engine.pool` starts workers through a launcher and replaces lost ones;
 - :mod:`~stageflow.engine.membership` registers them and declares them lost;
 - :mod:`~stageflow.engine.dispatch` sends frames against credit and knows who holds what;
+- :mod:`~stageflow.engine.keying` and :mod:`~stageflow.engine.admission` decide where a
+  record may enter a keyed or a stateful stage;
 - :mod:`~stageflow.engine.tracker` follows each input record until it is wholly done;
 - :mod:`~stageflow.engine.finishing` runs ``finish()`` stage by stage at the end.
 
@@ -24,6 +26,7 @@ worker holds, and a lost worker costs only what it held.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -37,9 +40,11 @@ from typing import IO, Any
 import zmq
 
 from stageflow.engine import control, rundir, shipping, status, wire
+from stageflow.engine.admission import Admission
 from stageflow.engine.dispatch import Dispatch
 from stageflow.engine.feeding import WAIT, Feeder
 from stageflow.engine.finishing import Finishing
+from stageflow.engine.keying import slot_of
 from stageflow.engine.launcher import ForkServerLauncher
 from stageflow.engine.listener import Listener
 from stageflow.engine.membership import Member, Membership
@@ -47,6 +52,7 @@ from stageflow.engine.options import EngineOptions
 from stageflow.engine.pool import Pool
 from stageflow.engine.report import RunReport, WorkerStatus
 from stageflow.engine.scaling import Scaling
+from stageflow.engine.snapshots import Effect, Snapshots
 from stageflow.engine.supervisor import Supervisor
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.errors import EngineError
@@ -118,6 +124,12 @@ class Coordinator:
         names = [unit.name for unit in self.units]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret, options.keys)
+        # The stage whose Input a unit's frames carry: keyed and stateful stages start a unit.
+        self._entries = [unit.stages[0] for unit in self.units]
+        self.admission = Admission([stage.stateful for stage in self._entries])
+        self.snapshots = Snapshots()
+        # Units whose entering records the coordinator reads; the others' pass unparsed.
+        self._guarded = [stage.key is not None or stage.stateful for stage in self._entries]
         self.pool = Pool(
             self.units,
             self._launcher,
@@ -132,7 +144,7 @@ class Coordinator:
             len(self.units),
             self.tracker,
             report,
-            self.dispatch,
+            self._enter,
             self.pool.wanted,
             self.secret,
             batch_size=options.batch_size,
@@ -191,6 +203,9 @@ class Coordinator:
             "frame_bytes": self._frame_bytes,
             "batch_size": self.options.batch_size,
             "log_level": self.options.log_level,
+            "snapshots": self._entries[member.stage].snapshots,
+            "snapshot_every": self.options.snapshot_every,
+            "snapshot_seconds": self.options.snapshot_seconds,
         }
 
     def _remote_settings(self, member: Member) -> dict[str, Any]:
@@ -208,6 +223,7 @@ class Coordinator:
         }
 
     def command(self, member: Member, command: dict[str, Any]) -> None:
+        """Send ``member`` a command on the control plane (a joined one on the listener's)."""
         router = self.listener.router if member.remote and self.listener else self._router
         router.send_multipart(
             [member.identity, *wire.encode_control(command, self.secret)], zmq.NOBLOCK
@@ -320,6 +336,30 @@ class Coordinator:
 
     def _advance_finish(self) -> bool:
         return self.finishing.advance(self.membership.of_stage, self.pool.pending)
+
+    def _enter(self, stage: int, ids: list[int], records: list[bytes]) -> None:
+        """Queue records for ``stage``: those a stateful stage admits, by slot if keyed."""
+        bound = self._entries[stage]
+        if bound.stateful:
+            ids, records = self.admission.admit(
+                stage, ids, records, self.tracker.roots.__contains__
+            )
+            self.report.duplicates_refused = self.admission.refused
+        if bound.key is None:
+            if records:
+                self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+            return
+        groups: dict[int, tuple[list[int], list[bytes]]] = {}
+        for index, record in enumerate(records):
+            slot_ids, slot_records = groups.setdefault(
+                slot_of(record, bound.key, self.units[stage].workers), ([], [])
+            )
+            slot_ids += ids[index * 3 : index * 3 + 3]
+            slot_records.append(record)
+        for slot, (slot_ids, slot_records) in groups.items():
+            self.dispatch.submit(
+                stage, wire.encode_batch(slot_ids, slot_records, self.secret), slot
+            )
 
     def _poll(self, timeout: float) -> None:
         events = dict(self._poller.poll(int(timeout * 1000)))
@@ -434,14 +474,30 @@ class Coordinator:
                     time.monotonic() - member.started,
                 )
             self.pool.on_ready(member)
+            state = self.snapshots.state_of(member)
+            if state is not None and self._entries[member.stage].snapshots:
+                # No frame before the state is back: restore first, then join on "restored".
+                self.command(member, {"t": "restore", "state": base64.b64encode(state).decode()})
+            else:
+                self.dispatch.join(member)
+                self.finishing.on_ready(member)
+        elif kind == "restored":
+            self.snapshots.restored += 1
+            self.report.snapshots_restored = self.snapshots.restored
             self.dispatch.join(member)
             self.finishing.on_ready(member)
+        elif kind == "snap":
+            for effect in self.snapshots.kept(member, payload):
+                self._apply(member, effect)
+            self.report.snapshots_taken = self.snapshots.taken
         elif kind == "failed":
             member.failure = f"failed to load or set up its stage: {message.get('error')}"
         elif kind == "finish-out":
             self.feeder.inject(member.stage + 1, payload.split(b"\n"))
         elif kind == "finished":
             member.finished = True
+            for effect in self.snapshots.released(member):
+                self._apply(member, effect)
             for entry in message.get("dead", ()):
                 self._dead_letter(entry)
 
@@ -451,33 +507,50 @@ class Coordinator:
         # Counted per stage, even inside a fused group, as if it were not fused.
         counts: dict[str, int] = message.get("n", {})
         count = counts.get(self.units[member.stage].stages[0].name, 0)
+        hooked = self.units[member.stage].stages[0].snapshots
+        taken = self.dispatch.reported(member, message["f"], count) if hooked else None
         if not self.dispatch.progress(member, message["f"], count, message.get("end", False)):
             return  # a frame taken back from this worker: someone else does it again
-        tracker = self.tracker
-        for seq, attempt, entry in message.get("dead", ()):
-            tracker.dead(seq, attempt, entry)
-        try:
-            tracker.ack(wire.unpack_ints(payload))
-        except wire.WireError as exc:
-            log.warning("dropped malformed acknowledgements: %s", exc)
-        last = member.stage + 1 == len(self.units)
-        for index in range(0, len(frames), 3):
-            parts = frames[index : index + 3]
-            if not last:
-                self.dispatch.submit(member.stage + 1, parts)
-                continue
-            try:
-                ids, records = wire.decode_batch(parts, self.secret)
-            except wire.WireError as exc:
-                self._rejected.add(exc)
-                continue
-            tracker.results(ids, records)
+        effect: Effect = (message.get("dead", []), payload, frames)
+        if taken is None:
+            self._apply(member, effect)
+        else:
+            self.snapshots.hold(member, *taken, effect)
+            if not self.dispatch.holds(member) and self.snapshots.should_ask(member):
+                self.command(member, {"t": "snap"})
         member.processed += count
         busy = message.get("b", {})
         # "#slot" for a local worker, "@host#n" for a joined one.
         where = member.name[len(self.units[member.stage].name) :]
         for name, stage_count in counts.items():
             self.report.add_ack(name, f"{name}{where}", stage_count, busy.get(name))
+
+    def _apply(self, member: Member, effect: Effect) -> None:
+        """What a worker's report did: dead letters, acknowledgements, outputs sent on."""
+        dead, payload, frames = effect
+        tracker = self.tracker
+        for seq, attempt, entry in dead:
+            tracker.dead(seq, attempt, entry)
+        try:
+            tracker.ack(wire.unpack_ints(payload))
+        except wire.WireError as exc:
+            log.warning("dropped malformed acknowledgements: %s", exc)
+        after = member.stage + 1
+        last = after == len(self.units)
+        for index in range(0, len(frames), 3):
+            parts = frames[index : index + 3]
+            if not last and not self._guarded[after]:
+                self.dispatch.submit(after, parts)
+                continue
+            try:
+                ids, records = wire.decode_batch(parts, self.secret)
+            except wire.WireError as exc:
+                self._rejected.add(exc)
+                continue
+            if last:
+                tracker.results(ids, records)
+            else:
+                self._enter(after, ids, records)
 
     # -- end of stream --------------------------------------------------------------------
 
@@ -488,6 +561,7 @@ class Coordinator:
         if root.dead:
             for entry in root.dead:
                 self._dead_letter(entry)
+        self.admission.forget(root.seq)
         if root.seq > 0:
             self.report.records_done += 1
             self.feeder.done(root.seq)

@@ -32,6 +32,10 @@ class EngineOptions:
     stuck_after: float = 30.0
     #: Frames a worker may hold at once.
     credit: int = 2
+    #: A stateful stage with snapshot()/restore() is snapshotted after this many records...
+    snapshot_every: int = 2048
+    #: ...or this many seconds, at a frame's end.
+    snapshot_seconds: float = 1.0
     #: Starts the worker processes; when not given, a fork server for the run.
     launcher: Launcher | None = None
     #: Also accept workers joining from other hosts on this address (``tcp://HOST:PORT``).

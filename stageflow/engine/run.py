@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
+from stageflow.engine.keying import check_scalable
 from stageflow.engine.report import RunReport, WorkerStatus
 from stageflow.errors import EngineError, PipelineError, RecordsFailedError
 from stageflow.observe.latency import LatencyRecorder
@@ -268,6 +269,7 @@ class _Core:
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
+        check_scalable(self.pipeline.stages[names.index(stage)])
         self._early.append((stage, count, relative))
 
     def progress(self) -> Progress | None:

@@ -15,17 +15,21 @@ Sockets:
 
 from __future__ import annotations
 
+import base64
 import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from stageflow.engine import shipping, wire
 from stageflow.engine.group import GroupRunner, build_runner
 from stageflow.engine.link import Link, WatchedRecord
 from stageflow.engine.runner import Pending, StageRunner
 from stageflow.security import Gatekeeper, Keys
+from stageflow.stage import Stage
 
 __all__ = ["make_runner", "run_worker"]
 
@@ -83,6 +87,12 @@ class Worker:
         self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
         self.pending = Pending()
         self._last_flush = time.monotonic()
+        # A stateful stage with hooks snapshots itself after this many records or seconds.
+        self.snapshots: bool = settings.get("snapshots", False)
+        self._snapshot_every: int = settings.get("snapshot_every", 0)
+        self._snapshot_seconds: float = settings.get("snapshot_seconds", 0.0)
+        self._unsnapped = 0
+        self._snapped_at = time.monotonic()
 
         worker = self
 
@@ -134,6 +144,27 @@ class Worker:
         # A frame's outputs leave with it: frames are big when the pipeline is busy and a
         # single record when it is idle, so batching follows the load with no timer.
         self.flush(frame, end=True)
+        if self.snapshots:
+            self._unsnapped += len(records)
+            if (
+                self._unsnapped >= self._snapshot_every
+                or clock() - self._snapped_at >= self._snapshot_seconds
+            ):
+                self.snap()
+
+    def snap(self) -> None:
+        """Send the stage's state; it covers exactly the records reported before it."""
+        state = self._stateful().snapshot()
+        if isinstance(state, BaseModel):
+            state = state.model_dump_json().encode()
+        self.link.send({"t": "snap"}, state)
+        self._unsnapped = 0
+        self._snapped_at = time.monotonic()
+
+    def _stateful(self) -> Stage:
+        """The stage of a stateful worker: never fused, so the runner hosts it alone."""
+        assert isinstance(self.runner, StageRunner)
+        return self.runner.stage
 
     def flush(self, frame: int, end: bool) -> None:
         self._last_flush = time.monotonic()
@@ -165,6 +196,13 @@ class Worker:
 
     def on_command(self, command: dict[str, Any]) -> None:
         kind = command.get("t")
+        if kind == "snap":
+            self.snap()
+            return
+        if kind == "restore":
+            self._stateful().restore(base64.b64decode(command["state"]))
+            self.link.send({"t": "restored"})
+            return
         if kind in ("finish", "retire"):
             records, dead = self.runner.finish()
             for chunk in _chunks(records, self.frame_bytes):
