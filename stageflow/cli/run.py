@@ -164,6 +164,8 @@ exit statuses:
   4    the output, dead-letter or journal file could not be written (disk full, I/O
        error); stderr says how to resume. Also a complete run whose --report
        could not be written
+  5    a stateful stage without snapshot hooks lost a worker's state, so its
+       finish() output would be wrong; stderr names the stage
   130  stopped by SIGINT or SIGTERM; stderr says how to resume
   141  the reader of stdout went away (a closed pipe, e.g. | head -1)
 """
