@@ -5,11 +5,12 @@ it puts each message on a queue and wakes this thread with a one-byte inproc mes
 when the thread is not already awake to drain the queue, and this thread passes commands to
 the reactor with ``callFromThread``. Every ZeroMQ call lets go of the GIL, and taking it back
 from a busy reactor thread can wait a whole switch interval, so a busy worker's messages go
-over in bursts of one wake-up each instead of costing the reactor a GIL hand-off per part. Because the thread runs while ``process()`` does, the
-worker keeps beating through a slow record, and each beat tells which record is inside
-``process()`` and for how long, so the coordinator can report a stuck one. When the
-coordinator falls silent for ``heartbeat_timeout`` (its process hung, or gone from another
-host), this thread ends the process: nothing outlives a run.
+over in bursts of one wake-up each instead of costing the reactor a GIL hand-off per part.
+Because the thread runs while ``process()`` does, the worker keeps beating through a slow
+record, and each beat tells which record is inside ``process()`` and for how long, so the
+coordinator can report a stuck one. When the coordinator falls silent for
+``heartbeat_timeout`` (its process hung, or gone from another host), this thread ends the
+process: nothing outlives a run.
 """
 
 from __future__ import annotations
