@@ -20,10 +20,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import journal, latency, mac, memory, peers, progress_cost, startup, throughput
+from benchmarks import (
+    joined,
+    journal,
+    latency,
+    mac,
+    memory,
+    peers,
+    progress_cost,
+    startup,
+    throughput,
+)
 from benchmarks.common import have, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
@@ -33,11 +44,13 @@ START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 FULL = {"records": 200_000, "runs": 5, "watch_runs": 5,
         "latency_s": 10.0, "sizes": [100_000, 1_000_000],
         "startup_runs": 7, "chain": ["--messages", "300000", "--runs", "3"],
-        "profile_records": 200_000, "mac_frames": 2000}
+        "profile_records": 200_000, "mac_frames": 2000,
+        "joined": (20_000, 200, 3)}
 QUICK = {"records": 30_000, "runs": 1, "watch_runs": 1,
          "latency_s": 3.0, "sizes": [20_000, 100_000],
          "startup_runs": 3, "chain": ["--messages", "50000", "--runs", "1"],
-         "profile_records": 30_000, "mac_frames": 100}
+         "profile_records": 30_000, "mac_frames": 100,
+         "joined": (2_000, 50, 1)}
 SINK_RATE = 1_500_000.0  # bytes/s read from the memory benchmark's pipe (~8k records/s)
 
 
@@ -133,6 +146,18 @@ def section_pool(s: dict[str, float]) -> list[str]:
             f"stageflow / Pool {ratio:.2f}×; target ≤ 1.5×: {verdict(ratio <= 1.5)}.", ""]
 
 
+def section_joined(j: dict[str, Any]) -> list[str]:
+    out = ["### (k) Workers joined from other hosts (network namespaces, one core each)", ""]
+    if "skipped" in j:
+        return [*out, f"Skipped: {j['skipped']}.", ""]
+    return [*out, f"{j['records']:,} records of {j['rounds']} SHA-256 rounds each through a "
+            "`workers: 0` stage served only by joined hosts, each one `stageflow worker "
+            f"--join` process under `taskset`; median of {j['runs']} runs.", "",
+            "| joined hosts | records/s |", "|---:|---:|",
+            f"| 1 | {fmt(j['hosts_1'], 0)} |", f"| 2 | {fmt(j['hosts_2'], 0)} |", "",
+            f"Two hosts give {j['hosts_2'] / j['hosts_1']:.2f}× one host.", ""]
+
+
 def section_journal(j: dict[str, dict[str, float]], records: int) -> list[str]:
     on, off = j["journal"], j["no-journal"]
     out = [f"### (i) Resume journal: seed pipeline into a file ({records:,} records, median of "
@@ -208,6 +233,8 @@ def main() -> None:
         print("(j) peers", flush=True)
         peer = peers.measure(["text", "numeric"], peers.SIZES["quick" if args.quick else "full"],
                              settings["runs"] if args.quick else 3, directory)
+        print("(k) joined hosts", flush=True)
+        jo = joined.measure(*settings["joined"])
         prof = None
         if not args.no_profile and have("py-spy"):
             print("profile", flush=True)
@@ -232,6 +259,7 @@ def main() -> None:
     lines += progress_cost.section(watch, settings["records"], settings["watch_runs"])
     lines += section_journal(jour, settings["records"])
     lines += peers.section(peer, 1 if args.quick else 3)
+    lines += section_joined(jo)
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]

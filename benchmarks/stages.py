@@ -5,6 +5,8 @@ Referenced from pipeline files as ``benchmarks.stages:Pass`` (importable from th
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import BaseModel
 
 import stageflow
@@ -25,4 +27,25 @@ class Pass(stageflow.Stage):
     Output = Stamped
 
     def process(self, item: Stamped) -> Stamped:
+        return item
+
+
+class Work(BaseModel):
+    """A record asking for ``rounds`` rounds of hashing: CPU work of a known size."""
+
+    seq: int
+    rounds: int
+
+
+class Burn(stageflow.Stage):
+    """Hash the record's number ``rounds`` times: a CPU-bound stage, for scaling figures."""
+
+    name = "bench-burn"
+    Input = Work
+    Output = Work
+
+    def process(self, item: Work) -> Work:
+        digest = str(item.seq).encode()
+        for _ in range(item.rounds):
+            digest = hashlib.sha256(digest).digest()
         return item

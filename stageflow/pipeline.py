@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,7 +20,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from stageflow.compat import Mismatch, check_edge, describe
 from stageflow.engine import shipping
 from stageflow.errors import PipelineError, SchemaMismatchError, StageConfigError
-from stageflow.plan import FusionPlan, plan_fusion
+from stageflow.plan import FusionPlan, keeps_state, plan_fusion
 from stageflow.plugins import StageEntry, StageRegistry, did_you_mean, load_registry
 from stageflow.stage import Stage
 
@@ -40,7 +40,13 @@ class StageSpec(BaseModel):
         min_length=1,
         description='A registered stage name, or "package.module:Class".',
     )
-    workers: int = Field(default=1, ge=1, le=256, description="Worker processes for this stage.")
+    workers: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="Worker processes for this stage; 0: served only by workers that join "
+        "from other hosts (stageflow worker --join).",
+    )
     config: dict[str, Any] = Field(
         default_factory=dict, description="Validated by the stage's Config model."
     )
@@ -51,6 +57,16 @@ class StageSpec(BaseModel):
         default=None,
         gt=0,
         description="Seconds one process() call may take before its record is dead-lettered.",
+    )
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A field of the stage's Input (dotted for a nested one): records with the "
+        "same value always go to the same worker of the stage.",
+    )
+    stateful: bool = Field(
+        default=False,
+        description="The stage keeps state across records (implied when it overrides finish()).",
     )
     fuse: bool = Field(
         default=True,
@@ -99,6 +115,21 @@ class BoundStage:
     @property
     def workers(self) -> int:
         return self.spec.workers
+
+    @property
+    def stateful(self) -> bool:
+        """Whether a worker's state matters beyond one record (``stateful:`` or a finish())."""
+        return self.spec.stateful or keeps_state(self.cls)
+
+    @property
+    def snapshots(self) -> bool:
+        """Whether the stage is stateful and its state can be snapshotted and restored."""
+        return self.stateful and self.cls.has_snapshots()
+
+    @property
+    def key(self) -> tuple[str, ...] | None:
+        """The key's dotted path as parts, or None for a stage that is not keyed."""
+        return tuple(self.spec.key.split(".")) if self.spec.key else None
 
     def config_json(self) -> str:
         return self.config.model_dump_json() if self.config is not None else "null"
@@ -152,6 +183,8 @@ class Pipeline:
         self.stages: tuple[BoundStage, ...] = tuple(
             self._bind(spec, classes) for spec in self.spec.stages
         )
+        for bound in self.stages:
+            _check_key(bound)
         self.mismatches: tuple[Mismatch, ...] = tuple(
             mismatch
             for upstream, downstream in zip(self.stages, self.stages[1:], strict=False)
@@ -325,6 +358,35 @@ def _stage_name_at(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str |
     stage = stages[loc[1]]
     name = stage.get("name") if isinstance(stage, Mapping) else None
     return name if isinstance(name, str) else None
+
+
+def _check_key(stage: BoundStage) -> None:
+    """A stage's ``key:`` must name a field of its Input, through nested models."""
+    if stage.key is None:
+        return
+    model: Any = stage.cls.Input
+    for depth, part in enumerate(stage.key):
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            inside = ".".join(stage.key[:depth])
+            raise PipelineError(
+                f"stage {stage.name!r}: key {stage.spec.key!r}: {inside!r} is not a model, so "
+                f"it has no field {part!r}; fix `key:`"
+            )
+        if part not in fields:
+            raise PipelineError(
+                f"stage {stage.name!r}: key {stage.spec.key!r}: {model.__name__} has no field "
+                f"{part!r} (its fields: {', '.join(fields)}); fix `key:`"
+            )
+        model = _model_in(fields[part].annotation)
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model an annotation such as ``User`` or ``User | None`` names, else itself."""
+    for candidate in (annotation, *get_args(annotation)):
+        if hasattr(candidate, "model_fields"):
+            return candidate
+    return annotation
 
 
 def _check_importable(cls: type[Stage]) -> None:

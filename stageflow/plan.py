@@ -43,6 +43,8 @@ REASONS = {
     "no-fuse": "fusion is turned off for this run",
     "fuse-false": "`fuse: false` in the pipeline file",
     "stateful": "the stage keeps state (finish() or `stateful = True`)",
+    "joined": "one of the two is served only by joined workers (`workers: 0`)",
+    "keyed": "the stage is keyed (`key:`): its records are routed by key as they enter it",
 }
 
 
@@ -123,6 +125,10 @@ def _boundary(upstream: BoundStage, downstream: BoundStage, fuse: bool) -> str |
         return "no-fuse"
     if not upstream.spec.fuse or not downstream.spec.fuse:
         return "fuse-false"
-    if keeps_state(upstream.cls) or keeps_state(downstream.cls):
+    if upstream.stateful or downstream.stateful:
         return "stateful"
+    if (upstream.workers == 0) != (downstream.workers == 0):
+        return "joined"  # a stage only joined workers serve runs where they are
+    if downstream.key is not None:
+        return "keyed"
     return None

@@ -62,6 +62,23 @@ class Stage:
         """Called once per worker at the end of the stream; may return or yield Outputs."""
         return None
 
+    def snapshot(self) -> bytes | BaseModel:
+        """The worker's state, as bytes or a model; override with :meth:`restore`.
+
+        A stateful stage with both hooks survives the death of its own workers: the engine
+        keeps the latest snapshot of each worker and gives it to the replacement.
+        """
+        raise NotImplementedError(f"stage {self.name!r} does not define snapshot()")
+
+    def restore(self, state: bytes) -> None:
+        """Take back the state :meth:`snapshot` returned (a model arrives as its JSON)."""
+        raise NotImplementedError(f"stage {self.name!r} does not define restore()")
+
+    @classmethod
+    def has_snapshots(cls) -> bool:
+        """Whether the class overrides both snapshot() and restore()."""
+        return cls.snapshot is not Stage.snapshot and cls.restore is not Stage.restore
+
     @classmethod
     def check_definition(cls) -> None:
         """Raise :class:`PluginError` when the class breaks the stage contract."""

@@ -114,10 +114,10 @@ INVALID = {
         "pipeline file '{path}': stages: stage name 'prep' is used twice, but names must be "
         "unique; fix the file (`stageflow schema` prints its format)",
     ),
-    "zero-workers": (
-        "name: p\nstages:\n  - {name: prep, uses: preprocessor, workers: 0}\n",
+    "negative-workers": (
+        "name: p\nstages:\n  - {name: prep, uses: preprocessor, workers: -1}\n",
         "pipeline file '{path}': stages.0.workers (stage 'prep'): Input should be greater "
-        "than or equal to 1; fix the file (`stageflow schema` prints its format)",
+        "than or equal to 0; fix the file (`stageflow schema` prints its format)",
     ),
     "misspelt-key": (
         "name: p\nstages:\n  - {name: prep, uses: preprocessor, worker: 2}\n",
@@ -225,10 +225,10 @@ def test_non_stage_class_is_rejected() -> None:
 def test_python_definition_errors_name_the_stage() -> None:
     """An invalid stage in a Python definition is named, without mentioning a file."""
     with pytest.raises(PipelineError) as info:
-        Pipeline("p", [{"name": "count", "uses": WordCount, "workers": 0}])
+        Pipeline("p", [{"name": "count", "uses": WordCount, "workers": -1}])
     assert str(info.value) == (
         "pipeline definition: stages.0.workers (stage 'count'): Input should be greater than "
-        "or equal to 1; fix it"
+        "or equal to 0; fix it"
     )
 
 

@@ -12,6 +12,7 @@ Exit statuses (documented in the README):
 2      bad usage, an invalid pipeline, or an unreadable input file
 3      the engine could not run (workers failed to start or kept dying)
 4      the output, dead-letter or journal file could not be written (disk full, I/O error)
+5      a stateful stage lost a worker's state, so its ``finish()`` output is wrong
 130    interrupted by SIGINT or SIGTERM
 141    the reader of stdout went away (a closed pipe, e.g. ``| head -1``)
 =====  ==============================================================================
@@ -39,6 +40,7 @@ EXIT_RECORDS_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ENGINE = 3
 EXIT_OUTPUT_FAILED = 4
+EXIT_STATE_LOST = 5
 EXIT_INTERRUPTED = 130
 #: 128 + SIGPIPE, what a shell reports for a program that a closed pipe stopped.
 EXIT_BROKEN_PIPE = 141
@@ -46,7 +48,7 @@ EXIT_BROKEN_PIPE = 141
 
 def build_parser() -> argparse.ArgumentParser:
     from stageflow import __version__
-    from stageflow.cli import graph, keygen, new, plugins, run, schema, validate
+    from stageflow.cli import graph, keygen, new, plugins, run, schema, validate, worker
 
     parser = argparse.ArgumentParser(
         prog="stageflow",
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stageflow {__version__}")
     _add_log_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, validate, graph, plugins, schema, keygen, new):
+    for module in (run, validate, graph, plugins, schema, keygen, new, worker):
         module.register(subparsers)
     # Also after the subcommand (`stageflow run -v ...`); SUPPRESS keeps a subcommand that
     # was given neither from resetting what was given before it.

@@ -78,17 +78,15 @@ class Observation:
     """What one ``stageflow run`` shows and writes about itself.
 
     Raises :class:`~stageflow.observe.metrics.MetricsError` when ``--metrics`` cannot be
-    served, or ValueError when ``--report``'s directory does not exist, before anything
-    starts.
+    served, or ValueError when ``--report`` names no regular file in a writable directory,
+    before anything starts.
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.report_path = Path(args.report) if args.report else None
-        if self.report_path is not None and not self.report_path.parent.is_dir():
-            raise ValueError(
-                f"cannot write the report to {args.report!r}: its directory does not exist"
-            )
+        if self.report_path is not None:
+            _check_report_path(self.report_path)
         self.metrics = Metrics(args.metrics) if args.metrics else None
         if self.metrics is not None:
             print(f"stageflow: metrics at {self.metrics.url}", file=sys.stderr, flush=True)
@@ -134,6 +132,20 @@ class Observation:
         except OSError as exc:
             return f"cannot write the report to {str(self.report_path)!r}: {exc.strerror or exc}"
         return None
+
+
+def _check_report_path(path: Path) -> None:
+    # The report is written by a rename at the very end: anything that would make that fail
+    # (or, for a device or a link, replace it) is refused before the run starts.
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write the report to {str(path)!r}: its directory does not exist")
+    if os.path.lexists(path) and not (path.is_file() and not path.is_symlink()):
+        raise ValueError(
+            f"cannot write the report to {str(path)!r}: it exists and is not a regular file; "
+            "give the path of a file"
+        )
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the report to {str(path)!r}: its directory is not writable")
 
 
 def _gauge(source: IO[bytes]) -> InputGauge | None:

@@ -21,6 +21,7 @@ from stageflow.cli import (
     EXIT_OK,
     EXIT_OUTPUT_FAILED,
     EXIT_RECORDS_FAILED,
+    EXIT_STATE_LOST,
     fail,
     observe,
 )
@@ -132,6 +133,18 @@ def register(subparsers: Any) -> None:
         "are dead-lettered as Stopped (5)",
     )
     observe.add_arguments(parser)
+    parser.add_argument(
+        "--listen",
+        metavar="ADDRESS",
+        help="also accept workers joining from other hosts (stageflow worker --join) on "
+        "ADDRESS, like tcp://0.0.0.0:0 (port 0: a free one, printed)",
+    )
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="the CURVE keys of --listen (made by stageflow keygen DIR); needed unless "
+        "ADDRESS is loopback",
+    )
     parser.set_defaults(func=run)
 
 
@@ -149,7 +162,8 @@ exit statuses:
        or a --resume the journal cannot serve
   3    the engine could not run: workers failed to start or kept dying
   4    the output, dead-letter or journal file could not be written (disk full, I/O
-       error); stderr says how to resume
+       error); stderr says how to resume. Also a complete run whose --report
+       could not be written
   130  stopped by SIGINT or SIGTERM; stderr says how to resume
   141  the reader of stdout went away (a closed pipe, e.g. | head -1)
 """
@@ -195,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
         problem = observation.close(status)
         if problem is not None:
             fail(problem)
+            if status == EXIT_OK:
+                status = EXIT_OUTPUT_FAILED  # a run whose report is missing did not succeed
     return status
 
 
@@ -202,8 +218,13 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     # Imported here so that the other commands never load the engine or ZeroMQ.
     from stageflow.engine.run import Run
     from stageflow.pipeline import Pipeline
+    from stageflow.security import Keys, require_keys
 
     pipeline = Pipeline.from_file(args.pipeline)
+    # Refused before any output file is made: keys that do not load, an open door without keys.
+    keys = Keys.for_coordinator(args.keys) if args.keys else None
+    if args.listen is not None:
+        require_keys(args.listen, keys)
     try:
         source = _open_input(args.input)
     except OSError as exc:
@@ -245,6 +266,8 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         log_level=logging.getLogger().getEffectiveLevel(),
         metrics=observation.metrics,
         latency=observation.latency,
+        listen=args.listen,
+        keys=keys,
     )
     # The observer only asks the output for fileno() and flush().
     observation.attach(the_run, source, cast("IO[bytes]", outputs))
@@ -284,13 +307,19 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     if status == EXIT_BROKEN_PIPE:
         log.info("the reader of the output went away; stopped after %d results", report.results)
         return status
-    if status == EXIT_OK and report.interrupted:
+    if status in (EXIT_OK, EXIT_RECORDS_FAILED) and report.interrupted:
+        # A signal stopped the run: that is its status (records it set aside as Stopped
+        # are dead letters like any other, and the resume hint covers the rest).
+        if status == EXIT_RECORDS_FAILED:
+            fail(str(error))
         status, error = EXIT_INTERRUPTED, "stopped early, after finishing the records in flight"
     if error is not None and status != EXIT_INTERRUPTED:
         fail(error)  # the cause first: stderr ends with the summary and the way on
         if report.error is None and status != EXIT_RECORDS_FAILED:
             report.error = error
     log.info("%s", report.summary())
+    if report.state_lost and status in (EXIT_OK, EXIT_RECORDS_FAILED):
+        return EXIT_STATE_LOST  # the engine logged the loss, one line per lost worker
     if status in (EXIT_OK, EXIT_RECORDS_FAILED):
         return status
     hint = report.resume_hint = outputs.resume_hint(report.last_line_read)

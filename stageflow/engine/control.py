@@ -27,6 +27,11 @@ Commands (coordinator to worker): ``finish`` (end of stream: run ``finish()``),
 The hello is signed but not in the wire format, so a worker of another version can be told
 which versions differ instead of being dropped as garbled: ``[b"hello", JSON, digest]``.
 
+A worker joining from another host (:mod:`stageflow.engine.join`) does not know the run's
+secret yet: on the coordinator's CURVE-served ROUTER it first asks ``[b"join", JSON]`` (its
+host, pid, wire version, public key, wanted stage) and is answered ``[b"welcome", JSON
+settings]`` or ``[b"refused", reason]``; from then on it is a worker like any other.
+
 Liveness follows zguide's Paranoid Pirate: each side sends a heartbeat every
 ``heartbeat_timeout / HEARTBEAT_LIVENESS`` seconds, any message counts as one, and a peer
 silent for ``heartbeat_timeout`` is gone. The coordinator's heartbeat comes from a thread, so
@@ -43,11 +48,15 @@ from typing import Any
 import zmq
 
 from stageflow.engine import wire
+from stageflow.security import Keys
 
 __all__ = [
     "BEAT",
     "HEARTBEAT_LIVENESS",
     "HELLO",
+    "JOIN",
+    "REFUSED",
+    "WELCOME",
     "Pulse",
     "decode_hello",
     "encode_hello",
@@ -61,6 +70,10 @@ HEARTBEAT_LIVENESS = 5
 HELLO = b"hello"
 #: What the coordinator's heartbeat publishes.
 BEAT = b"beat"
+#: A joining worker's request, and the coordinator's two answers to it.
+JOIN = b"join"
+WELCOME = b"welcome"
+REFUSED = b"refused"
 
 
 def heartbeat_interval(timeout: float) -> float:
@@ -94,8 +107,17 @@ def is_beat(parts: list[bytes], key: bytes) -> bool:
 class Pulse:
     """The coordinator's heartbeat: a thread publishing a signed beat every ``interval``."""
 
-    def __init__(self, ctx: zmq.Context[Any], bind: str, key: bytes, interval: float) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        bind: str,
+        key: bytes,
+        interval: float,
+        keys: Keys | None = None,
+    ) -> None:
         self._socket: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
+        if keys is not None:
+            keys.serve(self._socket)
         self._socket.bind(bind)
         self.address: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._beat = wire.sign([BEAT], key)

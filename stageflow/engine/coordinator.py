@@ -8,6 +8,8 @@ through them:
 - :mod:`~stageflow.engine.pool` starts workers through a launcher and replaces lost ones;
 - :mod:`~stageflow.engine.membership` registers them and declares them lost;
 - :mod:`~stageflow.engine.dispatch` sends frames against credit and knows who holds what;
+- :mod:`~stageflow.engine.keying` and :mod:`~stageflow.engine.admission` decide where a
+  record may enter a keyed or a stateful stage;
 - :mod:`~stageflow.engine.tracker` follows each input record until it is wholly done;
 - :mod:`~stageflow.engine.finishing` runs ``finish()`` stage by stage at the end.
 
@@ -24,6 +26,7 @@ worker holds, and a lost worker costs only what it held.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -37,15 +40,19 @@ from typing import IO, Any
 import zmq
 
 from stageflow.engine import control, rundir, shipping, status, wire
+from stageflow.engine.admission import Admission
 from stageflow.engine.dispatch import Dispatch
 from stageflow.engine.feeding import WAIT, Feeder
 from stageflow.engine.finishing import Finishing
+from stageflow.engine.keying import slot_of
 from stageflow.engine.launcher import ForkServerLauncher
+from stageflow.engine.listener import Listener
 from stageflow.engine.membership import Member, Membership
 from stageflow.engine.options import EngineOptions
 from stageflow.engine.pool import Pool
 from stageflow.engine.report import RunReport, WorkerStatus
 from stageflow.engine.scaling import Scaling
+from stageflow.engine.snapshots import Effect, Snapshots
 from stageflow.engine.supervisor import Supervisor
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.errors import EngineError
@@ -58,6 +65,9 @@ from stageflow.plan import Unit
 __all__ = ["WAIT", "Coordinator", "EngineOptions"]
 
 log = logging.getLogger("stageflow.engine")
+
+#: Seconds between two log lines while a run waits for a worker to join.
+_WAITING_EVERY = 5.0
 
 
 class Coordinator:
@@ -96,12 +106,30 @@ class Coordinator:
             self.secret,
             control.heartbeat_interval(options.heartbeat_timeout),
         )
+        self.listener: Listener | None = None
+        if options.listen is not None:
+            self.listener = Listener(
+                self._ctx,
+                options.listen,
+                options.keys,
+                self.secret,
+                control.heartbeat_interval(options.heartbeat_timeout),
+                options.max_message_size,
+            )
+            log.info("listening for workers on %s", self.listener.address)
+        self._joined = 0
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
         self._launcher = options.launcher or ForkServerLauncher(preload=_stage_modules(pipeline))
         names = [unit.name for unit in self.units]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
-        self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret)
+        self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret, options.keys)
+        # The stage whose Input a unit's frames carry: keyed and stateful stages start a unit.
+        self._entries = [unit.stages[0] for unit in self.units]
+        self.admission = Admission([stage.stateful for stage in self._entries])
+        self.snapshots = Snapshots()
+        # Units whose entering records the coordinator reads; the others' pass unparsed.
+        self._guarded = [stage.key is not None or stage.stateful for stage in self._entries]
         self.pool = Pool(
             self.units,
             self._launcher,
@@ -116,7 +144,7 @@ class Coordinator:
             len(self.units),
             self.tracker,
             report,
-            self.dispatch,
+            self._enter,
             self.pool.wanted,
             self.secret,
             batch_size=options.batch_size,
@@ -131,6 +159,10 @@ class Coordinator:
         self.watch: Watch | None = None
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
+        self._routers = [self._router]
+        if self.listener is not None:
+            self._poller.register(self.listener.router, zmq.POLLIN)
+            self._routers.append(self.listener.router)
         self._wakeup_fd: int | None = None
         self._all_started = False
 
@@ -171,10 +203,29 @@ class Coordinator:
             "frame_bytes": self._frame_bytes,
             "batch_size": self.options.batch_size,
             "log_level": self.options.log_level,
+            "snapshots": self._entries[member.stage].snapshots,
+            "snapshot_every": self.options.snapshot_every,
+            "snapshot_seconds": self.options.snapshot_seconds,
+        }
+
+    def _remote_settings(self, member: Member) -> dict[str, Any]:
+        """A joined worker's settings: it fills in its own host's addresses."""
+        assert self.listener is not None
+        settings = self._settings(member)
+        for stage in settings["stages"]:
+            stage.pop(shipping.PICKLED, None)  # never a class over the network: by name only
+        return {
+            **settings,
+            "control": None,
+            "heartbeat": self.listener.pulse.address,
+            "bind": None,
+            "current_path": None,
         }
 
     def command(self, member: Member, command: dict[str, Any]) -> None:
-        self._router.send_multipart(
+        """Send ``member`` a command on the control plane (a joined one on the listener's)."""
+        router = self.listener.router if member.remote and self.listener else self._router
+        router.send_multipart(
             [member.identity, *wire.encode_control(command, self.secret)], zmq.NOBLOCK
         )
 
@@ -185,15 +236,34 @@ class Coordinator:
         self.scaling.apply()
         self.pool.start(time.monotonic())
         deadline = time.monotonic() + self.options.start_timeout
-        while self.pool.pending() and not self.stopping:
-            if time.monotonic() > deadline:
+        told = 0.0
+        while (self.pool.pending() or self._unserved()) and not self.stopping:
+            now = time.monotonic()
+            if now > deadline:
                 raise EngineError(
                     f"workers did not start within {self.options.start_timeout:.0f}s; "
                     "check the stages' setup() and the machine's load"
+                    + ("" if not self._unserved() else ", and that workers can join")
+                )
+            if self._unserved() and now - told >= _WAITING_EVERY:
+                told = now
+                log.info(
+                    "stage %s has no worker yet: waiting for one to join "
+                    "(stageflow worker --join %s --keys DIR)",
+                    ", ".join(self._unserved()),
+                    self.listener.address if self.listener else "ADDRESS",
                 )
             self._poll(0.05)
             self.supervisor.supervise(time.monotonic())
         self._all_started = not self.stopping
+
+    def _unserved(self) -> list[str]:
+        """Stages served only by joined workers that have no ready worker yet."""
+        return [
+            stage.name
+            for index, stage in enumerate(self.units)
+            if stage.workers == 0 and not any(m.ready for m in self.membership.of_stage(index))
+        ]
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -267,12 +337,36 @@ class Coordinator:
     def _advance_finish(self) -> bool:
         return self.finishing.advance(self.membership.of_stage, self.pool.pending)
 
+    def _enter(self, stage: int, ids: list[int], records: list[bytes]) -> None:
+        """Queue records for ``stage``: those a stateful stage admits, by slot if keyed."""
+        bound = self._entries[stage]
+        if bound.stateful:
+            ids, records = self.admission.admit(
+                stage, ids, records, self.tracker.roots.__contains__
+            )
+            self.report.duplicates_refused = self.admission.refused
+        if bound.key is None:
+            if records:
+                self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+            return
+        groups: dict[int, tuple[list[int], list[bytes]]] = {}
+        for index, record in enumerate(records):
+            slot_ids, slot_records = groups.setdefault(
+                slot_of(record, bound.key, self.units[stage].workers), ([], [])
+            )
+            slot_ids += ids[index * 3 : index * 3 + 3]
+            slot_records.append(record)
+        for slot, (slot_ids, slot_records) in groups.items():
+            self.dispatch.submit(
+                stage, wire.encode_batch(slot_ids, slot_records, self.secret), slot
+            )
+
     def _poll(self, timeout: float) -> None:
         events = dict(self._poller.poll(int(timeout * 1000)))
         if self._wakeup_fd is not None and self._wakeup_fd in events:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wakeup_fd, 65536)
-        if self._router in events:
+        if any(router in events for router in self._routers):
             self.receive()
 
     def receive(self) -> bool:
@@ -280,12 +374,21 @@ class Coordinator:
 
         Returns True once nothing more is waiting.
         """
-        for _ in range(1000):
+        quiet = 0
+        for turn in range(1000):
+            router = self._routers[turn % len(self._routers)]
             try:
-                parts = self._router.recv_multipart(zmq.NOBLOCK)
+                parts = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return True
+                quiet += 1
+                if quiet == len(self._routers):
+                    return True
+                continue
+            quiet = 0
             identity, body = parts[0], parts[1:]
+            if body and body[0] == control.JOIN and router is not self._router:
+                self._on_join(identity, body)
+                continue
             if body and body[0] == control.HELLO:
                 self._on_hello(identity, body)
                 continue
@@ -298,6 +401,55 @@ class Coordinator:
             if member is not None:
                 self._on_message(member, message, payload, body[3:])
         return False
+
+    def _on_join(self, identity: bytes, body: list[bytes]) -> None:
+        """Admit a worker from another host as a member and send it its settings."""
+        assert self.listener is not None
+        info = self.listener.request(body)
+        if info is None:
+            return
+        names = [unit.name for unit in self.units]
+        why = self.listener.refusal(info, names)
+        if why is not None:
+            self.listener.answer(identity, control.REFUSED, why)
+            return
+        stage = names.index(info["stage"]) if info.get("stage") else self._neediest()
+        for cls in (bound.cls for bound in self.units[stage].stages):
+            if shipping.by_value(cls):
+                why = (
+                    f"stage {names[stage]!r} is defined in a script or a function "
+                    f"({cls.__module__}:{cls.__qualname__}), so no other host can import it; "
+                    "move it into a module installed on the worker hosts"
+                )
+                self.listener.answer(identity, control.REFUSED, why)
+                return
+        number = self._joined
+        self._joined += 1
+        host = str(info.get("host"))
+        member = Member(
+            key=f"{stage}.j{number}",
+            stage=stage,
+            slot=number,
+            name=f"{names[stage]}@{host}#{number}",
+            process=None,
+            current_path=None,
+            started=time.monotonic(),
+            remote=True,
+            public=str(info["public"]).encode() if info.get("public") else None,
+        )
+        self.membership.add(member)
+        self.listener.answer(identity, control.WELCOME, self._remote_settings(member))
+        log.info("worker %s (pid %s) joined stage %s", member.name, info.get("pid"), names[stage])
+
+    def _neediest(self) -> int:
+        """The stage a joining worker helps most: one only joiners serve, else the busiest."""
+
+        def need(index: int) -> tuple[bool, float]:
+            workers = len(self.membership.of_stage(index))
+            only_joiners = self.units[index].workers == 0
+            return only_joiners and not workers, self.dispatch.queued(index) / (workers + 1)
+
+        return max(range(len(self.units)), key=need)
 
     def _on_hello(self, identity: bytes, body: list[bytes]) -> None:
         member = self.membership.hello(identity, body)
@@ -322,14 +474,30 @@ class Coordinator:
                     time.monotonic() - member.started,
                 )
             self.pool.on_ready(member)
+            state = self.snapshots.state_of(member)
+            if state is not None and self._entries[member.stage].snapshots:
+                # No frame before the state is back: restore first, then join on "restored".
+                self.command(member, {"t": "restore", "state": base64.b64encode(state).decode()})
+            else:
+                self.dispatch.join(member)
+                self.finishing.on_ready(member)
+        elif kind == "restored":
+            self.snapshots.restored += 1
+            self.report.snapshots_restored = self.snapshots.restored
             self.dispatch.join(member)
             self.finishing.on_ready(member)
+        elif kind == "snap":
+            for effect in self.snapshots.kept(member, payload):
+                self._apply(member, effect)
+            self.report.snapshots_taken = self.snapshots.taken
         elif kind == "failed":
             member.failure = f"failed to load or set up its stage: {message.get('error')}"
         elif kind == "finish-out":
             self.feeder.inject(member.stage + 1, payload.split(b"\n"))
         elif kind == "finished":
             member.finished = True
+            for effect in self.snapshots.released(member):
+                self._apply(member, effect)
             for entry in message.get("dead", ()):
                 self._dead_letter(entry)
 
@@ -339,31 +507,50 @@ class Coordinator:
         # Counted per stage, even inside a fused group, as if it were not fused.
         counts: dict[str, int] = message.get("n", {})
         count = counts.get(self.units[member.stage].stages[0].name, 0)
+        hooked = self.units[member.stage].stages[0].snapshots
+        taken = self.dispatch.reported(member, message["f"], count) if hooked else None
         if not self.dispatch.progress(member, message["f"], count, message.get("end", False)):
             return  # a frame taken back from this worker: someone else does it again
+        effect: Effect = (message.get("dead", []), payload, frames)
+        if taken is None:
+            self._apply(member, effect)
+        else:
+            self.snapshots.hold(member, *taken, effect)
+            if not self.dispatch.holds(member) and self.snapshots.should_ask(member):
+                self.command(member, {"t": "snap"})
+        member.processed += count
+        busy = message.get("b", {})
+        # "#slot" for a local worker, "@host#n" for a joined one.
+        where = member.name[len(self.units[member.stage].name) :]
+        for name, stage_count in counts.items():
+            self.report.add_ack(name, f"{name}{where}", stage_count, busy.get(name))
+
+    def _apply(self, member: Member, effect: Effect) -> None:
+        """What a worker's report did: dead letters, acknowledgements, outputs sent on."""
+        dead, payload, frames = effect
         tracker = self.tracker
-        for seq, attempt, entry in message.get("dead", ()):
+        for seq, attempt, entry in dead:
             tracker.dead(seq, attempt, entry)
         try:
             tracker.ack(wire.unpack_ints(payload))
         except wire.WireError as exc:
             log.warning("dropped malformed acknowledgements: %s", exc)
-        last = member.stage + 1 == len(self.units)
+        after = member.stage + 1
+        last = after == len(self.units)
         for index in range(0, len(frames), 3):
             parts = frames[index : index + 3]
-            if not last:
-                self.dispatch.submit(member.stage + 1, parts)
+            if not last and not self._guarded[after]:
+                self.dispatch.submit(after, parts)
                 continue
             try:
                 ids, records = wire.decode_batch(parts, self.secret)
             except wire.WireError as exc:
                 self._rejected.add(exc)
                 continue
-            tracker.results(ids, records)
-        member.processed += count
-        busy = message.get("b", {})
-        for name, stage_count in counts.items():
-            self.report.add_ack(name, f"{name}#{member.slot}", stage_count, busy.get(name))
+            if last:
+                tracker.results(ids, records)
+            else:
+                self._enter(after, ids, records)
 
     # -- end of stream --------------------------------------------------------------------
 
@@ -374,6 +561,7 @@ class Coordinator:
         if root.dead:
             for entry in root.dead:
                 self._dead_letter(entry)
+        self.admission.forget(root.seq)
         if root.seq > 0:
             self.report.records_done += 1
             self.feeder.done(root.seq)
@@ -423,7 +611,8 @@ class Coordinator:
         try:
             if not self.aborting:
                 for member in members:
-                    if member.ready and member.process is not None:
+                    # A joined worker still starting is told too: it is not ours to kill.
+                    if member.remote or (member.ready and member.process is not None):
                         with contextlib.suppress(zmq.ZMQError):
                             self.command(member, {"t": "stop"})
                     elif member.process is not None:
@@ -444,6 +633,8 @@ class Coordinator:
                 if member.process is not None:
                     log.debug("worker %s exited with status %s", member.name, member.process.wait())
             self._rejected.flush()
+            if self.listener is not None:
+                self.listener.close()
             self._pulse.close()
             self.dispatch.close()
             self._router.close(linger=0)

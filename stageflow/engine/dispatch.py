@@ -6,8 +6,11 @@ alone (a directed send), prefixed with the frame's id; the frame then counts as 
 worker until it reports the frame's end. So a slow or stuck worker takes no more work while
 the others go on, and when a worker is lost exactly the records it held and had not yet
 reported are queued again, at the head of their stage's queue, for its peers (or its
-replacement). Frames are forwarded as the workers signed them: the coordinator never parses
-a record.
+replacement). Frames are forwarded as the workers signed them: the coordinator parses a
+record only on its way into a keyed or stateful stage.
+
+A keyed stage's frames are each for one slot (:mod:`~stageflow.engine.keying`): they wait in
+that slot's queue and go only to the slot's worker, or to its replacement.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import zmq
 
 from stageflow.engine import wire
 from stageflow.engine.membership import Member
+from stageflow.security import Keys
 
 __all__ = ["Dispatch", "Frame"]
 
@@ -28,11 +32,12 @@ __all__ = ["Dispatch", "Frame"]
 class Frame:
     """A batch of records for one stage, and how far its holder has got with it."""
 
-    __slots__ = ("done", "fid", "holder", "parts", "speculated", "stage")
+    __slots__ = ("done", "fid", "holder", "parts", "slot", "speculated", "stage")
 
-    def __init__(self, fid: int, stage: int, parts: list[bytes]) -> None:
+    def __init__(self, fid: int, stage: int, parts: list[bytes], slot: int | None) -> None:
         self.fid = fid
         self.stage = stage
+        self.slot = slot
         self.parts = parts
         self.done = 0  # records the holder has reported
         self.holder: Member | None = None
@@ -47,11 +52,20 @@ class Frame:
 class Dispatch:
     """The frames of every stage: queued, or held by a worker."""
 
-    def __init__(self, ctx: zmq.Context[Any], stages: int, credit: int, secret: bytes) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        stages: int,
+        credit: int,
+        secret: bytes,
+        keys: Keys | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.keys = keys
         self.credit = credit
         self.secret = secret
         self.queues: list[deque[Frame]] = [deque() for _ in range(stages)]
+        self.slotted: list[dict[int, deque[Frame]]] = [{} for _ in range(stages)]
         self.held: dict[str, dict[int, Frame]] = {}
         self._takers: list[list[Member]] = [[] for _ in range(stages)]
         self._push: dict[str, zmq.Socket[bytes]] = {}
@@ -61,6 +75,8 @@ class Dispatch:
         """Start sending frames to ``member``, which registered and is ready."""
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, 0)  # bounded by credit instead
+        if member.public is not None and self.keys is not None:
+            self.keys.connect(sock, server_public=member.public)
         sock.connect(member.address or "")
         self._push[member.key] = sock
         self.held[member.key] = {}
@@ -95,11 +111,29 @@ class Dispatch:
                 frame.parts = wire.encode_batch(kept_ids, [records[i] for i in keep], self.secret)
                 frame.done = 0
             again += len(keep)
-            self.queues[frame.stage].appendleft(frame)
+            self._queue_of(frame.stage, frame.slot).appendleft(frame)
         return again
 
-    def submit(self, stage: int, parts: list[bytes]) -> None:
-        self.queues[stage].append(Frame(next(self._ids), stage, parts))
+    def submit(self, stage: int, parts: list[bytes], slot: int | None = None) -> None:
+        """Queue a frame for ``stage``; for a keyed stage, for its worker ``slot`` only."""
+        self._queue_of(stage, slot).append(Frame(next(self._ids), stage, parts, slot))
+
+    def _queue_of(self, stage: int, slot: int | None) -> deque[Frame]:
+        if slot is None:
+            return self.queues[stage]
+        return self.slotted[stage].setdefault(slot, deque())
+
+    def reported(self, member: Member, fid: int, records: int) -> tuple[list[int], list[bytes]]:
+        """The ids and records of frame ``fid`` that ``member`` reports it has processed."""
+        frame = self.held.get(member.key, {}).get(fid)
+        if frame is None:
+            return [], []
+        ids, kept = frame.remaining(self.secret)
+        return ids[: records * 3], kept[:records]
+
+    def requeue(self, stage: int, parts: list[bytes], slot: int | None) -> None:
+        """Queue a frame for ``stage`` ahead of every other: records to be processed again."""
+        self._queue_of(stage, slot).appendleft(Frame(next(self._ids), stage, parts, slot))
 
     def holds(self, member: Member) -> int:
         return len(self.held.get(member.key, ()))
@@ -108,10 +142,15 @@ class Dispatch:
         return list(self.held.get(member.key, {}).values())
 
     def queued(self, stage: int) -> int:
-        return len(self.queues[stage])
+        return len(self.queues[stage]) + sum(len(q) for q in self.slotted[stage].values())
 
     def pump(self) -> None:
         """Send queued frames to every worker that has credit left."""
+        for stage, slotted in enumerate(self.slotted):
+            for member in self._takers[stage] if slotted else ():
+                queue = slotted.get(member.slot)
+                while queue and len(self.held[member.key]) < self.credit:
+                    self._send(member, queue.popleft())
         for stage, queue in enumerate(self.queues):
             if not queue:
                 continue
@@ -121,15 +160,15 @@ class Dispatch:
                 held = self.held[member.key]
                 if len(held) >= self.credit:
                     break
-                frame = queue.popleft()
-                frame.holder = member
-                held[frame.fid] = frame
-                self._push[member.key].send_multipart(
-                    [frame.fid.to_bytes(8, "little"), *frame.parts]
-                )
+                self._send(member, queue.popleft())
             # Rotate, so that equally loaded workers take turns from the first frame.
             if len(takers) > 1:
                 takers.append(takers.pop(0))
+
+    def _send(self, member: Member, frame: Frame) -> None:
+        frame.holder = member
+        self.held[member.key][frame.fid] = frame
+        self._push[member.key].send_multipart([frame.fid.to_bytes(8, "little"), *frame.parts])
 
     def progress(self, member: Member, fid: int, records: int, end: bool) -> bool:
         """Note ``member``'s report on frame ``fid``; False if it does not hold that frame."""

@@ -14,8 +14,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from stageflow.engine import wire
-from stageflow.engine.dispatch import Dispatch
 from stageflow.engine.report import RunReport
 from stageflow.engine.runner import dead_letter
 from stageflow.engine.tracker import Root, Tracker
@@ -41,7 +39,7 @@ class Feeder:
         units: int,
         tracker: Tracker,
         report: RunReport,
-        dispatch: Dispatch,
+        enter: Callable[[int, list[int], list[bytes]], None],
         workers: Callable[[int], int],
         secret: bytes,
         *,
@@ -54,7 +52,7 @@ class Feeder:
         self.units = units  # how many plan units run the pipeline's stages
         self.tracker = tracker
         self.report = report
-        self.dispatch = dispatch
+        self.enter = enter  # queues a frame's ids and records for a stage
         self.workers = workers
         self.secret = secret
         self.batch_size = batch_size
@@ -135,12 +133,12 @@ class Feeder:
             used = 0
             for root in roots[start : start + size]:
                 if records and used + len(root.record) > self.frame_bytes:
-                    self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+                    self.enter(stage, ids, records)
                     ids, records, used = [], [], 0
                 ids += (root.seq, root.attempt, root.tag)
                 records.append(root.record)
                 used += len(root.record) + 1
-            self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+            self.enter(stage, ids, records)
 
     def inject(self, stage: int, records: list[bytes]) -> None:
         """Outputs of the previous unit's finish() enter unit ``stage`` as new roots."""

@@ -30,6 +30,7 @@ import zmq
 
 from stageflow.engine import control, wire
 from stageflow.engine.runner import CurrentRecord
+from stageflow.security import Keys
 
 __all__ = ["EXIT_COORDINATOR_LOST", "Link", "WatchedRecord"]
 
@@ -84,6 +85,7 @@ class Link:
         settings: dict[str, Any],
         current: WatchedRecord | None,
         on_command: Callable[[dict[str, Any]], None],
+        keys: Keys | None = None,
     ) -> None:
         self.key: str = settings["key"]
         self.secret = bytes.fromhex(settings["secret"])
@@ -103,11 +105,14 @@ class Link:
         # before it drains the outbox: a message queued after the drain began wakes it again.
         self._awake = False
         self._dealer: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
+        self._sub: zmq.Socket[bytes] = self.ctx.socket(zmq.SUB)
         self._dealer.setsockopt(zmq.IDENTITY, self.key.encode())
         self._dealer.setsockopt(zmq.SNDHWM, 0)
         self._dealer.setsockopt(zmq.MAXMSGSIZE, settings["max_message_size"])
+        if keys is not None:  # joined from another host: both sockets cross the network
+            keys.connect(self._dealer)
+            keys.connect(self._sub)
         self._dealer.connect(settings["control"])
-        self._sub: zmq.Socket[bytes] = self.ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.connect(settings["heartbeat"])
         self._thread: threading.Thread | None = None

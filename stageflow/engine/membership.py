@@ -45,6 +45,10 @@ class Member:
     current_for: float = 0.0
     reported_at: float = 0.0  # the current record's elapsed time when last logged as stuck
     processed: int = 0
+    #: Joined from another host: not our process, so never killed, only forgotten.
+    remote: bool = False
+    #: The CURVE public key its data socket serves with (a joined worker's).
+    public: bytes | None = None
 
     @property
     def identity(self) -> bytes:
@@ -114,7 +118,7 @@ class Membership:
             code = member.process.poll() if member.process is not None else None
             if code is not None:
                 gone.append((member, f"exited with status {code}"))
-            elif member.registered and now - member.heard > self.timeout:
+            elif (member.registered or member.remote) and now - member.heard > self.timeout:
                 silent = now - member.heard
                 gone.append((member, f"sent no heartbeat for {silent:.1f}s"))
                 if member.process is not None:

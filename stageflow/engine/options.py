@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from stageflow.engine.launcher import Launcher
+from stageflow.security import Keys
 
 __all__ = ["EngineOptions"]
 
@@ -31,7 +32,15 @@ class EngineOptions:
     stuck_after: float = 30.0
     #: Frames a worker may hold at once.
     credit: int = 2
+    #: A stateful stage with snapshot()/restore() is snapshotted after this many records...
+    snapshot_every: int = 2048
+    #: ...or this many seconds, at a frame's end.
+    snapshot_seconds: float = 1.0
     #: Starts the worker processes; when not given, a fork server for the run.
     launcher: Launcher | None = None
+    #: Also accept workers joining from other hosts on this address (``tcp://HOST:PORT``).
+    listen: str | None = None
+    #: The CURVE keys of the sockets on ``listen`` (needed unless it is loopback).
+    keys: Keys | None = None
     #: Run consecutive stages in one process where nobody can tell (stageflow.plan).
     fuse: bool = True

@@ -135,7 +135,10 @@ class Pool:
         stage = self.units[slot.stage].name
         times = "once" if slot.start_failures == 1 else f"{slot.start_failures} times in a row"
         why = f"{times}; the last one {_why(member, code)}"
-        if any(s.member is not None and s.member.ready for s in self.slots[slot.stage]):
+        # A keyed stage cannot do without a slot: that slot's keys go to nobody else.
+        keyed = self.units[slot.stage].stages[0].key is not None
+        peers = self.slots[slot.stage]
+        if not keyed and any(s.member is not None and s.member.ready for s in peers):
             log.warning("gave up on worker %s, which failed to start %s", member.name, why)
             self.slots[slot.stage].remove(slot)
             return False

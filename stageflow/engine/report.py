@@ -17,8 +17,9 @@ KEPT_DEAD_LETTERS = 1000
 class RunReport:
     """The outcome of one :meth:`stageflow.Pipeline.run`.
 
-    ``ok`` is true only when the run reached the end of its input, was not interrupted and
-    dead-lettered no more records than ``max_errors`` allowed.
+    ``ok`` is true only when the run reached the end of its input, was not interrupted,
+    dead-lettered no more records than ``max_errors`` allowed and every ``finish()`` output
+    is exact; :attr:`reason` says why not.
     """
 
     pipeline: str
@@ -29,6 +30,15 @@ class RunReport:
     dead_lettered: int = 0
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     worker_restarts: int = 0
+    #: Records sent again into a stateful stage, because its worker holding them was lost.
+    stateful_redelivered: int = 0
+    #: Records kept out of a stateful stage, which had taken them in under another attempt.
+    duplicates_refused: int = 0
+    #: Snapshots of stateful workers kept, and given to replacements.
+    snapshots_taken: int = 0
+    snapshots_restored: int = 0
+    #: One sentence per stateful worker lost with its state (its stage's finish() is wrong).
+    state_lost: list[str] = field(default_factory=list)
     processed: dict[str, int] = field(default_factory=dict)
     per_worker: dict[str, int] = field(default_factory=dict)
     finished: bool = False
@@ -67,7 +77,28 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.finished and not self.interrupted and self.dead_lettered <= self.max_errors
+        return self.reason is None
+
+    @property
+    def finish_exact(self) -> bool:
+        """Whether every stage's finish() saw each record exactly once (no state was lost)."""
+        return not self.state_lost
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run is not ``ok``, in one sentence; None when it is."""
+        if self.state_lost:
+            return self.state_lost[0]
+        if self.interrupted:
+            return "the run was interrupted before the end of its input"
+        if not self.finished:
+            return "the run did not reach the end of its input"
+        if self.dead_lettered > self.max_errors:
+            return (
+                f"{self.dead_lettered} records were dead-lettered, more than the "
+                f"{self.max_errors} allowed"
+            )
+        return None
 
     def add_dead_letter(self, entry: dict[str, Any]) -> None:
         self.dead_lettered += 1

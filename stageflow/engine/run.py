@@ -16,11 +16,13 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
+from stageflow.engine.keying import check_scalable
 from stageflow.engine.report import RunReport, WorkerStatus
-from stageflow.errors import EngineError, RecordsFailedError
+from stageflow.errors import EngineError, PipelineError, RecordsFailedError
 from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress
 from stageflow.observe.watch import EVERY, Listener, Watch
+from stageflow.security import Keys, require_keys
 
 if TYPE_CHECKING:
     from stageflow.observe.metrics import Metrics
@@ -67,6 +69,11 @@ class Run:
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``,
     ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``, ``fuse``
         See :class:`~stageflow.engine.options.EngineOptions`.
+    ``listen``, ``keys``
+        Also accept workers joining from other hosts (``stageflow worker --join``) on
+        ``listen``, ``tcp://HOST:PORT`` (port 0: a free one, logged as "listening for
+        workers on ..."), with the CURVE keys in the folder ``keys`` (``stageflow keygen``)
+        or a :class:`~stageflow.security.Keys`; only loopback may go without keys.
 
     While it runs, :meth:`scale` (or ``add_worker``, ``remove_worker``, ``scale_to``) changes
     how many workers a stage has, from any thread, and :meth:`workers` lists them.
@@ -178,6 +185,12 @@ class Run:
         """One worker fewer for ``stage`` (never fewer than one)."""
         self._core.request_scale(stage, -1, relative=True)
 
+    @property
+    def listening(self) -> str | None:
+        """Where workers of other hosts join (``listen``, its real port), once started."""
+        co = self._core._coordinator
+        return co.listener.address if co is not None and co.listener is not None else None
+
     def workers(self) -> list[WorkerStatus]:
         """The live workers: stage, pid or host, frames held and records processed."""
         coordinator = self._core._coordinator
@@ -221,7 +234,19 @@ class _Core:
         self._metrics: Metrics | None = None
         self._latency = latency or metrics is not None
         self._thread: int | None = None
+        keys = options.get("keys")
+        if keys is not None and not isinstance(keys, Keys):
+            options["keys"] = Keys.for_coordinator(keys)
         self.options = EngineOptions(**options)
+        if self.options.listen is not None:
+            require_keys(self.options.listen, self.options.keys)
+        else:
+            for stage in pipeline.stages:
+                if stage.workers == 0:
+                    raise PipelineError(
+                        f"stage {stage.name!r} has workers: 0, so only workers joining from "
+                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them"
+                    )
         # A fused stage runs in every process of its group.
         self.report.stage_workers = {
             stage.name: unit.workers
@@ -244,6 +269,7 @@ class _Core:
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
+        check_scalable(self.pipeline.stages[names.index(stage)])
         self._early.append((stage, count, relative))
 
     def progress(self) -> Progress | None:

@@ -379,7 +379,9 @@ class StageRunner:
             except InvalidOutput as exc:
                 failure, detail = exc, ""
                 break  # the same record would only give the same output again
-            except Exception as exc:  # noqa: BLE001 - user code's errors are data: retry, dead-letter
+            # sys.exit() in process() is the record's failure too: left to propagate, it
+            # abandoned the frame and the run waited for it for ever.
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code's errors are data
                 failure, detail = exc, traceback.format_exc()
             finally:
                 if self.current is not None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from stageflow.engine.dispatch import Dispatch
+from stageflow.engine.keying import check_scalable
 from stageflow.engine.pool import Pool
 from stageflow.plan import Unit
 
@@ -29,6 +30,7 @@ class Scaling:
         # A stage inside a fused group scales its group: both names find the unit.
         self._units = {unit.name: unit.index for unit in units}
         self._units.update({stage.name: unit.index for unit in units for stage in unit.stages})
+        self._entries = [unit.stages[0] for unit in units]
         self.pool = pool
         self.dispatch = dispatch
         self._requests: queue.SimpleQueue[tuple[int, int, bool]] = queue.SimpleQueue()
@@ -40,6 +42,7 @@ class Scaling:
             raise ValueError(f"no stage named {stage!r}; the stages are {known}")
         if not relative and count < 1:
             raise ValueError(f"a stage needs at least 1 worker, not {count}")
+        check_scalable(self._entries[self._units[stage]])
         self._requests.put((self._units[stage], count, relative))
 
     def apply(self) -> None:

@@ -20,11 +20,10 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from stageflow.engine import control
+from stageflow.engine import control, wire
 from stageflow.engine.membership import Member
 from stageflow.engine.runner import CurrentRecord, dead_letter
 from stageflow.engine.tracker import Root
-from stageflow.plan import keeps_state
 
 if TYPE_CHECKING:
     from stageflow.engine.coordinator import Coordinator, EngineOptions
@@ -101,13 +100,35 @@ class Supervisor:
             again,
             then,
         )
-        stateful = [s.name for s in co.units[member.stage].stages if keeps_state(s.cls)]
-        if member.ready and stateful:
-            log.warning(
-                "stage %s keeps state for finish(): the lost worker's state is gone, so its "
-                "finish() outputs may be incomplete",
-                ", ".join(stateful),
-            )
+        stage = co.units[member.stage].stages[0]
+        if stage.snapshots:
+            again += self._replay(member)
+        if stage.stateful:
+            co.report.stateful_redelivered += again
+            if member.processed and not member.finished and not stage.snapshots:
+                self._state_lost(member, stage.name)
+
+    def _replay(self, member: Member) -> int:
+        """Send again what ``member`` processed since its slot's last kept snapshot."""
+        co = self.co
+        ids, records = co.snapshots.lost(member)
+        keep = [i for i in range(len(records)) if ids[i * 3] in co.tracker.roots]
+        if not keep:
+            return 0
+        slot = member.slot if co.units[member.stage].stages[0].key is not None else None
+        kept_ids = [n for i in keep for n in ids[i * 3 : i * 3 + 3]]
+        parts = wire.encode_batch(kept_ids, [records[i] for i in keep], co.secret)
+        co.dispatch.requeue(member.stage, parts, slot)
+        return len(keep)
+
+    def _state_lost(self, member: Member, stage: str) -> None:
+        """A stateful worker died with what it had taken in: its finish() would be short."""
+        why = (
+            f"stage {stage!r} lost the state of its worker {member.name}, which had processed "
+            f"{member.processed} records, so its finish() output would be wrong"
+        )
+        log.error("%s", why)
+        self.co.report.state_lost.append(why)
 
     def _blame(self, member: Member, code: int | None) -> None:
         path = member.current_path
@@ -225,7 +246,8 @@ class Supervisor:
                 )
             log.warning("killing worker %s, stuck inside process() after the stop", member.name)
             slot = co.pool.slot_of(member)
-            if slot is not None and co.pool.wanted(member.stage) > 1:
+            keyed = co.units[member.stage].stages[0].key is not None  # its slot stays
+            if slot is not None and co.pool.wanted(member.stage) > 1 and not keyed:
                 slot.wanted = False
             if member.process is not None:
                 member.process.kill()

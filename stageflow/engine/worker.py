@@ -15,16 +15,21 @@ Sockets:
 
 from __future__ import annotations
 
+import base64
 import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from stageflow.engine import shipping, wire
 from stageflow.engine.group import GroupRunner, build_runner
 from stageflow.engine.link import Link, WatchedRecord
 from stageflow.engine.runner import Pending, StageRunner
+from stageflow.security import Gatekeeper, Keys
+from stageflow.stage import Stage
 
 __all__ = ["make_runner", "run_worker"]
 
@@ -60,7 +65,7 @@ def make_runner(
 class Worker:
     """Wires a stage's or a fused group's runner to its inbox and the coordinator's commands."""
 
-    def __init__(self, settings: dict[str, Any], reactor: Any) -> None:
+    def __init__(self, settings: dict[str, Any], reactor: Any, keys: Keys | None = None) -> None:
         from stageflow.transport import (
             ZmqEndpoint,
             ZmqEndpointType,
@@ -75,23 +80,35 @@ class Worker:
         self.current = (
             WatchedRecord(settings["current_path"]) if settings.get("current_path") else None
         )
-        self.link = Link(settings, self.current, self._command_from_link)
+        self.link = Link(settings, self.current, self._command_from_link, keys)
         self.runner: StageRunner | GroupRunner
         self.frame_bytes: int = settings["frame_bytes"]
         self.batch_size: int = settings["batch_size"]
         self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
         self.pending = Pending()
         self._last_flush = time.monotonic()
+        # A stateful stage with hooks snapshots itself after this many records or seconds.
+        self.snapshots: bool = settings.get("snapshots", False)
+        self._snapshot_every: int = settings.get("snapshot_every", 0)
+        self._snapshot_seconds: float = settings.get("snapshot_seconds", 0.0)
+        self._unsnapped = 0
+        self._snapped_at = time.monotonic()
 
         worker = self
 
         class Inbox(ZmqPullConnection):
             maxMessageSize = settings["max_message_size"]
 
+            def _configure_socket(self) -> None:
+                super()._configure_socket()
+                if keys is not None:  # on another host: a CURVE server admitting the coordinator
+                    keys.serve(self.socket)
+
             def onPull(self, message: list[bytes]) -> None:
                 worker.on_frame(message)
 
         self.factory = ZmqFactory(reactor=reactor)
+        self.gate = Gatekeeper(self.factory.context, keys) if keys is not None else None
         self.inbox = Inbox(self.factory, ZmqEndpoint(ZmqEndpointType.bind, settings["bind"]))
         self.link.hello(settings["stage"], self.inbox.addresses[0])
 
@@ -127,6 +144,27 @@ class Worker:
         # A frame's outputs leave with it: frames are big when the pipeline is busy and a
         # single record when it is idle, so batching follows the load with no timer.
         self.flush(frame, end=True)
+        if self.snapshots:
+            self._unsnapped += len(records)
+            if (
+                self._unsnapped >= self._snapshot_every
+                or clock() - self._snapped_at >= self._snapshot_seconds
+            ):
+                self.snap()
+
+    def snap(self) -> None:
+        """Send the stage's state; it covers exactly the records reported before it."""
+        state = self._stateful().snapshot()
+        if isinstance(state, BaseModel):
+            state = state.model_dump_json().encode()
+        self.link.send({"t": "snap"}, state)
+        self._unsnapped = 0
+        self._snapped_at = time.monotonic()
+
+    def _stateful(self) -> Stage:
+        """The stage of a stateful worker: never fused, so the runner hosts it alone."""
+        assert isinstance(self.runner, StageRunner)
+        return self.runner.stage
 
     def flush(self, frame: int, end: bool) -> None:
         self._last_flush = time.monotonic()
@@ -158,6 +196,13 @@ class Worker:
 
     def on_command(self, command: dict[str, Any]) -> None:
         kind = command.get("t")
+        if kind == "snap":
+            self.snap()
+            return
+        if kind == "restore":
+            self._stateful().restore(base64.b64decode(command["state"]))
+            self.link.send({"t": "restored"})
+            return
         if kind in ("finish", "retire"):
             records, dead = self.runner.finish()
             for chunk in _chunks(records, self.frame_bytes):
@@ -170,6 +215,8 @@ class Worker:
 
     def stop(self) -> None:
         """Close the inbox and stop the reactor; the link sends what is queued."""
+        if self.gate is not None:
+            self.gate.close()  # before the context ends: its sockets would hold that up
         self.rejected.flush()
         self.factory.shutdown()
         if self.reactor.running:
@@ -207,8 +254,11 @@ def _chunks(records: Sequence[bytes], budget: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def run_worker(settings: dict[str, Any]) -> int:
-    """Run one worker until the coordinator stops it; return the process's exit status."""
+def run_worker(settings: dict[str, Any], keys: Keys | None = None) -> int:
+    """Run one worker until the coordinator stops it; return the process's exit status.
+
+    ``keys`` are a joined worker's (:mod:`stageflow.engine.join`): its sockets use CURVE.
+    """
     logging.basicConfig(
         level=settings.get("log_level", logging.INFO),
         format=f"stageflow[{settings['stage']}#{settings['slot']}]: %(message)s",
@@ -221,7 +271,7 @@ def run_worker(settings: dict[str, Any]) -> int:
         epollreactor.install()  # type: ignore[no-untyped-call]
     from twisted.internet import reactor
 
-    worker = Worker(settings, reactor)
+    worker = Worker(settings, reactor, keys)
     try:
         worker.load()
     except Exception as exc:  # setup failures are reported, then the coordinator decides

@@ -24,6 +24,7 @@ __all__ = [
     "Resume",
     "RunReportDocument",
     "StageReport",
+    "StatefulReport",
     "report_document",
     "report_schema",
     "report_to_json",
@@ -31,7 +32,9 @@ __all__ = [
 
 FORMAT: Literal["stageflow-run-report/1"] = "stageflow-run-report/1"
 
-Outcome = Literal["completed", "records-failed", "interrupted", "engine-error", "incomplete"]
+Outcome = Literal[
+    "completed", "records-failed", "interrupted", "engine-error", "incomplete", "state-lost"
+]
 
 
 class _Strict(BaseModel):
@@ -85,6 +88,19 @@ class Resume(_Strict):
     hint: str | None = Field(description="The options to resume with, as the CLI printed them.")
 
 
+class StatefulReport(_Strict):
+    """How the stateful stages fared (those that override finish() or set stateful: true)."""
+
+    finish_exact: bool = Field(description="Every finish() saw each record exactly once.")
+    state_lost: list[str] = Field(description="One sentence per worker lost with its state.")
+    redeliveries: int = Field(description="Records sent again into a stateful stage.")
+    duplicates_refused: int = Field(
+        description="Records kept out of a stateful stage that had taken them in before."
+    )
+    snapshots_taken: int
+    snapshots_restored: int
+
+
 class RunReportDocument(_Strict):
     """One run of a stageflow pipeline, written by `stageflow run --report FILE`."""
 
@@ -103,6 +119,7 @@ class RunReportDocument(_Strict):
     dead_letters: DeadLetterCounts
     redeliveries: int = Field(description="Records delivered again after a worker died.")
     worker_restarts: int
+    stateful: StatefulReport
     stages: list[StageReport]
     latency: LatencySummary | None = Field(description="null when it was not measured.")
     resume: Resume | None = Field(description="null unless the run stopped early.")
@@ -161,6 +178,14 @@ def report_document(report: RunReport) -> RunReportDocument:
         ),
         redeliveries=report.redeliveries,
         worker_restarts=report.worker_restarts,
+        stateful=StatefulReport(
+            finish_exact=report.finish_exact,
+            state_lost=list(report.state_lost),
+            redeliveries=report.stateful_redelivered,
+            duplicates_refused=report.duplicates_refused,
+            snapshots_taken=report.snapshots_taken,
+            snapshots_restored=report.snapshots_restored,
+        ),
         stages=stages,
         latency=_latency(report),
         resume=(
@@ -190,6 +215,8 @@ def _outcome(report: RunReport) -> Outcome:
         return "interrupted"
     if not report.finished:
         return "incomplete"
+    if report.state_lost:
+        return "state-lost"
     return "records-failed" if report.dead_lettered > report.max_errors else "completed"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -241,6 +242,91 @@ class SlowSetup(stageflow.Stage):
 
     def process(self, item: Line) -> Line:
         return item
+
+
+class RelayConfig(BaseModel):
+    hang_on: str | None = Field(default=None, description="sleep `hang_for` seconds on this id")
+    hang_for: float = 0.0
+
+
+class Relay(stageflow.Stage):
+    """Line -> the same Line: a stateless hop, with a switch to stall on one record."""
+
+    name = "test-relay"
+    Input = Line
+    Output = Line
+    Config = RelayConfig
+
+    def process(self, item: Line) -> Line:
+        if item.id == self.config.hang_on:
+            time.sleep(self.config.hang_for)
+        return item
+
+
+class TallyConfig(BaseModel):
+    crash_after: int = Field(default=0, description="SIGKILL the worker after this many records")
+    crash_marker: str | None = Field(
+        default=None, description="crash only while this file is missing, and create it first"
+    )
+
+
+class Tally(stageflow.Stage):
+    """Line -> one Total per distinct text at the end: a per-key count kept for finish()."""
+
+    name = "test-tally"
+    Input = Line
+    Output = Total
+    Config = TallyConfig
+
+    def __init__(self, config: BaseModel | None = None) -> None:
+        super().__init__(config)
+        self.counts: dict[str, int] = {}
+        self.seen = 0
+
+    def process(self, item: Line) -> None:
+        self.counts[item.text] = self.counts.get(item.text, 0) + 1
+        marker = self.config.crash_marker
+        self.seen += 1
+        if marker and self.seen == self.config.crash_after and not os.path.exists(marker):
+            with open(marker, "w"):
+                pass
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def finish(self) -> Iterator[Total]:
+        for text, count in self.counts.items():
+            yield Total(id=text, total=count)
+
+
+class User(BaseModel):
+    name: str
+
+
+class Event(BaseModel):
+    id: str
+    user: User | None = None
+
+
+class PerUser(stageflow.Stage):
+    """Event -> Event, marked stateful without a finish(): keyed by a nested field."""
+
+    name = "test-per-user"
+    Input = Event
+    Output = Event
+
+    def process(self, item: Event) -> Event:
+        return item
+
+
+class SnapTally(Tally):
+    """Tally with snapshot()/restore(): its counts survive the death of its worker."""
+
+    name = "test-snap-tally"
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.counts).encode()
+
+    def restore(self, state: bytes) -> None:
+        self.counts = json.loads(state)
 
 
 class Reading(BaseModel):

@@ -294,9 +294,11 @@ def test_workers_that_cannot_restart_end_with_the_summary_and_a_resume(tmp_path:
         tmp_path / "doomed.yaml",
         [
             {
+                # One worker of its own: once it dies no peer can carry on, so the run ends.
                 "name": "doomed",
                 "uses": "tests.engine.stages:Doomed",
-                "workers": 2,
+                "workers": 1,
+                "fuse": False,
                 "config": {"marker": str(marker)},
             },
             {"name": "split", "uses": "tests.engine.stages:Split", "workers": 2},
@@ -308,7 +310,7 @@ def test_workers_that_cannot_restart_end_with_the_summary_and_a_resume(tmp_path:
     assert done.returncode == 3, done.stderr
     stderr = done.stderr.strip().splitlines()
     assert "the device this stage needs is gone" in done.stderr  # the error "above" is there
-    assert "stage 'doomed' failed to start 3 times" in stderr[-3]
+    assert "the workers of stage 'doomed' failed to start 3 times" in stderr[-3]
     assert stderr[-2].startswith("stageflow: pipeline ")
     command = printed_command(done.stderr)
     (tmp_path / "died.fixed").touch()

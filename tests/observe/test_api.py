@@ -15,7 +15,14 @@ def pipeline(pause: float = 0.0) -> Pipeline:
     return Pipeline(
         "api",
         [
-            {"name": "split", "uses": Split, "workers": 2, "config": {"pause": pause}},
+            # Unfused, so that each stage has workers of its own to show.
+            {
+                "name": "split",
+                "uses": Split,
+                "workers": 2,
+                "config": {"pause": pause},
+                "fuse": False,
+            },
             {"name": "count", "uses": CountWords},
         ],
     )

@@ -22,6 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.engine.conftest import wait_until
 from tests.engine.test_cli_run import split_pipeline, write_lines
+
+# The pipelines here are unfused (fuse=False on split), so that each stage has workers of
+# its own to show; a fused group's display is covered in tests/engine/test_fusion.py.
 from tests.helpers import REPO, run_stageflow
 
 SCHEMA = json.loads((REPO / "schemas" / "run-report.schema.json").read_text())
@@ -59,7 +62,7 @@ def test_live_display_on_a_terminal_keeps_the_output_intact(tmp_path: Path) -> N
     """On a pty the live display shows counts and rate per stage; the output file is whole."""
     source = write_lines(tmp_path / "in.jsonl", 300)
     out = tmp_path / "out.jsonl"
-    pipe = split_pipeline(tmp_path, config={"pause": 0.002})
+    pipe = split_pipeline(tmp_path, fuse=False, config={"pause": 0.002})
     status, screen = on_terminal(["run", str(pipe), "-i", str(source), "-o", str(out)])
     assert status == 0, screen
     assert "\x1b[" in screen  # drawn live, in place
@@ -73,7 +76,7 @@ def test_live_display_on_a_terminal_keeps_the_output_intact(tmp_path: Path) -> N
 def test_results_on_the_same_terminal_get_plain_lines_only(tmp_path: Path) -> None:
     """With results on stdout on the same terminal, no live redraw ever cuts a result line."""
     source = write_lines(tmp_path / "in.jsonl", 200)
-    pipe = split_pipeline(tmp_path)
+    pipe = split_pipeline(tmp_path, fuse=False)
     status, screen = on_terminal(["run", str(pipe), "-i", str(source)], stdout_too=True)
     assert status == 0, screen
     assert "\x1b[" not in screen
@@ -86,7 +89,7 @@ def test_results_on_the_same_terminal_get_plain_lines_only(tmp_path: Path) -> No
 def test_not_a_terminal_gives_plain_lines_without_escape_codes(tmp_path: Path) -> None:
     """stderr on a pipe: periodic plain progress lines in the log, and no escape code at all."""
     source = write_lines(tmp_path / "in.jsonl", 200)
-    pipe = split_pipeline(tmp_path, config={"pause": 0.005})
+    pipe = split_pipeline(tmp_path, fuse=False, config={"pause": 0.005})
     out = tmp_path / "out.jsonl"
     done = run_stageflow(
         "run", str(pipe), "-i", str(source), "-o", str(out), "--progress-interval", "0.1"
@@ -108,7 +111,7 @@ def test_report_matches_the_run_and_its_schema(tmp_path: Path) -> None:
         '{"id": "5", "text": "boom"}\n{"id": "6", "text": "fine too"}\n'
     )
     out, dead, report = tmp_path / "out.jsonl", tmp_path / "dead.jsonl", tmp_path / "r.json"
-    pipe = split_pipeline(tmp_path, config={"fail_on": "boom"})
+    pipe = split_pipeline(tmp_path, fuse=False, config={"fail_on": "boom"})
     done = run_stageflow(
         "run", str(pipe), "-i", str(source), "-o", str(out),
         "--dead-letter", str(dead), "--report", str(report),
@@ -168,7 +171,7 @@ def test_a_held_run_is_visible_in_metrics_and_as_a_stall(tmp_path: Path) -> None
         )
     )
     gate, report = tmp_path / "gate", tmp_path / "r.json"
-    pipe = split_pipeline(tmp_path, config={"gate": str(gate)})
+    pipe = split_pipeline(tmp_path, fuse=False, config={"gate": str(gate)})
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "stageflow", "run", str(pipe), "-i", str(source),
@@ -227,7 +230,7 @@ def test_report_after_a_signal_says_interrupted_with_the_resume_hint(tmp_path: P
         )
     )
     gate, report, out = tmp_path / "gate", tmp_path / "r.json", tmp_path / "out.jsonl"
-    pipe = split_pipeline(tmp_path, config={"gate": str(gate)})
+    pipe = split_pipeline(tmp_path, fuse=False, config={"gate": str(gate)})
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "stageflow", "run", str(pipe), "-i", str(source),
@@ -260,3 +263,42 @@ def test_report_after_a_signal_says_interrupted_with_the_resume_hint(tmp_path: P
     hint = document["resume"]["hint"]  # the output is a file: its journal resumes it
     assert hint.startswith("resume with: stageflow run ") and hint.endswith(" --resume")
     assert hint in "".join(lines)
+
+
+def test_report_path_that_is_no_regular_file_is_refused_before_the_run(tmp_path: Path) -> None:
+    """--report naming a folder or a link is one line and exit 2 before anything is written."""
+    source = write_lines(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "out.jsonl"
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    for target in (tmp_path, link):
+        done = run_stageflow(
+            "run", str(split_pipeline(tmp_path)), "-i", str(source), "-o", str(out),
+            "--report", str(target),
+        )
+        assert done.returncode == 2, done.stderr
+        assert "is not a regular file" in done.stderr and "Traceback" not in done.stderr
+        assert not out.exists()
+    assert link.is_symlink() and not (tmp_path / "elsewhere.json").exists()
+
+
+def test_report_that_cannot_be_written_at_the_end_is_not_success(tmp_path: Path) -> None:
+    """A report whose folder vanished during the run: the error line and exit 4, never 0."""
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stageflow", "run", str(split_pipeline(tmp_path)),
+         "-o", str(out), "--report", str(folder / "r.json")],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=ENV,
+    )
+    assert proc.stdin is not None
+    # The run is waiting on its stdin, past every start-up check, while the folder goes.
+    proc.stdin.write(b'{"id": "1", "text": "a b"}\n')
+    proc.stdin.flush()
+    assert wait_until(lambda: out.exists() and out.stat().st_size > 0, timeout=60)
+    folder.rmdir()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert b"cannot write the report" in err and b"Traceback" not in err
+    assert len(out.read_text().splitlines()) == 1

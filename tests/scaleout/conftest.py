@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +24,24 @@ def two_hosts() -> Iterator[netns.Network]:
             yield net
     finally:
         assert netns.leftovers() == [], "a namespace or link outlived its test"
+
+
+@pytest.fixture
+def capture(two_hosts: netns.Network, tmp_path: Path) -> Iterator[Path]:
+    """Everything crossing the bridge, in a pcap file, while the test runs."""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed (.ci/run installs it)")
+    path = tmp_path / "link.pcap"
+    dump = subprocess.Popen(
+        ["tcpdump", "-i", two_hosts.bridge, "-U", "-s", "0", "-w", str(path)],
+        stderr=subprocess.PIPE,
+    )
+    assert dump.stderr is not None
+    line = dump.stderr.readline()  # "listening on ...": the capture is armed
+    assert b"listening" in line, line
+    try:
+        yield path
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.wait(10)
+        dump.stderr.close()

@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import stat
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,27 +57,6 @@ def test_binding_off_loopback_needs_keys() -> None:
     require_keys("tcp://127.0.0.1:0", None)
     with pytest.raises(SecurityError, match="stageflow keygen"):
         require_keys("tcp://0.0.0.0:0", None)
-
-
-@pytest.fixture
-def capture(two_hosts: netns.Network, tmp_path: Path) -> Iterator[Path]:
-    """Everything crossing the bridge, in a pcap file, while the test runs."""
-    if shutil.which("tcpdump") is None:
-        pytest.skip("tcpdump is not installed (.ci/run installs it)")
-    path = tmp_path / "link.pcap"
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", two_hosts.bridge, "-U", "-s", "0", "-w", str(path)],
-        stderr=subprocess.PIPE,
-    )
-    assert dump.stderr is not None
-    line = dump.stderr.readline()  # "listening on ...": the capture is armed
-    assert b"listening" in line, line
-    try:
-        yield path
-    finally:
-        dump.send_signal(signal.SIGINT)
-        dump.wait(10)
-        dump.stderr.close()
 
 
 def test_curve_admits_the_worker_key_refuses_others_and_hides_records(
