@@ -72,9 +72,14 @@ class Feeder:
         more ready right now (so the loop should not wait).
         """
         room = self.max_in_flight - len(self.tracker.roots)
-        chunk = min(room, self.batch_size * max(1, self.workers(0)) * self.credit)
-        if chunk <= 0:
+        workers = max(1, self.workers(0))
+        # Once the window is full, records complete a few at a time: admitting each few at
+        # once would cut the input into frames of a few records, and every frame costs a
+        # hop through every worker and the coordinator. Wait for room for full frames
+        # instead (at most half the window, so the pipeline never runs dry meanwhile).
+        if room <= 0 or room < min(self.batch_size * workers, self.max_in_flight // 2):
             return False, False
+        chunk = min(room, self.batch_size * workers * self.credit)
         taken: list[Root] = []
         exhausted = False
         more = True
