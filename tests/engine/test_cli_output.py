@@ -192,7 +192,7 @@ def wait_for_commit(proc: subprocess.Popen[bytes], journal: Path, old_inode: int
 
 def test_kill_9_five_times_then_resume_gives_every_result_once(tmp_path: Path) -> None:
     """kill -9 of `stageflow run` at random moments, 5 times, each --resume'd: exactly once."""
-    n = 3_000
+    n = 6_000  # enough that the fifth resumed run still has work left when it is killed
     source = with_bad_lines(tmp_path / "in.jsonl", n, every=97)
     out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
     journal = tmp_path / f"out.jsonl{JOURNAL}"
