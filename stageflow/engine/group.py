@@ -46,12 +46,15 @@ class GroupRunner:
         """Process one frame's records through every stage of the group."""
         self.members[0].run_batch(ids, records, pending)
         self._count(pending)
+        for member in self.members[1:]:
+            member.account(pending)
 
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Finish the stages in flow order; each one's final Outputs go through the rest."""
         pending = Pending()
         for member in self.members:
             member.finish_into(pending)
+            member.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 
     def _count(self, pending: Pending) -> None:

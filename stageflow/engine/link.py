@@ -32,7 +32,7 @@ from stageflow.engine import control, wire
 from stageflow.engine.runner import CurrentRecord
 from stageflow.security import Keys
 
-__all__ = ["EXIT_COORDINATOR_LOST", "Link", "WatchedRecord"]
+__all__ = ["EXIT_COORDINATOR_LOST", "Link"]
 
 log = logging.getLogger("stageflow.worker")
 
@@ -44,46 +44,13 @@ _CLOSE: list[bytes] = []
 _names = itertools.count()
 
 
-class _Seen:
-    """What the link thread watches; one object shared by a fused group's member views."""
-
-    changes = 0
-    record: tuple[int, int] | None = None
-
-
-class WatchedRecord(CurrentRecord):
-    """The current-record file, counting records so the link thread sees a change."""
-
-    def __init__(self, path: str) -> None:
-        # Before the file's first write; a member view (for_member's shallow copy) shares it.
-        self.seen = _Seen()
-        super().__init__(path)
-
-    @property
-    def changes(self) -> int:
-        return self.seen.changes
-
-    @property
-    def record(self) -> tuple[int, int] | None:
-        return self.seen.record
-
-    def set(self, root: int, attempt: int) -> None:
-        super().set(root, attempt)
-        self.seen.record = (root, attempt) if attempt >= 0 else None
-        self.seen.changes += 1
-
-    def clear(self) -> None:
-        super().clear()
-        self.seen.record = None
-
-
 class Link:
     """Connects to the coordinator and runs the worker's control thread."""
 
     def __init__(
         self,
         settings: dict[str, Any],
-        current: WatchedRecord | None,
+        current: CurrentRecord | None,
         on_command: Callable[[dict[str, Any]], None],
         keys: Keys | None = None,
     ) -> None:
@@ -162,9 +129,6 @@ class Link:
             poller.register(sock, zmq.POLLIN)
         heard = time.monotonic()
         next_beat = heard
-        watched: tuple[int, int] | None = None
-        seen = -1
-        since = heard
         while True:
             wait = max(0.0, next_beat - time.monotonic())
             events = dict(poller.poll(int(wait * 1000) + 1))
@@ -189,14 +153,11 @@ class Link:
             if now >= next_beat:
                 next_beat = now + self.interval
                 beat: dict[str, Any] = {"t": "beat", "cur": None}
-                if self.current is not None:
-                    record = self.current.record
-                    changes = self.current.changes
-                    if record != watched or changes != seen:
-                        watched, seen, since = record, changes, now
-                    if record is not None:
-                        beat["cur"] = list(record)
-                        beat["for"] = round(now - since, 3)
+                inside = self.current.inside() if self.current is not None else None
+                if inside is not None:
+                    root, attempt, started = inside
+                    beat["cur"] = [root, attempt]
+                    beat["for"] = round(time.perf_counter() - started, 3)
                 self._dealer.send_multipart(wire.encode_control(beat, self.secret))
 
     def _forward(self) -> bool:

@@ -20,6 +20,7 @@ import struct
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -27,7 +28,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, from_json
 
 from stageflow.engine.strict import may_hold_floats, non_finite_field, nonstandard_json
-from stageflow.engine.timing import bucket_of
+from stageflow.engine.timing import count_buckets
 from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage, iter_outputs
 
@@ -35,8 +36,9 @@ __all__ = ["CurrentRecord", "Pending", "RecordTimeout", "StageRunner", "dead_let
 
 log = logging.getLogger(__name__)
 
-_CURRENT = struct.Struct("<qqq")
-_IDLE = (0, -1)
+#: root, attempt, member, and perf_counter() when the call began (for the link's beats).
+_CURRENT = struct.Struct("<qqqd")
+_IDLE = (0, -1, 0, 0.0)
 
 
 class RecordTimeout(BaseException):
@@ -51,7 +53,8 @@ class CurrentRecord:
 
     The coordinator reads it after the worker dies, to know which record was being
     processed (and so may be poison) without a message per record. Inside a fused group it
-    also says which ``member`` (the stage's position in the group) was running.
+    also says which ``member`` (the stage's position in the group) was running. The worker's
+    link thread reads it too, for its beats: which record, and since when.
     """
 
     member = 0
@@ -63,13 +66,23 @@ class CurrentRecord:
             self._map = mmap.mmap(fd, _CURRENT.size)
         finally:
             os.close(fd)
-        self.set(*_IDLE)
+        #: ``write(root, attempt, member, started)``: one C call, as it runs twice per
+        #: process() call; an attempt of -1 says the worker is idle.
+        self.write: Callable[[int, int, int, float], None] = partial(
+            _CURRENT.pack_into, self._map, 0
+        )
+        self.clear()
 
-    def set(self, root: int, attempt: int) -> None:
-        _CURRENT.pack_into(self._map, 0, root, attempt, self.member)
+    def set(self, root: int, attempt: int, started: float = 0.0) -> None:
+        self.write(root, attempt, self.member, started)
 
     def clear(self) -> None:
-        _CURRENT.pack_into(self._map, 0, *_IDLE, 0)
+        self.write(*_IDLE)
+
+    def inside(self) -> tuple[int, int, float] | None:
+        """The (root, attempt, start time) inside process() now, or None when idle."""
+        root, attempt, _, started = _CURRENT.unpack_from(self._map)
+        return None if attempt < 0 else (root, attempt, started)
 
     def for_member(self, member: int) -> CurrentRecord:
         """The same file, written by the stage at position ``member`` of a fused group."""
@@ -87,7 +100,7 @@ class CurrentRecord:
             return None
         if len(data) != _CURRENT.size:
             return None
-        root, attempt, member = _CURRENT.unpack(data)
+        root, attempt, member, _ = _CURRENT.unpack(data)
         return None if attempt < 0 else (root, attempt, member)
 
 
@@ -227,6 +240,14 @@ class StageRunner:
         self.retries = retries
         self.timeout = timeout
         self.current = current
+        # The current-record file's writer and this stage's position in it, called directly:
+        # a method call each side of every process() call costs more than process() may.
+        self._write = current.write if current is not None else None
+        self._member = current.member if current is not None else 0
+        self._attempts = range(retries + 1)
+        # Seconds of each process() call since the last account(): appended per call, added
+        # up and bucketed once per batch.
+        self._spent: list[float] = []
         self.max_record_size = max_record_size
         self._input = cls.Input
         self._output = cls.Output
@@ -273,11 +294,26 @@ class StageRunner:
             pending.acks += (root, attempt, tag ^ xor)
         name = self.stage_name
         pending.processed[name] = pending.processed.get(name, 0) + len(records)
+        self.account(pending)
+
+    def account(self, pending: Pending) -> None:
+        """Add the time spent in process() since the last call to ``pending``, per bucket."""
+        spent = self._spent
+        if not spent:
+            return
+        name = self.stage_name
+        pending.busy[name] = pending.busy.get(name, 0.0) + sum(spent)
+        times = pending.times.get(name)
+        if times is None:
+            times = pending.times[name] = {}
+        count_buckets(spent, times)
+        spent.clear()
 
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Call the stage's finish() and return its serialised Outputs and any dead letter."""
         pending = Pending()
         self.finish_into(pending)
+        self.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 
     def finish_into(self, pending: Pending) -> None:
@@ -364,12 +400,14 @@ class StageRunner:
         failure: BaseException | None = None
         detail = ""
         outputs: list[Any] = []
+        write = self._write
+        process = self._stage_process if self.timeout is None else None
         started = perf_counter()
-        for _ in range(self.retries + 1):
-            if self.current is not None:
-                self.current.set(root, attempt)
+        for _ in self._attempts:
+            if write is not None:
+                write(root, attempt, self._member, started)
             try:
-                outputs = self._call(item)
+                outputs = self._outputs(process(item)) if process else self._call(item)
                 failure = None
                 break
             except RecordTimeout:
@@ -384,16 +422,9 @@ class StageRunner:
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code's errors are data
                 failure, detail = exc, traceback.format_exc()
             finally:
-                if self.current is not None:
-                    self.current.clear()
-        spent = perf_counter() - started
-        name = self.stage_name
-        pending.busy[name] = pending.busy.get(name, 0.0) + spent
-        times = pending.times.get(name)
-        if times is None:
-            times = pending.times[name] = {}
-        bucket = bucket_of(spent)
-        times[bucket] = times.get(bucket, 0) + 1
+                if write is not None:
+                    write(*_IDLE)
+        self._spent.append(perf_counter() - started)
         if failure is None:
             return outputs
         attempts = (
@@ -414,8 +445,14 @@ class StageRunner:
     ) -> int:
         """Serialise Outputs into the outgoing frame; return the XOR of their new tags."""
         try:
-            data = [self.dump(output) for output in outputs]
-            self._check_sizes(data)
+            if self._floats:
+                data = [self.dump(output) for output in outputs]
+            else:
+                serialize = self._serialize
+                data = [serialize(output) for output in outputs]
+            size = sum(map(len, data))
+            if self.max_record_size is not None and size > self.max_record_size:
+                self._check_sizes(data)
         except InvalidOutput as exc:
             self.fail(root, attempt, exc, _text(exc), "", record, pending)
             return 0
@@ -424,12 +461,13 @@ class StageRunner:
             return 0
         xor = 0
         tags = self._tags
-        for output in data:
+        ids = pending.ids
+        for _ in data:
             child = tags(63)
             xor ^= child
-            pending.ids += (root, attempt, child)
-            pending.records.append(output)
-            pending.size += len(output)
+            ids += (root, attempt, child)
+        pending.records += data
+        pending.size += size
         return xor
 
     def fail(
@@ -479,8 +517,11 @@ class StageRunner:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _outputs(self, result: Any) -> list[Any]:
-        if type(result) is self._output:
+        output = self._output
+        if type(result) is output:
             return [result]  # the common one-in, one-out case, kept short
+        if type(result) is list and all(type(out) is output for out in result):
+            return list(result)  # and a list of this stage's Outputs, built by the stage
         return [self._model(out) for out in iter_outputs(result)]
 
     def dump(self, output: BaseModel) -> bytes:

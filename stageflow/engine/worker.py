@@ -26,8 +26,8 @@ from pydantic import BaseModel
 
 from stageflow.engine import shipping, wire
 from stageflow.engine.group import GroupRunner, build_runner
-from stageflow.engine.link import Link, WatchedRecord
-from stageflow.engine.runner import Pending, StageRunner
+from stageflow.engine.link import Link
+from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
 from stageflow.security import Gatekeeper, Keys
 from stageflow.stage import Stage
 
@@ -49,7 +49,7 @@ EXIT_SETUP_FAILED = 3
 
 
 def make_runner(
-    settings: dict[str, Any], current: WatchedRecord | None
+    settings: dict[str, Any], current: CurrentRecord | None
 ) -> StageRunner | GroupRunner:
     """The runner a worker hosts: what turns its frames into outputs (setup/run_batch/finish),
     for one stage or a fused group of them (``settings["stages"]``)."""
@@ -78,7 +78,7 @@ class Worker:
         self.reactor = reactor
         self.settings = settings
         self.current = (
-            WatchedRecord(settings["current_path"]) if settings.get("current_path") else None
+            CurrentRecord(settings["current_path"]) if settings.get("current_path") else None
         )
         self.link = Link(settings, self.current, self._command_from_link, keys)
         self.runner: StageRunner | GroupRunner

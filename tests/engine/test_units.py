@@ -241,9 +241,12 @@ def test_current_record_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = str(tmp_path / "current")
     current = CurrentRecord(path)
     assert CurrentRecord.read(path) is None
-    current.set(42, 3)
+    assert current.inside() is None
+    current.set(42, 3, 12.5)
     assert CurrentRecord.read(path) == (42, 3, 0)
+    assert current.inside() == (42, 3, 12.5)  # what the link thread's beats say
     current.for_member(2).set(43, 1)
     assert CurrentRecord.read(path) == (43, 1, 2)
     current.clear()
     assert CurrentRecord.read(path) is None
+    assert current.inside() is None

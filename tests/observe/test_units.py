@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from stageflow.engine.report import RunReport
-from stageflow.engine.timing import bucket_of, quantile
+from stageflow.engine.timing import bucket_of, count_buckets, quantile
 from stageflow.observe import Progress, StageProgress, WorkerProgress
 from stageflow.observe.metrics import MetricsError, parse_address
 from stageflow.observe.rate import MovingRate
@@ -39,6 +39,17 @@ def test_quantile_is_within_a_bucket_of_the_truth() -> None:
     p99 = quantile(counts, 0.99)
     assert p99 is not None and 0.0099 <= p99 <= 0.0099 * 1.19
     assert quantile({}, 0.5) is None
+
+
+def test_count_buckets_counts_as_bucket_of_says() -> None:
+    """The batch counter (the worker's) puts every duration in bucket_of's bucket."""
+    times = [0.0, 1e-7, 1e-6, 3.3e-6, 0.000_010, 0.25, 7.0, 0.000_010]
+    counts: dict[int, int] = {bucket_of(0.25): 1}
+    count_buckets(times, counts)
+    expected: dict[int, int] = {bucket_of(0.25): 1}
+    for t in times:
+        expected[bucket_of(t)] = expected.get(bucket_of(t), 0) + 1
+    assert counts == expected
 
 
 def test_moving_rate_forgets_the_start() -> None:
