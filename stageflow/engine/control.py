@@ -2,8 +2,9 @@
 
 Sockets::
 
-    worker DEALER (identity = worker key) ──► coordinator ROUTER   everything a worker says
+    worker DEALER (identity = worker key) ──► coordinator ROUTER   what a worker says, but beats
     coordinator ROUTER ──► worker DEALER                           commands
+    worker DEALER (worker key + BEATS) ──► coordinator ROUTER      its beats, from a thread
     coordinator PUB (a thread of its own) ──► worker SUB           the coordinator's heartbeat
 
 Every message a worker sends (its *hello* aside) is a control message of
@@ -52,6 +53,7 @@ from stageflow.security import Keys
 
 __all__ = [
     "BEAT",
+    "BEATS",
     "HEARTBEAT_LIVENESS",
     "HELLO",
     "JOIN",
@@ -70,6 +72,8 @@ HEARTBEAT_LIVENESS = 5
 HELLO = b"hello"
 #: What the coordinator's heartbeat publishes.
 BEAT = b"beat"
+#: Appended to a worker's key, the identity of the DEALER its beats come on.
+BEATS = b"~beats"
 #: A joining worker's request, and the coordinator's two answers to it.
 JOIN = b"join"
 WELCOME = b"welcome"

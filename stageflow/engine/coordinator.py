@@ -16,8 +16,9 @@ through them:
 Topology::
 
     coordinator PUSH (one per worker) ──frames──► worker PULL
-    worker DEALER ──hello, beats, progress with outputs, finish outputs──► coordinator ROUTER
+    worker DEALER ──hello, progress with outputs, finish outputs──► coordinator ROUTER
     coordinator ROUTER ──commands──► worker DEALER;  coordinator PUB ──beats──► worker SUB
+    worker's beat DEALER (its link thread) ──beats──► coordinator ROUTER
 
 Every frame between two stages passes through the coordinator, which forwards it unparsed
 to a worker of the next stage that has credit: so it always knows exactly which records each
@@ -396,6 +397,10 @@ class Coordinator:
                 message, payload = wire.decode_control(body[:3], self.secret)
             except wire.WireError as exc:
                 self._rejected.add(exc)
+                continue
+            if identity.endswith(control.BEATS):  # a worker's link thread: beats only
+                if message["t"] == "beat":
+                    self.membership.heard(identity[: -len(control.BEATS)], message)
                 continue
             member = self.membership.heard(identity, message)
             if member is not None:

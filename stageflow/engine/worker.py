@@ -3,20 +3,25 @@
 A launcher (:mod:`stageflow.engine.launcher`) starts a process that calls
 :func:`run_worker` with the worker's settings, a JSON-able dict the coordinator made. The
 worker then needs nothing else from its parent: it registers on the control plane
-(:mod:`stageflow.engine.link`), takes data frames on its own PULL socket and reports back on
-the control plane.
+(:mod:`stageflow.engine.control`), takes data frames on its own PULL socket and reports back
+on the control plane.
 
-Sockets:
+Sockets, all but the link's on the reactor thread:
 
 - ``inbox``: PULL (:mod:`stageflow.transport`), bound to ``tcp://127.0.0.1:*``. The
   coordinator sends it at most its credit of frames, each ``[frame id, frame...]``.
-- the link's DEALER and SUB, owned by the link thread.
+- ``control``: DEALER connected to the coordinator's ROUTER: the hello, then every report
+  (progress with the outputs, snapshots, finish), in the order they are made; the
+  coordinator's commands come back on it.
+- the link's beat DEALER and SUB, owned by the link thread (:mod:`stageflow.engine.link`).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stageflow.engine import shipping, wire
+from stageflow.engine import control, shipping, wire
 from stageflow.engine.group import GroupRunner, build_runner
 from stageflow.engine.link import Link
 from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
@@ -42,6 +47,8 @@ FLUSH_RECORDS = 512
 FLUSH_AFTER = 0.05
 #: Seconds a stopping worker may spend handing its last messages to ZeroMQ.
 STOP_DEADLINE = 3.0
+#: Milliseconds the control socket keeps delivering once closed (its last reports).
+_CONTROL_LINGER = 1000
 #: Records processed between two looks at the clock.
 _SLICE = 16
 #: Exit status of a worker whose stage could not be imported or set up.
@@ -67,6 +74,7 @@ class Worker:
 
     def __init__(self, settings: dict[str, Any], reactor: Any, keys: Keys | None = None) -> None:
         from stageflow.transport import (
+            ZmqDealerConnection,
             ZmqEndpoint,
             ZmqEndpointType,
             ZmqFactory,
@@ -80,7 +88,7 @@ class Worker:
         self.current = (
             CurrentRecord(settings["current_path"]) if settings.get("current_path") else None
         )
-        self.link = Link(settings, self.current, self._command_from_link, keys)
+        self.link = Link(settings, self.current, keys)
         self.runner: StageRunner | GroupRunner
         self.frame_bytes: int = settings["frame_bytes"]
         self.batch_size: int = settings["batch_size"]
@@ -107,10 +115,47 @@ class Worker:
             def onPull(self, message: list[bytes]) -> None:
                 worker.on_frame(message)
 
+        class Control(ZmqDealerConnection):
+            maxMessageSize = settings["max_message_size"]
+            highWaterMark = 0  # what is sent is bounded by credit instead
+            linger = _CONTROL_LINGER
+
+            def _configure_socket(self) -> None:
+                super()._configure_socket()
+                if keys is not None:  # joined from another host: CURVE to the coordinator
+                    keys.connect(self.socket)
+
+            def gotMessage(self, *frames: bytes) -> None:
+                worker.on_control(list(frames))
+
         self.factory = ZmqFactory(reactor=reactor)
         self.gate = Gatekeeper(self.factory.context, keys) if keys is not None else None
         self.inbox = Inbox(self.factory, ZmqEndpoint(ZmqEndpointType.bind, settings["bind"]))
-        self.link.hello(settings["stage"], self.inbox.addresses[0])
+        self.control = Control(
+            self.factory,
+            ZmqEndpoint(ZmqEndpointType.connect, settings["control"]),
+            identity=self.key.encode(),
+        )
+        info = {
+            "key": self.key,
+            "stage": settings["stage"],
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "address": self.inbox.addresses[0],
+            "wire": wire.VERSION,
+        }
+        # Registered first, then beating: from here on the coordinator watches this worker.
+        self.control.send(control.encode_hello(info, self.secret))
+        self.link.start()
+
+    def send(
+        self, message: dict[str, Any], payload: bytes = b"", frames: Sequence[list[bytes]] = ()
+    ) -> None:
+        """Send the coordinator a control message, and data frames after it."""
+        parts = wire.encode_control(message, self.secret, payload)
+        for frame in frames:
+            parts += frame
+        self.control.send(parts)
 
     def load(self) -> None:
         """Import the stage and run its setup(); what raises here is the stage's problem."""
@@ -157,7 +202,7 @@ class Worker:
         state = self._stateful().snapshot()
         if isinstance(state, BaseModel):
             state = state.model_dump_json().encode()
-        self.link.send({"t": "snap"}, state)
+        self.send({"t": "snap"}, state)
         self._unsnapped = 0
         self._snapped_at = time.monotonic()
 
@@ -187,12 +232,17 @@ class Worker:
             "dead": batch.dead,
             "b": busy,
         }
-        self.link.send(message, wire.pack_ints(batch.acks), frames)
+        self.send(message, wire.pack_ints(batch.acks), frames)
 
     # -- commands --------------------------------------------------------------------------
 
-    def _command_from_link(self, command: dict[str, Any]) -> None:
-        self.reactor.callFromThread(self.on_command, command)
+    def on_control(self, parts: list[bytes]) -> None:
+        try:
+            command, _ = wire.decode_control(parts, self.secret)
+        except wire.WireError as exc:
+            log.warning("worker %s dropped a malformed command: %s", self.key, exc)
+            return
+        self.on_command(command)
 
     def on_command(self, command: dict[str, Any]) -> None:
         kind = command.get("t")
@@ -201,20 +251,20 @@ class Worker:
             return
         if kind == "restore":
             self._stateful().restore(base64.b64decode(command["state"]))
-            self.link.send({"t": "restored"})
+            self.send({"t": "restored"})
             return
         if kind in ("finish", "retire"):
             records, dead = self.runner.finish()
             for chunk in _chunks(records, self.frame_bytes):
-                self.link.send({"t": "finish-out"}, b"\n".join(chunk))
-            self.link.send({"t": "finished", "dead": dead})
+                self.send({"t": "finish-out"}, b"\n".join(chunk))
+            self.send({"t": "finished", "dead": dead})
         if kind in ("retire", "stop"):
             self.stop()
         elif kind != "finish":
             log.warning("worker %s ignored unknown command %r", self.key, kind)
 
     def stop(self) -> None:
-        """Close the inbox and stop the reactor; the link sends what is queued."""
+        """Close the sockets (the control one sends what is queued first); stop the reactor."""
         if self.gate is not None:
             self.gate.close()  # before the context ends: its sockets would hold that up
         self.rejected.flush()
@@ -282,10 +332,11 @@ def run_worker(settings: dict[str, Any], keys: Keys | None = None) -> int:
             error,
             exc_info=settings.get("log_level", logging.INFO) <= logging.DEBUG,
         )
-        worker.link.send({"t": "failed", "error": error})
+        worker.send({"t": "failed", "error": error})
+        worker.stop()
         worker.link.close(time.monotonic() + STOP_DEADLINE)
         return EXIT_SETUP_FAILED
-    worker.link.send({"t": "ready"})
+    worker.send({"t": "ready"})
     reactor.run(installSignalHandlers=False)  # type: ignore[misc, call-arg]  # the stub lacks it
     worker.link.close(time.monotonic() + STOP_DEADLINE)
     logging.shutdown()
