@@ -529,6 +529,10 @@ class Coordinator:
         where = member.name[len(self.units[member.stage].name) :]
         for name, stage_count in counts.items():
             self.report.add_ack(name, f"{name}{where}", stage_count, busy.get(name))
+        # At once, not on the loop's next turn: the credit this report freed and the frames
+        # it queued would otherwise wait for every result of this turn to be handed out,
+        # while the workers (at most two frames each) run dry.
+        self.dispatch.pump()
 
     def _apply(self, member: Member, effect: Effect) -> None:
         """What a worker's report did: dead letters, acknowledgements, outputs sent on."""

@@ -278,9 +278,11 @@ class StageRunner:
         """
         items = self._validate_batch(records)
         forward = self.forward
+        outputs_ids = pending.ids
         for index, record in enumerate(records):
             base = index * 3
             root, attempt, tag = ids[base], ids[base + 1], ids[base + 2]
+            before = len(outputs_ids)
             try:
                 item: Any = items[index] if items is not None else self._parse(record)
                 outputs = self.process_item(root, attempt, item, record, pending)
@@ -291,7 +293,14 @@ class StageRunner:
             except Exception as exc:  # noqa: BLE001 - engine_failure logs it with its traceback
                 self.engine_failure(root, attempt, record, exc, pending)
                 xor = 0
-            pending.acks += (root, attempt, tag ^ xor)
+            if len(outputs_ids) > before:
+                # The last output's tag takes what is left, so the outputs' tags XOR to this
+                # record's own: the tracker's value for the root is unchanged and there is
+                # nothing to acknowledge (tracker.py). Only a record that left no output
+                # (filtered, dead-lettered) is acknowledged.
+                outputs_ids[-1] ^= tag ^ xor
+            else:
+                pending.acks += (root, attempt, tag)
         name = self.stage_name
         pending.processed[name] = pending.processed.get(name, 0) + len(records)
         self.account(pending)

@@ -1,11 +1,19 @@
 """Following each input record until everything it turned into has been written.
 
-Every record on the wire carries a random 63-bit tag. The tracker keeps, per input record
-("root"), the XOR of the tags of its descendants that are still alive. A worker that
-finishes a record sends ``tag_in ^ tag_child_1 ^ ... ^ tag_child_k``; the coordinator XORs
-each result's tag in when it receives the result. The value returns to zero exactly when
-every descendant has been both created and consumed, in whatever order those reports
-arrive (the scheme Apache Storm's acker uses), so one integer per root is enough.
+Every record on the wire carries a 63-bit tag. The tracker keeps, per input record ("root"),
+the XOR of the tags of its descendants that are still alive. A worker that finishes a record
+acknowledges ``tag_in ^ tag_child_1 ^ ... ^ tag_child_k``; the coordinator XORs each result's
+tag in when it receives the result. The value returns to zero exactly when every descendant
+has been both created and consumed, in whatever order those reports arrive (the scheme Apache
+Storm's acker uses), so one integer per root is enough.
+
+The children's tags are random but for the last, which the worker makes
+``tag_in ^ tag_child_1 ^ ... ^ tag_child_k-1``: the acknowledgement is then zero, changes
+nothing, and is not sent. So only a record that leaves no child (filtered, dead-lettered) is
+acknowledged, and a stage that maps or fans out costs the coordinator nothing per record but
+its results. Each tag is still uniformly random, and the XOR of live descendants can only be
+zero once none is left: a set of live records whose families are all complete XORs to their
+parents', and a set with an incomplete family includes a random tag that nothing cancels.
 
 A root that must be delivered again (its worker died) gets a new attempt with a fresh tag,
 while the older attempts stay tracked: whichever attempt completes first wins, its results
