@@ -128,6 +128,7 @@ class Coordinator:
         # The stage whose Input a unit's frames carry: keyed and stateful stages start a unit.
         self._entries = [unit.stages[0] for unit in self.units]
         self.admission = Admission([stage.stateful for stage in self._entries])
+        self._admits = any(stage.stateful for stage in self._entries)
         self.snapshots = Snapshots()
         # Units whose entering records the coordinator reads; the others' pass unparsed.
         self._guarded = [stage.key is not None or stage.stateful for stage in self._entries]
@@ -570,7 +571,8 @@ class Coordinator:
         if root.dead:
             for entry in root.dead:
                 self._dead_letter(entry)
-        self.admission.forget(root.seq)
+        if self._admits:
+            self.admission.forget(root.seq)
         if root.seq > 0:
             self.report.records_done += 1
             self.feeder.done(root.seq)

@@ -216,7 +216,9 @@ class Worker:
         batch = self.pending.take()
         frames = [
             wire.encode_batch(ids, records, self.secret)
-            for ids, records in _frames(batch.ids, batch.records, self.batch_size, self.frame_bytes)
+            for ids, records in _frames(
+                batch.ids, batch.records, self.batch_size, self.frame_bytes, batch.size
+            )
         ]
         # Per stage: "n" records taken in, "b" seconds inside process() and the calls per
         # time bucket (stageflow.observe).
@@ -274,9 +276,16 @@ class Worker:
 
 
 def _frames(
-    ids: list[int], records: list[bytes], most: int, budget: int
+    ids: list[int], records: list[bytes], most: int, budget: int, size: int
 ) -> Iterator[tuple[list[int], list[bytes]]]:
-    """Split outputs into frames of at most ``most`` records and about ``budget`` bytes."""
+    """Split outputs into frames of at most ``most`` records and about ``budget`` bytes.
+
+    ``size`` is at least the records' bytes: when they all fit, they are cut by count alone.
+    """
+    if size + len(records) <= budget:
+        for start in range(0, len(records), most):
+            yield ids[start * 3 : (start + most) * 3], records[start : start + most]
+        return
     start = 0
     while start < len(records):
         end = start

@@ -251,3 +251,20 @@ def test_current_record_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     current.clear()
     assert CurrentRecord.read(path) is None
     assert current.inside() is None
+
+
+def test_output_frames_keep_to_the_record_and_byte_limits() -> None:
+    """Outputs are cut into frames under both limits, in order, by count alone when small."""
+    from stageflow.engine.worker import _frames
+
+    records = [bytes([65 + n % 26]) * (n % 7 + 1) for n in range(50)]
+    ids = [n for index in range(50) for n in (index, 0, 1000 + index)]
+    size = sum(map(len, records))
+    for budget in (size + 50, 40):  # everything fits / the bytes decide
+        frames = list(_frames(ids, records, 8, budget, size))
+        assert [r for _, frame in frames for r in frame] == records
+        assert [n for frame_ids, _ in frames for n in frame_ids] == ids
+        for frame_ids, frame in frames:
+            assert len(frame_ids) == 3 * len(frame) and 1 <= len(frame) <= 8
+            assert len(frame) == 1 or sum(len(r) + 1 for r in frame) <= budget
+    assert len(list(_frames(ids, records, 8, size + 50, size))) == 7
