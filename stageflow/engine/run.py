@@ -16,8 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
-from stageflow.engine.keying import check_scalable
 from stageflow.engine.report import RunReport, WorkerStatus
+from stageflow.engine.scaling import check_request
 from stageflow.errors import EngineError, PipelineError, RecordsFailedError
 from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress
@@ -269,7 +269,7 @@ class _Core:
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
-        check_scalable(self.pipeline.stages[names.index(stage)])
+        check_request(self.pipeline.stages[names.index(stage)], count, relative)
         self._early.append((stage, count, relative))
 
     def progress(self) -> Progress | None:
