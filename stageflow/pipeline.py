@@ -43,14 +43,21 @@ MAX_WORKERS = 256
 
 
 class WorkerBounds(BaseModel):
-    """``workers: {min: 1, max: 8}``: the autoscaler keeps the stage within these bounds."""
+    """A stage's `workers: {min: 1, max: 8}`: the autoscaler keeps it within these bounds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min: int = Field(description="The fewest worker processes; at least 1.")
-    max: int = Field(description=f"The most worker processes; at most {MAX_WORKERS}.")
+    # The bounds are checked in _in_order, for one sentence each; the schema has them too.
+    min: int = Field(
+        description="The fewest worker processes; at least 1.", json_schema_extra={"minimum": 1}
+    )
+    max: int = Field(
+        description=f"The most worker processes; at most {MAX_WORKERS}.",
+        json_schema_extra={"minimum": 1, "maximum": MAX_WORKERS},
+    )
     initial: int | None = Field(
-        default=None, description="Worker processes at the start, within min..max; default min."
+        default=None,
+        description="Worker processes at the start, within min..max; default min.",
     )
 
     @model_validator(mode="after")

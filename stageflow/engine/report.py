@@ -73,7 +73,7 @@ class RunReport:
     #: The most workers each stage had asked for at once (scaled or autoscaled).
     peak_workers: dict[str, int] = field(default_factory=dict)
     #: Each change of a stage's worker count, oldest first (the last 1000): ``stage``,
-    #: ``from``, ``to``, ``why`` (``scale()`` or the autoscaler's reason) and ``seconds``
+    #: ``before``, ``after``, ``why`` (``scale()`` or the autoscaler's reason) and ``seconds``
     #: since the run started.
     scalings: list[dict[str, Any]] = field(default_factory=list)
     #: Input read to result written, in time buckets, and the sum in seconds; measured only

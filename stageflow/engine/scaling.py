@@ -112,8 +112,8 @@ class Scaling:
         self.report.scalings.append(
             {
                 "stage": name,
-                "from": before,
-                "to": target,
+                "before": before,
+                "after": target,
                 "why": why,
                 "seconds": round(now - self._started, 3),
             }
