@@ -94,8 +94,10 @@ class Autoscaler:
             takers = self._takers(watched.unit)
             self._note_busy(watched, takers, now)
             queued = self.dispatch.queued(watched.unit)
-            pressed = bool(takers) and queued > 0 and all(
-                self.dispatch.holds(m) >= self.credit for m in takers
+            pressed = (
+                bool(takers)
+                and queued > 0
+                and all(self.dispatch.holds(m) >= self.credit for m in takers)
             )
             if not pressed:
                 watched.pressed_since = None
@@ -124,9 +126,7 @@ class Autoscaler:
         return decisions
 
     def _takers(self, unit: int) -> list[Member]:
-        return [
-            m for m in self.pool.membership.of_stage(unit) if m.ready and not m.retiring
-        ]
+        return [m for m in self.pool.membership.of_stage(unit) if m.ready and not m.retiring]
 
     def _note_busy(self, watched: _Watched, takers: list[Member], now: float) -> None:
         live = {m.key for m in takers}
