@@ -18,7 +18,9 @@ so a bursty input does not make it flap. Only the loop's thread calls it.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +31,8 @@ from stageflow.pipeline import WorkerBounds
 from stageflow.plan import Unit
 
 __all__ = ["COOLDOWN", "GROW_AFTER", "IDLE_AFTER", "Autoscaler", "Decision"]
+
+log = logging.getLogger("stageflow.engine")
 
 #: Seconds a stage must stay under pressure before it grows.
 GROW_AFTER = 0.5
@@ -75,6 +79,15 @@ class Autoscaler:
             if unit.bounds is not None
         }
         self._last = -math.inf
+        most = sum(unit.workers if unit.bounds is None else unit.bounds.max for unit in units)
+        cpus = len(os.sched_getaffinity(0))
+        if self.watched and most > cpus:
+            # Never more than the bounds say, but say so when they exceed the machine.
+            log.info(
+                "autoscaling may run up to %d worker processes (the stages' max) on %d CPUs",
+                most,
+                cpus,
+            )
 
     def changed(self, unit: int, now: float) -> None:
         """Note that ``unit``'s count changed now, whoever changed it: its cool-down starts."""

@@ -169,7 +169,8 @@ class Run:
         Added workers get work as soon as they are ready; removed ones finish the frames they
         hold, run ``finish()`` and exit. Nothing is lost or done twice. Before iteration
         starts, it sets how many workers the run starts with. A stage fused with others
-        scales its whole group.
+        scales its whole group. A stage with ``workers: {min, max}`` takes a count within
+        those bounds (another is a ValueError), and its autoscaler goes on from there.
         """
         self._core.request_scale(stage, count, relative=False)
 
@@ -178,11 +179,11 @@ class Run:
         self.scale(stage, count)
 
     def add_worker(self, stage: str) -> None:
-        """One more worker for ``stage``."""
+        """One more worker for ``stage`` (an autoscaled one: not beyond its ``max``)."""
         self._core.request_scale(stage, 1, relative=True)
 
     def remove_worker(self, stage: str) -> None:
-        """One worker fewer for ``stage`` (never fewer than one)."""
+        """One worker fewer for ``stage`` (never fewer than one, or an autoscaled one's min)."""
         self._core.request_scale(stage, -1, relative=True)
 
     @property
