@@ -6,8 +6,10 @@ its full credit: work is there that nobody can take. A worker is *idle* when it 
 frame and reported no record for :data:`IDLE_AFTER` seconds. Each step:
 
 - of the stages under pressure for :data:`GROW_AFTER` seconds straight, below their ``max``,
-  with no worker still starting, the one with the most frames queued per worker gets one
-  more worker (one stage a step, so the busiest is served first on a small machine);
+  with no worker still starting and no stage downstream under pressure (that one is the
+  bottleneck: more upstream workers would only fill its queue faster), the one with the most
+  frames queued per worker gets one more worker (one stage a step, so the busiest is served
+  first on a small machine);
 - a stage above its ``min`` with nothing queued and an idle worker loses one worker, which
   finishes what it holds, runs ``finish()`` and exits (:mod:`~stageflow.engine.pool`).
 
@@ -73,6 +75,7 @@ class Autoscaler:
         self.pool = pool
         self.dispatch = dispatch
         self.credit = credit
+        self.units = len(units)
         self.watched = {
             unit.index: _Watched(unit.index, unit.bounds)
             for unit in units
@@ -101,17 +104,12 @@ class Autoscaler:
         if now - self._last < _EVERY:
             return []
         self._last = now
+        seen = [self._pressure(unit) for unit in range(self.units)]
         decisions = []
         growing: list[tuple[float, Decision]] = []
         for watched in self.watched.values():
-            takers = self._takers(watched.unit)
+            takers, queued, pressed = seen[watched.unit]
             self._note_busy(watched, takers, now)
-            queued = self.dispatch.queued(watched.unit)
-            pressed = (
-                bool(takers)
-                and queued > 0
-                and all(self.dispatch.holds(m) >= self.credit for m in takers)
-            )
             if not pressed:
                 watched.pressed_since = None
             elif watched.pressed_since is None:
@@ -119,9 +117,12 @@ class Autoscaler:
             if now - watched.changed_at < COOLDOWN or self.pool.pending(watched.unit):
                 continue
             wanted = self.pool.wanted(watched.unit)
-            if watched.pressed_since is not None and wanted < watched.bounds.max:
+            if watched.pressed_since is not None:
                 lasted = now - watched.pressed_since
-                if lasted >= GROW_AFTER:
+                # Growing a stage while one downstream is under pressure too would only
+                # move work into that one's queue: the downstream one goes first.
+                later = any(pressure[2] for pressure in seen[watched.unit + 1 :])
+                if lasted >= GROW_AFTER and wanted < watched.bounds.max and not later:
                     noun = "worker" if len(takers) == 1 else "workers"
                     why = (
                         f"{queued} frames queued for {len(takers)} {noun} at full credit "
@@ -137,6 +138,13 @@ class Autoscaler:
         if growing:
             decisions.append(max(growing, key=lambda pair: pair[0])[1])
         return decisions
+
+    def _pressure(self, unit: int) -> tuple[list[Member], int, bool]:
+        """A unit's ready workers, its queued frames, and whether all those workers are full."""
+        takers = self._takers(unit)
+        queued = self.dispatch.queued(unit)
+        full = all(self.dispatch.holds(m) >= self.credit for m in takers)
+        return takers, queued, bool(takers) and queued > 0 and full
 
     def _takers(self, unit: int) -> list[Member]:
         return [m for m in self.pool.membership.of_stage(unit) if m.ready and not m.retiring]
