@@ -63,6 +63,10 @@ class _Watched:
     bounds: WorkerBounds
     pressed_since: float | None = None
     changed_at: float = -math.inf
+    #: Lowered to the count it had when the pool gave up on a worker that would not start:
+    #: growing again would only start more workers that fail.
+    most: int = 0
+    given_up: int = 0
     #: Per worker key: when it last held a frame or reported a record, and its count then.
     busy_at: dict[str, float] = field(default_factory=dict)
     processed: dict[str, int] = field(default_factory=dict)
@@ -77,7 +81,7 @@ class Autoscaler:
         self.credit = credit
         self.units = len(units)
         self.watched = {
-            unit.index: _Watched(unit.index, unit.bounds)
+            unit.index: _Watched(unit.index, unit.bounds, most=unit.bounds.max)
             for unit in units
             if unit.bounds is not None
         }
@@ -110,6 +114,7 @@ class Autoscaler:
         for watched in self.watched.values():
             takers, queued, pressed = seen[watched.unit]
             self._note_busy(watched, takers, now)
+            self._note_given_up(watched)
             if not pressed:
                 watched.pressed_since = None
             elif watched.pressed_since is None:
@@ -122,7 +127,7 @@ class Autoscaler:
                 # Growing a stage while one downstream is under pressure too would only
                 # move work into that one's queue: the downstream one goes first.
                 later = any(pressure[2] for pressure in seen[watched.unit + 1 :])
-                if lasted >= GROW_AFTER and wanted < watched.bounds.max and not later:
+                if lasted >= GROW_AFTER and wanted < watched.most and not later:
                     noun = "worker" if len(takers) == 1 else "workers"
                     why = (
                         f"{queued} frames queued for {len(takers)} {noun} at full credit "
@@ -145,6 +150,19 @@ class Autoscaler:
         queued = self.dispatch.queued(unit)
         full = all(self.dispatch.holds(m) >= self.credit for m in takers)
         return takers, queued, bool(takers) and queued > 0 and full
+
+    def _note_given_up(self, watched: _Watched) -> None:
+        given_up = self.pool.given_up[watched.unit]
+        if given_up == watched.given_up:
+            return
+        watched.given_up = given_up
+        watched.most = max(watched.bounds.min, self.pool.wanted(watched.unit))
+        log.warning(
+            "stage %s grows no further than %d workers in this run: a worker of it failed "
+            "to start; see the log above for why",
+            self.pool.units[watched.unit].name,
+            watched.most,
+        )
 
     def _takers(self, unit: int) -> list[Member]:
         return [m for m in self.pool.membership.of_stage(unit) if m.ready and not m.retiring]

@@ -6,12 +6,13 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from stageflow import Pipeline
 from tests.engine.conftest import wait_until
-from tests.engine.stages import Relay, WhoAmI
+from tests.engine.stages import FirstOnly, Relay, WhoAmI
 
 
 def _workers_of(run: object, stage: str) -> list[str]:
@@ -91,3 +92,29 @@ def test_scale_of_an_autoscaled_stage_stays_within_its_bounds() -> None:
     assert run.report.scalings[0]["before"] == 1 and run.report.scalings[0]["after"] == 2
     assert run.report.peak_workers == {"who": 2}
     assert set(run.report.per_worker) <= {"who#0", "who#1"}
+
+
+@pytest.mark.timeout(60)
+def test_a_stage_whose_added_workers_fail_to_start_stops_growing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Added workers that cannot start are given up on once, not retried for ever: exact output."""
+    caplog.set_level(logging.INFO, logger="stageflow.engine")
+    pipeline = Pipeline(
+        "seat",
+        [
+            {
+                "name": "seat",
+                "uses": FirstOnly,
+                "workers": {"min": 1, "max": 3},
+                "config": {"claim": str(tmp_path / "seat"), "pause": 0.01},
+            }
+        ],
+    )
+    run = pipeline.run([{"id": str(i), "text": "a"} for i in range(300)], batch_size=8)
+    assert sorted(result.id for result in run) == sorted(str(i) for i in range(300))
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("gave up on worker seat#1" in m for m in messages) == 1, messages
+    assert not any("seat#2" in m for m in messages), messages
+    assert sum("grows no further than 1 workers" in m for m in messages) == 1, messages
+    assert [(e["before"], e["after"]) for e in run.report.scalings] == [(1, 2)]
