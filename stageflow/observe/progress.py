@@ -126,6 +126,10 @@ class ProgressLine:
         log.info("progress: %s | %s", _totals(progress, self._figures), " | ".join(stages))
 
 
+#: Characters in the bar of how much of the input file was read.
+_BAR = 40
+
+
 def render_progress(
     progress: Progress, figures: Any = None, stall: str | None = None
 ) -> RenderableType:
@@ -136,7 +140,6 @@ def render_progress(
     engine's own thread.
     """
     from rich.console import Group
-    from rich.progress_bar import ProgressBar
     from rich.text import Text
 
     if figures is None:
@@ -145,7 +148,8 @@ def render_progress(
     title = Text.assemble((progress.pipeline, "bold"), "  ", _timing(progress, figures))
     rows: list[RenderableType] = [title, Text(_counts(progress, figures))]
     if figures.fraction is not None:
-        rows.append(ProgressBar(total=1.0, completed=figures.fraction, width=40))
+        done = round(figures.fraction * _BAR)
+        rows.append(Text.assemble(("━" * done, "bar.complete"), ("━" * (_BAR - done), "bar.back")))
     slowest = progress.slowest
     header = ("stage", "workers", "records", "busy", "queued")
     cells = [

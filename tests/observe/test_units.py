@@ -166,14 +166,18 @@ def test_live_display_aligns_stage_columns_and_marks_the_slowest() -> None:
     """Each stage is one line whose numbers sit under their headings; the slowest is marked."""
     from rich.console import Console
 
-    from stageflow.observe.progress import render_progress
+    from stageflow.observe.progress import InputGauge, _Figures, render_progress
 
     fast = StageProgress("parse", (), 40_000, 1.0, 0, 0, 0)
     slow = StageProgress("score-everything", (), 7, 9.0, 12, 0, 2)
     progress = Progress("p", 3.0, 10, 7, 7, 2, 3, 0, 0, (fast, slow))
+    figures = _Figures(InputGauge(1000, lambda: 250))
+    figures.update(progress)
     console = Console(record=True, width=120, file=io.StringIO())
-    console.print(render_progress(progress))
+    console.print(render_progress(progress, figures))
     lines = console.export_text().splitlines()
+    assert "━" * 40 in lines  # the input bar, on a line of its own
+    assert "input 25%" in lines[0]
     header = next(line for line in lines if line.startswith("stage"))
     parse = next(line for line in lines if line.startswith("parse"))
     score = next(line for line in lines if line.startswith("score-everything"))
