@@ -148,6 +148,12 @@ class StageSpec(BaseModel):
             where = ".".join(str(part) for part in first["loc"])
             if first["type"] == "missing":
                 raise ValueError(f"{{min, max}} needs {where} too") from None
+            if first["type"] == "extra_forbidden":
+                known = list(WorkerBounds.model_fields)
+                raise ValueError(
+                    f"unknown key {where!r} in {{min, max}}; {did_you_mean(where, known)}"
+                    f"the known keys are {', '.join(known)}"
+                ) from None
             message = first["msg"].removeprefix("Value error, ")
             raise ValueError(f"{where}: {message}" if where else message) from None
 

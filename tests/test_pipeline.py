@@ -338,7 +338,11 @@ BAD_BOUNDS = {
     "above the cap": ({"min": 1, "max": 257}, "max 257 is above the cap of 256 workers per stage"),
     "initial outside": ({"min": 2, "max": 4, "initial": 1}, "initial 1 is outside min..max (2..4)"),
     "no max": ({"min": 2}, "{min, max} needs max too"),
-    "unknown key": ({"min": 1, "max": 2, "most": 3}, "most: Extra inputs are not permitted"),
+    "unknown key": (
+        {"min": 1, "max": 2, "maxi": 3},
+        "unknown key 'maxi' in {min, max}; did you mean 'max'? the known keys are min, max, "
+        "initial",
+    ),
     "not a number": (
         "many",
         "'many' is not a number of workers; write a whole number, or {min: N, max: M} to "
