@@ -1,7 +1,8 @@
 """Profile ``stageflow run`` on the seed pipeline with py-spy, per process, per record.
 
 Runs ``py-spy record --subprocesses --format raw`` around
-``stageflow run examples/seed/pipeline.yaml`` over a seed input file, then reads the
+``stageflow run examples/seed/pipeline.yaml`` over a seed input file (or, with
+``--pipeline text``, the text peer pipeline, benchmarks/peer_text.yaml), then reads the
 collapsed stacks: each sample is put in the first matching bucket of :data:`WORKER_BUCKETS`
 or :data:`COORDINATOR_BUCKETS` (a bucket matches when one of its functions is anywhere on
 the stack, so buckets are disjoint and add up to the process's CPU samples). A worker is
@@ -14,7 +15,8 @@ Python frame at all, and startup, are shown but not counted per record.
 Needs ``py-spy`` (``pip install py-spy``; not a project dependency) and permission to
 ptrace the children.
 
-    python benchmarks/profile_seed.py [--records 200000] [--rate 100] [--keep DIR]
+    python benchmarks/profile_seed.py [--pipeline seed|text] [--records 200000] [--rate 100]
+                                      [--keep DIR] [--no-fuse]
 """
 
 from __future__ import annotations
@@ -30,18 +32,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import SEED_PIPELINE, prepare_environment, seed_file, stageflow_command
+from benchmarks.peer_work import input_file
+
+TEXT_PIPELINE = Path(__file__).resolve().parent / "peer_text.yaml"
 
 #: (bucket, function names), first match wins; names are py-spy's "Qual.name" of a frame.
 WORKER_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("startup (imports, setup)", ("_find_and_load", "Worker.__init__", "Worker.start")),
-    ("control acks (JSON, sign, send)", ("Worker.send_control",)),
+    ("reports to the coordinator (JSON, sign, send)", ("Worker.send",)),
     ("decode frame (verify digest, JSON header, split)", ("decode_batch",)),
     ("validate Input (pydantic)", ("StageRunner._validate_batch", "BaseModel.model_validate_json",
                                    "BaseModel.model_validate")),
     ("serialise Output (pydantic to_json)", ("StageRunner.emit",)),
-    ("current-record mmap set/clear", ("CurrentRecord.set", "CurrentRecord.clear")),
     ("stage process() incl. building the Output model",
-     ("Preprocessor.process", "Analyzer.process", "Collector.process")),
+     ("Preprocessor.process", "Analyzer.process", "Collector.process",
+      "SplitDocument.process", "Tokenize.process", "Stats.process")),
+    ("bookkeeping around process() (clock, current-record file, retries)",
+     ("StageRunner.process_item",)),
     ("encode frame (JSON ids header, join, sign)", ("encode_batch",)),
     ("ZeroMQ send (transport push)", ("ZmqPushConnection.push",)),
     ("hand-off inside a fused group", ("GroupRunner._handoff.<locals>.forward",)),
@@ -56,32 +63,37 @@ COORDINATOR_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read input lines (CLI)", ("_lines",)),
     ("track new roots (Root, attempt, random tag)", ("Tracker.add",)),
     ("encode frames (JSON ids header, join, sign)", ("encode_batch",)),
-    ("send frames (zmq)", ("Coordinator._send_roots", "Coordinator._flush_backlogs")),
+    ("send frames (queue, zmq)", ("Feeder.send_roots", "Dispatch.pump")),
     ("decode result frames (verify, JSON header)", ("decode_batch",)),
     ("track results (XOR, completion)", ("Tracker.results",)),
     ("decode control acks (verify, JSON)", ("decode_control",)),
     ("apply acks (XOR per record)", ("Tracker.ack",)),
-    ("other control handling", ("Coordinator._on_control", "Coordinator._receive_control")),
+    ("other control handling", ("Coordinator._on_done", "Coordinator.receive")),
     ("hand results out (tracker queue, emit)", ("Coordinator._emit", "Tracker.take_completed")),
     ("poll sockets", ("Coordinator._poll",)),
-    ("supervise workers", ("Coordinator._supervise",)),
-    ("coordinator loop itself (Coordinator.run, Run.lines)", ("Coordinator.run", "Run.lines")),
+    ("supervise workers", ("Supervisor.supervise",)),
+    ("coordinator loop itself", ("Coordinator.completions", "Coordinator.run", "Run.lines")),
     ("write output (CLI)", ("run",)),
 )
 _NOT_PER_RECORD = ("startup", "start workers", "stop workers", "no Python frame")
 STAGES = {"Preprocessor.process": "preprocess", "Analyzer.process": "analyze",
-          "Collector.process": "collect"}
+          "Collector.process": "collect", "SplitDocument.process": "split",
+          "Tokenize.process": "tokenize", "Stats.process": "stats"}
 
 
-def record(records: int, rate: int, directory: Path) -> Path:
+def record(records: int, rate: int, directory: Path, pipeline: str = "seed",
+           extra: tuple[str, ...] = ()) -> Path:
     """Run py-spy around ``stageflow run``; return the raw collapsed-stack file."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    source = seed_file(directory, records)
+    if pipeline == "text":
+        source, path = input_file(directory, "text", records), TEXT_PIPELINE
+    else:
+        source, path = seed_file(directory, records), SEED_PIPELINE
     raw = directory / "profile.txt"
     command = [pyspy, "record", "--subprocesses", "-r", str(rate),
                "-f", "raw", "-o", str(raw), "--",
-               *stageflow_command("run", str(SEED_PIPELINE), "-i", str(source),
-                                  "-o", str(directory / "out.jsonl"))]
+               *stageflow_command("run", str(path), "-i", str(source),
+                                  "-o", str(directory / "out.jsonl"), *extra)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return raw
 
@@ -146,9 +158,10 @@ def per_record(named: dict[str, dict[str, int]], records: int, rate: int) -> str
     return "\n".join(lines)
 
 
-def profile(records: int, rate: int, keep: Path | None = None) -> str:
+def profile(records: int, rate: int, keep: Path | None = None, pipeline: str = "seed",
+            extra: tuple[str, ...] = ()) -> str:
     with tempfile.TemporaryDirectory(prefix="stageflow-profile-") as directory:
-        raw = record(records, rate, Path(directory))
+        raw = record(records, rate, Path(directory), pipeline, extra)
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(raw, keep / "profile-raw.txt")
@@ -160,9 +173,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--keep", type=Path, help="copy the raw collapsed stacks here")
+    parser.add_argument("--pipeline", choices=("seed", "text"), default="seed")
+    parser.add_argument("--no-fuse", action="store_true", help="run with --no-fuse")
     args = parser.parse_args()
     prepare_environment()
-    print(profile(args.records, args.rate, args.keep))
+    extra = ("--no-fuse",) if args.no_fuse else ()
+    print(profile(args.records, args.rate, args.keep, args.pipeline, extra))
 
 
 if __name__ == "__main__":
