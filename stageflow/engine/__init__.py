@@ -9,7 +9,7 @@ Modules, by job:
   nan floats out), caught cheaply.
 - :mod:`~stageflow.engine.shipping`: how a worker gets its stage class, by name or by value.
 - :mod:`~stageflow.engine.worker`: the worker process: a runner on its own reactor, its
-  inbox a :mod:`stageflow.transport` PULL; :mod:`~stageflow.engine.link` its control thread.
+  inbox a :mod:`stageflow.transport` PULL; :mod:`~stageflow.engine.link` its heartbeat thread.
 - :mod:`~stageflow.engine.control`: the control plane's protocol and heartbeat constants.
 - :mod:`~stageflow.engine.tracker`: follows every input record, and all it fans out into,
   until its last output is written.
