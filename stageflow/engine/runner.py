@@ -411,12 +411,18 @@ class StageRunner:
         outputs: list[Any] = []
         write = self._write
         process = self._stage_process if self.timeout is None else None
+        output = self._output
         started = perf_counter()
         for _ in self._attempts:
             if write is not None:
                 write(root, attempt, self._member, started)
             try:
-                outputs = self._outputs(process(item)) if process else self._call(item)
+                if process is None:
+                    outputs = self._call(item)
+                else:
+                    result = process(item)
+                    # One Output, the common case, without the call to _outputs.
+                    outputs = [result] if type(result) is output else self._outputs(result)
                 failure = None
                 break
             except RecordTimeout:

@@ -8,26 +8,30 @@ the true value); bucket 0 also holds everything under one microsecond.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from math import log2
 
 __all__ = ["BUCKETS_PER_DOUBLING", "bucket_of", "count_buckets", "quantile"]
 
 BUCKETS_PER_DOUBLING = 4
 
 
+#: The buckets' lower edges in seconds: bucket k starts at ``_EDGES[k]`` (up to 2**50 µs).
+_EDGES = [2 ** (k / BUCKETS_PER_DOUBLING) / 1e6 for k in range(50 * BUCKETS_PER_DOUBLING)]
+
+
 def bucket_of(seconds: float) -> int:
     """The bucket a duration of ``seconds`` falls in."""
-    micros = seconds * 1e6
-    return int(log2(micros) * BUCKETS_PER_DOUBLING) if micros >= 1.0 else 0
+    return max(0, bisect_right(_EDGES, seconds) - 1)
 
 
 def count_buckets(durations: Iterable[float], counts: dict[int, int]) -> None:
     """Add one to ``counts[bucket]`` for each of ``durations`` (seconds), as bucket_of says."""
     for seconds in durations:
-        micros = seconds * 1e6
         # bucket_of inlined: this runs once per process() call.
-        bucket = int(log2(micros) * BUCKETS_PER_DOUBLING) if micros >= 1.0 else 0
+        bucket = bisect_right(_EDGES, seconds) - 1
+        if bucket < 0:
+            bucket = 0
         counts[bucket] = counts.get(bucket, 0) + 1
 
 
