@@ -108,35 +108,34 @@ class Tracker:
     def ack(self, acks: list[int]) -> None:
         """Apply a worker's flat [root, attempt, xor, ...] acknowledgements."""
         roots = self.roots
-        for index in range(0, len(acks), 3):
-            root = roots.get(acks[index])
+        for seq, attempt, xor in zip(acks[::3], acks[1::3], acks[2::3], strict=True):
+            root = roots.get(seq)
             if root is None:
                 continue
-            if acks[index + 1] == 0:
-                root.value ^= acks[index + 2]
+            if attempt == 0:
+                root.value ^= xor
                 if not root.value:
                     self._complete(root, root.results, root.dead)
             else:
-                self._ack_retry(root, acks[index + 1], acks[index + 2], None)
+                self._ack_retry(root, attempt, xor, None)
 
     def results(self, ids: list[int], records: list[bytes]) -> None:
         """Take the last stage's outputs; they count once their attempt completes."""
         roots = self.roots
-        for index, record in enumerate(records):
-            base = index * 3
-            root = roots.get(ids[base])
+        for seq, attempt, tag, record in zip(ids[::3], ids[1::3], ids[2::3], records, strict=True):
+            root = roots.get(seq)
             if root is None:
                 continue
-            if ids[base + 1] == 0:
+            if attempt == 0:
                 if root.results is None:
                     root.results = [record]
                 else:
                     root.results.append(record)
-                root.value ^= ids[base + 2]
+                root.value ^= tag
                 if not root.value:
                     self._complete(root, root.results, root.dead)
             else:
-                self._ack_retry(root, ids[base + 1], ids[base + 2], record)
+                self._ack_retry(root, attempt, tag, record)
 
     def _ack_retry(self, root: Root, number: int, xor: int, record: bytes | None) -> None:
         attempt = root.retries.get(number) if root.retries is not None else None
