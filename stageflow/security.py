@@ -17,6 +17,9 @@ policy lives in one place and no socket is configured by hand.
 The coordinator's ZAP handler (:class:`Gatekeeper`) admits only the public keys found in its
 ``worker*.key`` files; any other client is refused by ZeroMQ before a byte of data reaches
 stageflow, and each refused key is logged once.
+
+A run placed on a Dask cluster makes a worker pair of its own instead (:func:`run_keys`), in
+memory: it admits that run's tasks only and is gone with the run.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import os
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from zmq.utils import z85
 
 from stageflow.errors import SecurityError
 
-__all__ = ["Gatekeeper", "Keys", "generate_keys", "is_loopback", "require_keys"]
+__all__ = ["Gatekeeper", "Keys", "generate_keys", "is_loopback", "require_keys", "run_keys"]
 
 log = logging.getLogger("stageflow.security")
 
@@ -131,6 +134,22 @@ class Keys:
         server = _load_public(folder / f"{COORDINATOR}.key")
         return cls(public, secret, server, frozenset({server}))
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, str]) -> Keys:
+        """A worker's keys from :meth:`worker_settings` (they travel to a Dask task)."""
+        server = settings["server_public"].encode()
+        return cls(
+            settings["public"].encode(), settings["secret"].encode(), server, frozenset({server})
+        )
+
+    def worker_settings(self) -> dict[str, str]:
+        """This worker's pair and the coordinator's public key, as JSON-able text."""
+        return {
+            "public": self.public.decode(),
+            "secret": self.secret.decode(),
+            "server_public": self.server_public.decode(),
+        }
+
     def serve(self, sock: zmq.Socket[Any]) -> None:
         """Make ``sock`` (about to bind) a CURVE server checked by the ZAP handler."""
         sock.curve_secretkey = self.secret
@@ -215,6 +234,20 @@ class Gatekeeper:
             self._wake.send(b"stop")
             self._thread.join(5)
         self._wake.close(linger=0)
+
+
+def run_keys(coordinator: Keys | None) -> tuple[Keys, Keys]:
+    """A worker key pair made for one run, and ``coordinator`` (made too if None) admitting it.
+
+    A coordinator's own pair is kept, so the hosts that hold `stageflow keygen`'s keys still
+    join; nothing is written to disk.
+    """
+    if coordinator is None:
+        public, secret = zmq.curve_keypair()
+        coordinator = Keys(public, secret, public)
+    public, secret = zmq.curve_keypair()
+    worker = Keys(public, secret, coordinator.public, frozenset({coordinator.public}))
+    return replace(coordinator, admitted=coordinator.admitted | {public}), worker
 
 
 def is_loopback(address: str) -> bool:
