@@ -20,9 +20,10 @@ cares that Dask started them.
 - **Lifetimes**: a task holds one thread of its Dask worker while its process runs (the
   process does CPU work, so the thread is the honest account of it, and it does not
   ``secede``). The process is the Dask worker's child and dies with it. The run's end tells its
-  joined workers to stop; :meth:`Placement.close` then waits for the tasks, sets the run's
-  Dask :class:`~distributed.Event`, on which each task still running kills its process (an
-  aborted run, a task that never got to join), and cancels the tasks not started. A Dask
+  joined workers to stop; :meth:`Placement.close` then sets the run's *over* Dask
+  :class:`~distributed.Event` (a task that starts now, having waited for a thread, returns at
+  once), waits for the tasks, sets its *stop* event, on which each task still running kills
+  its process (an aborted run, a task that never got to join), and cancels what is left. A Dask
   worker that dies is a lost worker to the coordinator (heartbeat): its frames go to the
   others, and Dask may run its task again elsewhere, which joins as a new worker.
 """
@@ -117,6 +118,7 @@ class Placement:
         self.listen = listen or listen_address(self._address)
         self.keys, self._worker_keys = run_keys(keys)
         self._futures: list[Any] = []
+        self._over: Any = None
         self._stop: Any = None
         self._ending = False
 
@@ -141,6 +143,7 @@ class Placement:
                 "cluster_workers= (--cluster-workers N) and the tasks wait for them"
             )
         token = secrets.token_hex(4)
+        self._over = distributed.Event(f"stageflow-over-{token}", client=client)
         self._stop = distributed.Event(f"stageflow-stop-{token}", client=client)
         for number in range(count):
             stage = self._stages[number % len(self._stages)] if self._stages else None
@@ -148,7 +151,12 @@ class Placement:
                 address, self._worker_keys, stage, options.start_timeout, options.log_level
             )
             future = client.submit(
-                _serve_one, settings, self._stop, key=f"stageflow-{token}-{number}", pure=False
+                _serve_one,
+                settings,
+                self._over,
+                self._stop,
+                key=f"stageflow-{token}-{number}",
+                pure=False,
             )
             future.add_done_callback(self._ended)
             self._futures.append(future)
@@ -171,7 +179,8 @@ class Placement:
         """End every task: ``grace`` seconds to stop on their own, then at once."""
         self._ending = True
         try:
-            if self._futures and self._stop is not None:
+            if self._futures:
+                self._over.set()
                 _wait(self._futures, grace)
                 self._stop.set()
                 _wait(self._futures, _END_TIMEOUT)
@@ -180,7 +189,8 @@ class Placement:
                     log.warning("Dask tasks %s did not end; cancelling them", ", ".join(left))
                 assert self._client is not None
                 self._client.cancel(self._futures, force=True)
-                self._stop.clear()  # nobody waits on it now: the scheduler forgets it
+                for event in (self._over, self._stop):
+                    event.clear()  # nobody waits on it now: the scheduler forgets it
         finally:
             self._futures.clear()
             if self._owned and self._client is not None:
@@ -197,9 +207,9 @@ def _wait(futures: list[Any], timeout: float) -> None:
             future.result(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _serve_one(settings: dict[str, Any], stop: Any) -> int:
+def _serve_one(settings: dict[str, Any], over: Any, stop: Any) -> int:
     """A Dask task: one joined worker process on this Dask worker, until the run ends."""
-    if stop.is_set():  # started after the run ended (it waited for a free thread)
+    if over.is_set():  # started after the run ended (it waited for a free thread)
         return 0
     launcher = SubprocessLauncher(join.TARGET)
     try:

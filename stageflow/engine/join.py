@@ -137,7 +137,9 @@ def _join(address: str, keys: Keys, stage: str | None, wait: float | None) -> di
     ctx: zmq.Context[Any] = zmq.Context()
     dealer: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
     keys.connect(dealer)
-    monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    monitor = dealer.get_monitor_socket(
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    )
     poller = zmq.Poller()
     poller.register(dealer, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
@@ -150,13 +152,16 @@ def _join(address: str, keys: Keys, stage: str | None, wait: float | None) -> di
             "public": keys.public.decode(),
             "stage": stage,
         }
-        dealer.send_multipart([control.JOIN, json.dumps(request).encode()])
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
             if monitor in events:
-                recv_monitor_message(monitor)
+                if recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    # Asked on every new connection: a request sent to a coordinator that
+                    # closed before reading it (the run before, with --stay) is lost with it.
+                    dealer.send_multipart([control.JOIN, json.dumps(request).encode()])
+                    continue
                 log.error(
                     "the coordinator at %s refused this host's key; copy the run's "
                     "worker.key_secret and coordinator.key here (made by `stageflow keygen`)",

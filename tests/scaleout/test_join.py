@@ -25,6 +25,7 @@ from tests.engine.conftest import wait_until
 from tests.engine.stages import CountWords, Split
 from tests.helpers import REPO, run_stageflow
 from tests.scaleout.helpers import TOKEN, Consumer, gated, joined_ready, records, stop_all
+from tests.scaleout.stages import Where
 
 
 def join(
@@ -291,3 +292,36 @@ def test_a_stage_only_joiners_serve_needs_listen() -> None:
     pipeline = Pipeline("alone", [{"name": "split", "uses": Split, "workers": 0}])
     with pytest.raises(PipelineError, match="--listen"):
         pipeline.run(records(1))
+
+
+def test_a_worker_that_stays_serves_the_next_run_too(tmp_path: Path) -> None:
+    """`stageflow worker --stay` outlives the run it served: its process, still running, joins
+    the next run on the same address, which it serves exactly, and each run's records were
+    processed by a child of that one `stageflow worker`."""
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    pipeline = Pipeline("again", [{"name": "where", "uses": Where, "workers": 0}])
+    address = "tcp://127.0.0.1:0"
+    stay: subprocess.Popen[bytes] | None = None
+    parents: list[set[int]] = []
+    try:
+        for turn in range(2):
+            run = pipeline.run(records(60), listen=address, keys=keys, start_timeout=30)
+            consumer = Consumer(run)
+            address = consumer.address()  # the second run listens where the first did
+            if stay is None:
+                with (tmp_path / "stay.log").open("wb") as err:
+                    argv = ["worker", "--join", address, "--keys", str(keys), "--stay"]
+                    stay = subprocess.Popen(
+                        [sys.executable, "-m", "stageflow", *argv], cwd=REPO, stderr=err
+                    )
+            results = consumer.finish(60)
+            assert sorted(int(r.id) for r in results) == list(range(60)), f"run {turn}"
+            parents.append({r.parent for r in results})
+            assert stay.poll() is None, "the staying worker exited after a run"
+    finally:
+        if stay is not None:
+            stay.terminate()
+            stay.wait(30)
+    assert stay is not None
+    assert parents == [{stay.pid}, {stay.pid}]
