@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from stageflow import Pipeline
 from stageflow.engine import control, wire
 from stageflow.engine.join import EXIT_REFUSED
 from stageflow.engine.link import EXIT_COORDINATOR_LOST
-from stageflow.errors import PipelineError
+from stageflow.errors import PipelineError, SecurityError
 from stageflow.security import Keys, generate_keys
 from tests import netns
 from tests.engine.conftest import wait_until
@@ -325,3 +326,54 @@ def test_a_worker_that_stays_serves_the_next_run_too(tmp_path: Path) -> None:
             stay.wait(30)
     assert stay is not None
     assert parents == [{stay.pid}, {stay.pid}]
+
+
+def test_a_host_with_its_own_key_is_shut_out_by_removing_that_key(tmp_path: Path) -> None:
+    """`stageflow keygen DIR --worker NAME` makes one host's pair: that host joins with it;
+    once its public key leaves the coordinator's folder, the next run refuses that host
+    (exit 2) while another host's key still serves the stage."""
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    for name in ("a", "b"):
+        done = run_stageflow("keygen", str(keys), "--worker", name)
+        assert done.returncode == 0, done.stderr
+    hosts = {}
+    for name in ("a", "b"):
+        hosts[name] = tmp_path / f"host-{name}"
+        hosts[name].mkdir()
+        for file in ("coordinator.key", f"worker-{name}.key_secret"):
+            shutil.copy2(keys / file, hosts[name] / file)
+    pipeline = Pipeline("revoked", [{"name": "where", "uses": Where, "workers": 0}])
+
+    def one_run(host: str) -> tuple[list[Any], int]:
+        run = pipeline.run(records(30), listen="tcp://127.0.0.1:0", keys=keys, start_timeout=30)
+        consumer = Consumer(run)
+        argv = ["worker", "--join", consumer.address(), "--keys", str(hosts[host])]
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stageflow", *argv], cwd=REPO, stderr=subprocess.DEVNULL
+        )
+        try:
+            status = worker.wait(30)
+            if status != 0:
+                run.stop()  # nobody served it: end the run, with nothing read
+            return consumer.finish(30), status
+        finally:
+            run.close()
+            stop_all([worker])
+
+    results, status = one_run("a")
+    assert status == 0 and sorted(int(r.id) for r in results) == list(range(30))
+    (keys / "worker-a.key").unlink()
+    assert one_run("a") == ([], EXIT_REFUSED)
+    results, status = one_run("b")
+    assert status == 0 and sorted(int(r.id) for r in results) == list(range(30))
+
+
+def test_a_folder_with_two_worker_secrets_is_refused(tmp_path: Path) -> None:
+    """A worker folder holding two hosts' secret keys is refused, naming both files."""
+    generate_keys(tmp_path, worker="a")
+    generate_keys(tmp_path, worker="b")
+    with pytest.raises(SecurityError, match=r"worker-a\.key_secret, worker-b\.key_secret"):
+        Keys.for_worker(tmp_path)
+    with pytest.raises(SecurityError, match="cannot name a worker key"):
+        generate_keys(tmp_path, worker="../evil")
