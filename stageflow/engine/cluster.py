@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from stageflow.engine.options import EngineOptions
     from stageflow.plan import FusionPlan
 
-__all__ = ["Placement", "listen_address"]
+__all__ = ["Placement", "listen_address", "scheduler_address"]
 
 log = logging.getLogger("stageflow.engine")
 
@@ -72,12 +72,29 @@ def _distributed() -> Any:
     return distributed
 
 
+def scheduler_address(text: str) -> str:
+    """The Dask address of ``dask://HOST:PORT``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT``."""
+    scheme, _, rest = text.partition("://")
+    _, _, port = rest.rpartition(":")
+    if scheme not in ("dask", "tcp", "tls") or not port.isdigit():
+        raise ClusterError(
+            f"{text!r} is not a Dask scheduler address; give one like tcp://HOST:8786"
+        )
+    return f"{'tcp' if scheme == 'dask' else scheme}://{rest}"
+
+
 def listen_address(scheduler: str) -> str:
     """Where a run placed on the cluster of ``scheduler`` (a Dask address) listens."""
     scheme, _, rest = scheduler.partition("://")
     if scheme == "inproc" or is_loopback(f"tcp://{rest}"):
         return "tcp://127.0.0.1:0"
-    return f"tcp://{join.own_address(f'tcp://{rest}')}:0"
+    try:
+        return f"tcp://{join.own_address(f'tcp://{rest}')}:0"
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot find this host's address towards the Dask scheduler at {scheduler} "
+            f"({exc}); check the address, or give listen= (--listen ADDRESS)"
+        ) from exc
 
 
 class Placement:
@@ -98,7 +115,7 @@ class Placement:
     ) -> None:
         distributed = _distributed()
         if isinstance(cluster, str):
-            self._address = "tcp://" + cluster.removeprefix("dask://").removeprefix("tcp://")
+            self._address = scheduler_address(cluster)
             # Any: much of distributed's API is untyped (Client.close, Future.done, Event.set).
             self._client: Any = None
         elif isinstance(cluster, distributed.Client):
@@ -130,7 +147,7 @@ class Placement:
                 self._client = distributed.Client(
                     self._address, timeout=_CONNECT_TIMEOUT, set_as_default=False
                 )
-            except (OSError, TimeoutError) as exc:
+            except (OSError, ValueError) as exc:
                 raise ClusterError(
                     f"cannot reach the Dask scheduler at {self._address} ({exc}); check the "
                     "address and that the scheduler is running"

@@ -257,3 +257,26 @@ def test_importing_stageflow_imports_no_dask() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("given", "address", "listen"),
+    [
+        ("dask://127.0.0.1:8786", "tcp://127.0.0.1:8786", "tcp://127.0.0.1:0"),
+        ("tcp://localhost:8786", "tcp://localhost:8786", "tcp://127.0.0.1:0"),
+        ("tls://127.0.0.2:8786", "tls://127.0.0.2:8786", "tcp://127.0.0.1:0"),
+    ],
+)
+def test_scheduler_addresses_and_where_the_run_listens(
+    given: str, address: str, listen: str
+) -> None:
+    """dask:// means tcp://; a scheduler on this host means the run listens on loopback."""
+    assert cluster.scheduler_address(given) == address
+    assert cluster.listen_address(address) == listen
+
+
+@pytest.mark.parametrize("given", ["foo://x:1", "tcp://127.0.0.1", "scheduler:8786"])
+def test_what_is_no_scheduler_address_is_refused(given: str) -> None:
+    """An address without a Dask scheme or a port is refused in one sentence."""
+    with pytest.raises(ClusterError, match="is not a Dask scheduler address"):
+        cluster.scheduler_address(given)
