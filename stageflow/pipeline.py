@@ -338,14 +338,41 @@ def _validate_spec(data: Any, source: str | None) -> PipelineSpec:
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelt key also makes the key it meant missing: name the typo, not the gap.
+        first = next((error for error in errors if _misspelt(error)), errors[0])
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
         stage = _stage_name_at(data, first["loc"])
         if stage is not None:
             loc += f" (stage {stage!r})"
-        message = first["msg"].removeprefix("Value error, ")
+        message = _message_for(first)
         fix = "fix the file (`stageflow schema` prints its format)" if source else "fix it"
         raise PipelineError(f"{where}: {loc}: {message}; {fix}") from exc
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the mapping at an error location may have: a stage's or the file's."""
+    model = StageSpec if len(loc) == 3 and loc[0] == "stages" else PipelineSpec
+    return list(model.model_fields)
+
+
+def _misspelt(error: Any) -> bool:
+    loc = error["loc"]
+    return bool(
+        error["type"] == "extra_forbidden" and loc and did_you_mean(str(loc[-1]), _known_keys(loc))
+    )
+
+
+def _message_for(error: Any) -> str:
+    """pydantic's message for one error, in the words of a pipeline file where it can be."""
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden" and loc:
+        key, known = str(loc[-1]), _known_keys(loc)
+        hint = did_you_mean(key, known)
+        return f"unknown key {key!r}; {hint}the known keys are {', '.join(known)}"
+    if error["type"] == "too_short" and tuple(loc) == ("stages",):
+        return "a pipeline needs at least one stage"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _stage_name_at(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | None:

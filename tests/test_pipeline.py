@@ -121,13 +121,19 @@ INVALID = {
     ),
     "misspelt-key": (
         "name: p\nstages:\n  - {name: prep, uses: preprocessor, worker: 2}\n",
-        "pipeline file '{path}': stages.0.worker (stage 'prep'): Extra inputs are not "
-        "permitted; fix the file (`stageflow schema` prints its format)",
+        "pipeline file '{path}': stages.0.worker (stage 'prep'): unknown key 'worker'; did "
+        "you mean 'workers'? the known keys are name, uses, workers, config, retries, timeout, "
+        "key, stateful, fuse; fix the file (`stageflow schema` prints its format)",
+    ),
+    "unknown-top-level-key": (
+        "name: p\nstage:\n  - {name: prep, uses: preprocessor}\n",
+        "pipeline file '{path}': stage: unknown key 'stage'; did you mean 'stages'? the known "
+        "keys are name, stages; fix the file (`stageflow schema` prints its format)",
     ),
     "no-stages": (
         "name: p\nstages: []\n",
-        "pipeline file '{path}': stages: Tuple should have at least 1 item after validation, "
-        "not 0; fix the file (`stageflow schema` prints its format)",
+        "pipeline file '{path}': stages: a pipeline needs at least one stage; fix the file "
+        "(`stageflow schema` prints its format)",
     ),
 }
 
