@@ -23,7 +23,9 @@ cares that Dask started them.
   joined workers to stop; :meth:`Placement.close` then sets the run's *over* Dask
   :class:`~distributed.Event` (a task that starts now, having waited for a thread, returns at
   once), waits for the tasks, sets its *stop* event, on which each task still running kills
-  its process (an aborted run, a task that never got to join), and cancels what is left. A Dask
+  its process (an aborted run, a task that never got to join), and cancels what is left.
+  A task whose caller died (no close, no event) ends too: its process exits after
+  ``heartbeat_timeout`` without a heartbeat, or without an answer to its join request. A Dask
   worker that dies is a lost worker to the coordinator (heartbeat): its frames go to the
   others, and Dask may run its task again elsewhere, which joins as a new worker.
 """
@@ -164,8 +166,10 @@ class Placement:
         self._stop = distributed.Event(f"stageflow-stop-{token}", client=client)
         for number in range(count):
             stage = self._stages[number % len(self._stages)] if self._stages else None
+            # The run listens already, so a live coordinator answers at once: waiting as long
+            # as for a heartbeat ends the process of a task whose caller died before it joined.
             settings = join.join_settings(
-                address, self._worker_keys, stage, options.start_timeout, options.log_level
+                address, self._worker_keys, stage, options.heartbeat_timeout, options.log_level
             )
             future = client.submit(
                 _serve_one,

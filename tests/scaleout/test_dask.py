@@ -280,3 +280,37 @@ def test_what_is_no_scheduler_address_is_refused(given: str) -> None:
     """An address without a Dask scheme or a port is refused in one sentence."""
     with pytest.raises(ClusterError, match="is not a Dask scheduler address"):
         cluster.scheduler_address(given)
+
+
+def test_a_caller_killed_mid_run_leaves_nothing_on_the_cluster(
+    client: Client, tmp_path: Path
+) -> None:
+    """`stageflow run --cluster` killed by SIGKILL mid-run: its Dask-placed workers hear no
+    heartbeat, exit within the timeout, and their tasks end; nothing of it stays."""
+    spec = tmp_path / "pipeline.json"
+    stage = {"name": "where", "uses": "tests.scaleout.stages:Where", "workers": 0}
+    stage["config"] = {"pause": 0.05}
+    spec.write_text(json.dumps({"name": "orphaned", "stages": [stage]}))
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records(2000)))
+    argv = ["run", str(spec), "-i", str(source), "-o", str(tmp_path / "out.jsonl")]
+    argv += ["--cluster", client.scheduler.address, "--heartbeat-timeout", "2"]
+    caller = subprocess.Popen(
+        [sys.executable, "-m", "stageflow", *argv], cwd=REPO, stderr=subprocess.DEVNULL
+    )
+    try:
+        out = tmp_path / "out.jsonl"
+
+        def working() -> bool:
+            """Both tasks have a process, and records are being written: a worker joined."""
+            started = sum(bool(c) for c in client.run(_stageflow_children).values()) == 2
+            return started and out.exists() and out.stat().st_size > 0
+
+        assert wait_until(working, 30), "the run's workers never started on the cluster"
+        caller.kill()
+        caller.wait(10)
+        assert wait_until(lambda: tasks_gone(client), 15), client.run(_stageflow_children)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+        caller.wait(10)
