@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import os
-import time
 
-from pydantic import BaseModel, Field
-
-import stageflow
-from tests.engine.stages import Line
+from tests.engine.stages import Line, Pid, WhoAmI
 
 
-class Served(BaseModel):
-    id: str
-    pid: int
+class Served(Pid):
     #: The process that started the worker: a Dask worker's, for a task placed on a cluster.
     parent: int
 
 
-class WhereConfig(BaseModel):
-    pause: float = Field(default=0.0, description="seconds to sleep per record, to slow a run")
-
-
-class Where(stageflow.Stage):
+class Where(WhoAmI):
     """Line -> Served: the worker process of each record and that process's parent."""
 
     name = "test-where"
-    Input = Line
     Output = Served
-    Config = WhereConfig
 
     def process(self, item: Line) -> Served:
-        if self.config.pause:
-            time.sleep(self.config.pause)
-        return Served(id=item.id, pid=os.getpid(), parent=os.getppid())
+        return Served(**super().process(item).model_dump(), parent=os.getppid())
