@@ -245,6 +245,10 @@ def _serve_one(settings: dict[str, Any], over: Any, stop: Any) -> int:
 def _kill_on(stop: Any, process: WorkerProcess) -> None:
     """Kill ``process`` once ``stop`` is set; return once it has ended anyway."""
     while process.poll() is None:
-        if stop.wait(_STOP_POLL):
+        try:
+            told = stop.wait(_STOP_POLL)
+        except Exception:  # noqa: BLE001 - the scheduler is gone: the heartbeat ends the process
+            return
+        if told:
             process.kill()
             return

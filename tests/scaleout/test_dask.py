@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from pathlib import Path
 
+import dask
 import psutil
 import pytest
 from distributed import Client, LocalCluster
@@ -29,23 +31,25 @@ from tests.scaleout.stages import Where
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     """A LocalCluster of two worker processes, one thread each, shut down after the module."""
     for name in ("distributed", "tornado"):  # its chatter on worker restarts is not ours
         logging.getLogger(name).setLevel(logging.ERROR)
-    cluster = LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
-    )
-    client = Client(cluster, set_as_default=False)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-        # multiprocessing started its resource tracker for the nannies; it would otherwise
-        # live as long as this interpreter, and later tests count our child processes.
-        resource_tracker._resource_tracker._stop()
-        assert wait_until(lambda: not live_children(), 20), [p.cmdline() for p in live_children()]
+    # Dask's scratch folders under pytest's temporary folder, not one of its own in /tmp.
+    with dask.config.set({"temporary-directory": str(tmp_path_factory.mktemp("dask"))}):
+        cluster = LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        )
+        client = Client(cluster, set_as_default=False)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+    # multiprocessing started its resource tracker for the nannies; it would otherwise live
+    # as long as this interpreter, and later tests count our child processes.
+    resource_tracker._resource_tracker._stop()
+    assert wait_until(lambda: not live_children(), 20), [p.cmdline() for p in live_children()]
 
 
 def dask_pids(client: Client) -> set[int]:
@@ -53,8 +57,12 @@ def dask_pids(client: Client) -> set[int]:
 
 
 def _stageflow_children() -> list[str]:
-    """Run on a Dask worker: the command lines of its child processes."""
-    return [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    """Run on a Dask worker: the command lines of its live child processes."""
+    lines = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # gone, or a zombie its task reaps
+            lines.append(" ".join(child.cmdline()))
+    return lines
 
 
 def tasks_gone(client: Client) -> bool:

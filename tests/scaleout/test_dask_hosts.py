@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import pytest
 from distributed import Client, LocalCluster
 
@@ -19,28 +21,34 @@ from tests.scaleout.stages import Where
 
 
 @pytest.fixture
-def dask_on_two_hosts(two_hosts: netns.Network) -> Iterator[tuple[Client, list[int]]]:
+def dask_on_two_hosts(
+    two_hosts: netns.Network, tmp_path: Path
+) -> Iterator[tuple[Client, list[int]]]:
     """A scheduler on the bridge, one `dask worker` on each namespace host; all stopped after."""
     for name in ("distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    cluster = LocalCluster(
-        n_workers=0, host=two_hosts.address, scheduler_port=0, dashboard_address=None
-    )
-    client = Client(cluster, set_as_default=False)
-    workers: list[subprocess.Popen[bytes]] = []
-    try:
-        for host in two_hosts.hosts:
-            argv = ["-m", "distributed.cli.dask_worker", cluster.scheduler_address]
-            argv += ["--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", host.address]
-            workers.append(host.python(*argv, cwd=REPO, stderr=subprocess.DEVNULL))
-        client.wait_for_workers(2, timeout=60)
-        yield client, [w.pid for w in workers]
-    finally:
-        for worker in workers:
-            worker.terminate()
-        stop_all(workers)
-        client.close()
-        cluster.close()
+    scratch = str(tmp_path / "dask")  # Dask's scratch folders, not a /tmp folder of its own
+    with dask.config.set({"temporary-directory": scratch}):
+        cluster = LocalCluster(
+            n_workers=0, host=two_hosts.address, scheduler_port=0, dashboard_address=None
+        )
+        client = Client(cluster, set_as_default=False)
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            for host in two_hosts.hosts:
+                argv = ["-m", "distributed.cli.dask_worker", cluster.scheduler_address]
+                argv += ["--nthreads", "1", "--no-nanny", "--no-dashboard"]
+                argv += ["--host", host.address]
+                env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": scratch}
+                workers.append(host.python(*argv, cwd=REPO, env=env, stderr=subprocess.DEVNULL))
+            client.wait_for_workers(2, timeout=60)
+            yield client, [w.pid for w in workers]
+        finally:
+            for worker in workers:
+                worker.terminate()
+            stop_all(workers)
+            client.close()
+            cluster.close()
 
 
 def test_a_cluster_on_other_hosts_joins_over_curve_with_keys_made_for_the_run(
