@@ -345,28 +345,29 @@ def test_a_host_with_its_own_key_is_shut_out_by_removing_that_key(tmp_path: Path
             shutil.copy2(keys / file, hosts[name] / file)
     pipeline = Pipeline("revoked", [{"name": "where", "uses": Where, "workers": 0}])
 
-    def one_run(host: str) -> tuple[list[Any], int]:
+    def one_run(*names: str) -> tuple[list[Any], list[int]]:
+        """A run that hosts ``names`` try to join: its results and their exit statuses."""
         run = pipeline.run(records(30), listen="tcp://127.0.0.1:0", keys=keys, start_timeout=30)
         consumer = Consumer(run)
-        argv = ["worker", "--join", consumer.address(), "--keys", str(hosts[host])]
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stageflow", *argv], cwd=REPO, stderr=subprocess.DEVNULL
-        )
+        joining = [sys.executable, "-m", "stageflow", "worker", "--join", consumer.address()]
+        workers = [
+            subprocess.Popen(
+                [*joining, "--keys", str(hosts[name])], cwd=REPO, stderr=subprocess.DEVNULL
+            )
+            for name in names
+        ]
         try:
-            status = worker.wait(30)
-            if status != 0:
-                run.stop()  # nobody served it: end the run, with nothing read
-            return consumer.finish(30), status
+            return consumer.finish(60), [worker.wait(30) for worker in workers]
         finally:
             run.close()
-            stop_all([worker])
+            stop_all(workers)
 
-    results, status = one_run("a")
-    assert status == 0 and sorted(int(r.id) for r in results) == list(range(30))
+    results, statuses = one_run("a")
+    assert statuses == [0] and sorted(int(r.id) for r in results) == list(range(30))
     (keys / "worker-a.key").unlink()
-    assert one_run("a") == ([], EXIT_REFUSED)
-    results, status = one_run("b")
-    assert status == 0 and sorted(int(r.id) for r in results) == list(range(30))
+    results, statuses = one_run("a", "b")
+    assert statuses == [EXIT_REFUSED, 0]
+    assert sorted(int(r.id) for r in results) == list(range(30))
 
 
 def test_a_folder_with_two_worker_secrets_is_refused(tmp_path: Path) -> None:
