@@ -32,6 +32,7 @@ cares that Dask started them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -201,22 +202,32 @@ class Placement:
         self._ending = True
         try:
             if self._futures:
-                self._over.set()
-                _wait(self._futures, grace)
-                self._stop.set()
-                _wait(self._futures, _END_TIMEOUT)
-                left = [str(f.key) for f in self._futures if not f.done()]
-                if left:
-                    log.warning("Dask tasks %s did not end; cancelling them", ", ".join(left))
-                assert self._client is not None
-                self._client.cancel(self._futures, force=True)
-                for event in (self._over, self._stop):
-                    event.clear()  # nobody waits on it now: the scheduler forgets it
+                self._end_tasks(grace)
+        except OSError as exc:  # the scheduler's comms (CommClosedError, timeouts)
+            log.warning(
+                "could not tell the Dask scheduler at %s that the run ended (%s); its workers "
+                "exit by themselves within heartbeat_timeout",
+                self._address,
+                exc,
+            )
         finally:
             self._futures.clear()
             if self._owned and self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+    def _end_tasks(self, grace: float) -> None:
+        self._over.set()
+        _wait(self._futures, grace)
+        self._stop.set()
+        _wait(self._futures, _END_TIMEOUT)
+        left = [str(f.key) for f in self._futures if not f.done()]
+        if left:
+            log.warning("Dask tasks %s did not end; cancelling them", ", ".join(left))
+        self._client.cancel(self._futures, force=True)
+        for event in (self._over, self._stop):
+            event.clear()  # nobody waits on it now: the scheduler forgets it
 
 
 def _wait(futures: list[Any], timeout: float) -> None:
@@ -247,7 +258,9 @@ def _kill_on(stop: Any, process: WorkerProcess) -> None:
     while process.poll() is None:
         try:
             told = stop.wait(_STOP_POLL)
-        except Exception:  # noqa: BLE001 - the scheduler is gone: the heartbeat ends the process
+        # The scheduler or this Dask worker is going away (a closed comm, a cancelled call);
+        # the process ends anyway, with its run or when it hears no heartbeat.
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001
             return
         if told:
             process.kill()
