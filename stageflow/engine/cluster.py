@@ -182,7 +182,12 @@ class Placement:
             )
             future.add_done_callback(self._ended)
             self._futures.append(future)
-        log.info("placed %d workers on the Dask cluster at %s", count, self._address)
+        log.info(
+            "placed %d worker%s on the Dask cluster at %s",
+            count,
+            "" if count == 1 else "s",
+            self._address,
+        )
 
     def _ended(self, future: Any) -> None:
         """Say why a task ended early (runs on a thread of Dask's client)."""

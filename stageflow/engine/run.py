@@ -268,7 +268,8 @@ class _Core:
                 if stage.workers == 0:
                     raise PipelineError(
                         f"stage {stage.name!r} has workers: 0, so only workers joining from "
-                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them"
+                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them, "
+                        "or cluster= (--cluster ADDRESS) to place them on a Dask cluster"
                     )
         # A fused stage runs in every process of its group.
         self.report.stage_workers = {

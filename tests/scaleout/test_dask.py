@@ -200,19 +200,19 @@ def _spec(tmp_path: Path) -> tuple[Path, Path]:
 def test_the_cli_runs_on_a_cluster_given_by_its_dask_address(
     client: Client, tmp_path: Path
 ) -> None:
-    """`stageflow run --cluster dask://HOST:PORT` places the stage on that cluster and exits 0
-    with every record written once, processed under the Dask workers."""
+    """`stageflow run --cluster dask://HOST:PORT --cluster-workers 1` places one worker on
+    that cluster and exits 0 with every record written once, processed under one Dask worker."""
     spec, source = _spec(tmp_path)
     out = tmp_path / "out.jsonl"
     address = "dask://" + client.scheduler.address.removeprefix("tcp://")
-    done = run_stageflow(
-        "run", str(spec), "-i", str(source), "-o", str(out), "--cluster", address, timeout=90
-    )
+    argv = ["run", str(spec), "-i", str(source), "-o", str(out), "--cluster", address]
+    done = run_stageflow(*argv, "--cluster-workers", "1", timeout=90)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(int(r["id"]) for r in lines) == list(range(120))
-    assert {r["parent"] for r in lines} <= dask_pids(client)
-    assert "placed 2 workers on the Dask cluster" in done.stderr
+    parents = {r["parent"] for r in lines}
+    assert len(parents) == 1 and parents <= dask_pids(client)
+    assert "placed 1 worker on the Dask cluster" in done.stderr
 
 
 def test_the_cli_without_dask_names_the_extra(tmp_path: Path) -> None:
