@@ -16,8 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
-from stageflow.engine.keying import check_scalable
 from stageflow.engine.report import RunReport, WorkerStatus
+from stageflow.engine.scaling import check_request
 from stageflow.errors import EngineError, PipelineError, RecordsFailedError
 from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress
@@ -178,7 +178,8 @@ class Run:
         Added workers get work as soon as they are ready; removed ones finish the frames they
         hold, run ``finish()`` and exit. Nothing is lost or done twice. Before iteration
         starts, it sets how many workers the run starts with. A stage fused with others
-        scales its whole group.
+        scales its whole group. A stage with ``workers: {min, max}`` takes a count within
+        those bounds (another is a ValueError), and its autoscaler goes on from there.
         """
         self._core.request_scale(stage, count, relative=False)
 
@@ -187,11 +188,11 @@ class Run:
         self.scale(stage, count)
 
     def add_worker(self, stage: str) -> None:
-        """One more worker for ``stage``."""
+        """One more worker for ``stage`` (an autoscaled one: not beyond its ``max``)."""
         self._core.request_scale(stage, 1, relative=True)
 
     def remove_worker(self, stage: str) -> None:
-        """One worker fewer for ``stage`` (never fewer than one)."""
+        """One worker fewer for ``stage`` (never fewer than one, or an autoscaled one's min)."""
         self._core.request_scale(stage, -1, relative=True)
 
     @property
@@ -293,7 +294,7 @@ class _Core:
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
-        check_scalable(self.pipeline.stages[names.index(stage)])
+        check_request(self.pipeline.stages[names.index(stage)], count, relative)
         self._early.append((stage, count, relative))
 
     def progress(self) -> Progress | None:
