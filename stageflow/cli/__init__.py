@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Sequence
 
 from stageflow.errors import (
+    ClusterError,
     EngineError,
     PipelineError,
     PluginError,
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
     try:
         status: int = args.func(args)
-    except (PipelineError, PluginError, SecurityError) as exc:
+    except (ClusterError, PipelineError, PluginError, SecurityError) as exc:
         _fail_with(exc, args.verbose)
         return EXIT_INVALID
     except EngineError as exc:

@@ -25,6 +25,9 @@ from stageflow.observe.watch import EVERY, Listener, Watch
 from stageflow.security import Keys, require_keys
 
 if TYPE_CHECKING:
+    from distributed import Client
+
+    from stageflow.engine.cluster import Placement
     from stageflow.observe.metrics import Metrics
 
 __all__ = ["Run"]
@@ -74,6 +77,12 @@ class Run:
         ``listen``, ``tcp://HOST:PORT`` (port 0: a free one, logged as "listening for
         workers on ..."), with the CURVE keys in the folder ``keys`` (``stageflow keygen``)
         or a :class:`~stageflow.security.Keys`; only loopback may go without keys.
+    ``cluster``, ``cluster_workers``
+        Place joined workers on a Dask cluster (``pip install 'stageflow[dask]'``): a
+        :class:`distributed.Client`, or its scheduler's address (``tcp://HOST:8786``), with
+        ``cluster_workers`` long-running tasks (default: one per Dask worker thread), spread
+        over the stages with ``workers: 0`` (see :mod:`stageflow.engine.cluster`). The run
+        then listens by itself, with keys made for it, unless ``listen`` says where.
 
     While it runs, :meth:`scale` (or ``add_worker``, ``remove_worker``, ``scale_to``) changes
     how many workers a stage has, from any thread, and :meth:`workers` lists them.
@@ -225,6 +234,8 @@ class _Core:
         read_ahead: bool = False,
         metrics: str | Metrics | None = None,
         latency: bool = False,
+        cluster: Client | str | None = None,
+        cluster_workers: int | None = None,
         **options: Any,
     ) -> None:
         pipeline.check_runnable()
@@ -238,6 +249,18 @@ class _Core:
         keys = options.get("keys")
         if keys is not None and not isinstance(keys, Keys):
             options["keys"] = Keys.for_coordinator(keys)
+        self._placement: Placement | None = None
+        if cluster is not None:
+            from stageflow.engine.cluster import Placement
+
+            self._placement = placement = Placement(
+                cluster,
+                pipeline.plan(fuse=options.get("fuse", True)),
+                count=cluster_workers,
+                listen=options.get("listen"),
+                keys=options.get("keys"),
+            )
+            options["listen"], options["keys"] = placement.listen, placement.keys
         self.options = EngineOptions(**options)
         if self.options.listen is not None:
             require_keys(self.options.listen, self.options.keys)
@@ -246,7 +269,8 @@ class _Core:
                 if stage.workers == 0:
                     raise PipelineError(
                         f"stage {stage.name!r} has workers: 0, so only workers joining from "
-                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them"
+                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them, "
+                        "or cluster= (--cluster ADDRESS) to place them on a Dask cluster"
                     )
         # A fused stage runs in every process of its group.
         self.report.stage_workers = {
@@ -318,6 +342,8 @@ class _Core:
             coordinator.latency = LatencyRecorder(self.report)
         ahead: ReadAhead | None = None
         try:
+            if self._placement is not None and coordinator.listener is not None:
+                self._placement.start(coordinator.listener.address, self.options)
             coordinator.start()
             # Only now: a run that fails to start leaves an existing dead-letter file alone.
             sink, owned = self._open_sink()
@@ -336,6 +362,8 @@ class _Core:
             raise
         finally:
             stop_workers()
+            if self._placement is not None:
+                self._placement.close(0.0 if coordinator.aborting else self.options.stop_timeout)
             if ahead is not None:
                 ahead.close()
             if owned and sink is not None:
