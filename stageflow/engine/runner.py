@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 #: root, attempt, member, and perf_counter() when the call began (for the link's beats).
 _CURRENT = struct.Struct("<qqqd")
 _IDLE = (0, -1, 0, 0.0)
+#: The attempt field alone: -1 there says the worker is idle, whatever the other fields hold.
+_ATTEMPT = struct.Struct("<q")
 
 
 class RecordTimeout(BaseException):
@@ -71,13 +73,15 @@ class CurrentRecord:
         self.write: Callable[[int, int, int, float], None] = partial(
             _CURRENT.pack_into, self._map, 0
         )
-        self.clear()
+        #: ``idle()``: the worker left process(); as cheap as a call gets.
+        self.idle: Callable[[], None] = partial(_ATTEMPT.pack_into, self._map, 8, -1)
+        self.write(*_IDLE)
 
     def set(self, root: int, attempt: int, started: float = 0.0) -> None:
         self.write(root, attempt, self.member, started)
 
     def clear(self) -> None:
-        self.write(*_IDLE)
+        self.idle()
 
     def inside(self) -> tuple[int, int, float] | None:
         """The (root, attempt, start time) inside process() now, or None when idle."""
@@ -243,6 +247,7 @@ class StageRunner:
         # The current-record file's writer and this stage's position in it, called directly:
         # a method call each side of every process() call costs more than process() may.
         self._write = current.write if current is not None else None
+        self._idle = current.idle if current is not None else None
         self._member = current.member if current is not None else 0
         self._attempts = range(retries + 1)
         # Seconds of each process() call since the last account(): appended per call, added
@@ -409,7 +414,7 @@ class StageRunner:
         failure: BaseException | None = None
         detail = ""
         outputs: list[Any] = []
-        write = self._write
+        write, idle = self._write, self._idle
         process = self._stage_process if self.timeout is None else None
         output = self._output
         started = perf_counter()
@@ -437,8 +442,8 @@ class StageRunner:
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code's errors are data
                 failure, detail = exc, traceback.format_exc()
             finally:
-                if write is not None:
-                    write(*_IDLE)
+                if idle is not None:
+                    idle()
         self._spent.append(perf_counter() - started)
         if failure is None:
             return outputs
