@@ -270,6 +270,8 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         latency=observation.latency,
         listen=args.listen,
         keys=keys,
+        # Started by main() before anything else (see stageflow.cli.start_engine).
+        launcher=args.launcher,
     )
     # The observer only asks the output for fileno() and flush().
     observation.attach(the_run, source, cast("IO[bytes]", outputs))

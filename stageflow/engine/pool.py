@@ -68,11 +68,31 @@ class Pool:
             [Slot(s, j) for j in range(unit.workers)] for s, unit in enumerate(units)
         ]
 
-    def start(self, now: float) -> None:
-        for stage_slots in self.slots:
-            for slot in stage_slots:
-                if slot.member is None:
-                    self.spawn(slot, now)
+    def start(self, now: float) -> list[Member]:
+        """Start every slot's worker; return them."""
+        # Slot by slot across the stages, so the first worker of each stage, which is all
+        # a run needs to begin (see ready_to_begin), starts first.
+        rounds = itertools.zip_longest(*self.slots)
+        return [
+            self.spawn(slot, now)
+            for slots in rounds
+            for slot in slots
+            if slot is not None and slot.member is None
+        ]
+
+    def ready_to_begin(self) -> bool:
+        """Whether records can flow: every stage with slots has a ready worker, and a keyed
+        stage one in every slot (its keys belong to their slots and nobody else's).
+
+        From then on, a worker that fails to start is given up on with a warning (it has
+        ready peers) or replaced, so the run no longer fails to start.
+        """
+        for stage, slots in enumerate(self.slots):
+            ready = [s.member is not None and s.member.ready for s in slots if s.wanted]
+            keyed = self.units[stage].stages[0].key is not None
+            if ready and not (all(ready) if keyed else any(ready)):
+                return False
+        return True
 
     def spawn(self, slot: Slot, now: float) -> Member:
         slot.restart_at = None
