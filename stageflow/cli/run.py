@@ -217,12 +217,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
-    # Imported here so that the other commands never load the engine or ZeroMQ.
-    from stageflow.engine.run import Run
+    from stageflow.engine import shipping
     from stageflow.pipeline import Pipeline
-    from stageflow.security import Keys, require_keys
 
     pipeline = Pipeline.from_file(args.pipeline)
+    # At once: the fork server imports the stage modules while this process imports the
+    # engine below and opens the files.
+    args.launcher.prepare(shipping.modules(stage.cls for stage in pipeline.stages))
+    # Imported here so that the other commands never load the engine or ZeroMQ.
+    from stageflow.engine.run import Run
+    from stageflow.security import Keys, require_keys
+
     # Refused before any output file is made: keys that do not load, an open door without keys.
     keys = Keys.for_coordinator(args.keys) if args.keys else None
     if args.listen is not None:

@@ -122,7 +122,7 @@ class Coordinator:
         self._frame_bytes = options.max_message_size // 2
         # A launcher made earlier (stageflow run makes one first) learns the stage modules now.
         self._launcher = options.launcher or ForkServerLauncher()
-        self._launcher.prepare(_stage_modules(pipeline))
+        self._launcher.prepare(shipping.modules(stage.cls for stage in pipeline.stages))
         names = [unit.name for unit in self.units]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret, options.keys)
@@ -646,8 +646,3 @@ class Coordinator:
             self._router.close(linger=0)
             self._ctx.term()
             shutil.rmtree(self._rundir, ignore_errors=True)
-
-
-def _stage_modules(pipeline: Pipeline) -> list[str]:
-    """The modules a fork server should import once: those the stages are imported from."""
-    return [stage.cls.__module__ for stage in pipeline.stages if not shipping.by_value(stage.cls)]

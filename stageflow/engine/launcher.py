@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import IO, Any, Protocol
 
@@ -101,6 +101,11 @@ class Launcher(ABC):
     @abstractmethod
     def spawn(self, settings: dict[str, Any]) -> WorkerProcess:
         """Start one worker with ``settings`` (a JSON-able dict, passed on untouched)."""
+
+    def spawn_all(self, settings: Sequence[dict[str, Any]]) -> list[WorkerProcess]:
+        """Start one worker per settings dict, in that order (at once, where the launcher
+        can do better than one after another)."""
+        return [self.spawn(one) for one in settings]
 
     @abstractmethod
     def close(self) -> None:
@@ -206,13 +211,16 @@ class ForkServerLauncher(Launcher):
             self._server.preload(new)
 
     def spawn(self, settings: dict[str, Any]) -> WorkerProcess:
+        return self.spawn_all([settings])[0]
+
+    def spawn_all(self, settings: Sequence[dict[str, Any]]) -> list[WorkerProcess]:
         with self._lock:
-            envelope = self._envelope(settings)
+            envelopes = [self._envelope(one) for one in settings]
             # A second try: a server that died since the last spawn is noticed only now.
             for _ in range(2):
-                forked = self._usable_server().spawn(envelope)
+                forked = self._usable_server().spawn(envelopes)
                 if forked is not None:
-                    return forked
+                    return list(forked)
             raise EngineError(
                 f"the fork server (pid {self._server.proc.pid}) died while starting a "
                 "worker; see the log above, or use SubprocessLauncher"
@@ -407,13 +415,21 @@ class _ForkServer:
         self._wait_for(lambda: self.ready, SERVER_START_TIMEOUT)
         return self.ready and not self.lost and self.tainted is None
 
-    def spawn(self, envelope: dict[str, Any]) -> _Forked | None:
-        """The forked worker, or None if the server is gone."""
+    def spawn(self, envelopes: list[dict[str, Any]]) -> list[_Forked] | None:
+        """The forked workers, or None if the server is gone before it forked them all.
+
+        The requests go out together and the server forks one after another: no round
+        trip between two workers.
+        """
         with self._lock:
             self.spawned.clear()
-            self.request({**envelope, "op": "spawn", "cwd": os.getcwd(), "env": dict(os.environ)})
-            self._wait_for(lambda: self.spawned, SERVER_START_TIMEOUT)
-            return _Forked(self, self.spawned[0]) if self.spawned else None
+            where = {"op": "spawn", "cwd": os.getcwd(), "env": dict(os.environ)}
+            for envelope in envelopes:
+                self.request({**envelope, **where})
+            self._wait_for(lambda: len(self.spawned) == len(envelopes), SERVER_START_TIMEOUT)
+            if len(self.spawned) < len(envelopes):
+                return None
+            return [_Forked(self, pid) for pid in self.spawned]
 
     def exit_status(self, pid: int, timeout: float | None) -> int | None:
         """The exit status of ``pid`` (handed over once), waiting up to ``timeout``."""
