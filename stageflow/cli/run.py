@@ -149,8 +149,9 @@ def register(subparsers: Any) -> None:
 
 
 EPILOG = f"""\
-Files: --output and --dead-letter are created or emptied only once every worker is
-ready, so a run that fails to start changes no file. With a regular file as --output
+Files: --output and --dead-letter are created or emptied only once the run has
+started (a worker of every stage is ready), so a run that fails to start changes no
+file. With a regular file as --output
 and as input, a journal OUTPUT{SUFFIX} records which input lines are complete;
 after any stop (signals, kill -9, a crash) the same command with --resume writes
 every result exactly once. A finished run removes its journal.

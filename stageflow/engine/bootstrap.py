@@ -58,6 +58,8 @@ PRELOAD = (
 
 #: Exit status of a child whose target could not be imported or raised.
 TARGET_FAILED = 1
+#: Signals sent to the whole process group that are for the caller: the server ignores them.
+CALLERS_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def die_with_parent(parent: int) -> None:
@@ -263,6 +265,10 @@ def forked_server(requests: int, reply_fd: int, parent: int) -> NoReturn:
     """
     status = TARGET_FAILED
     try:
+        for signum in CALLERS_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        # The caller blocked them around the fork; workers forked from here must get them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CALLERS_SIGNALS)
         gc.freeze()
         os.dup2(requests, 0)
         os.dup2(2, 1)
@@ -282,8 +288,8 @@ def forked_server(requests: int, reply_fd: int, parent: int) -> NoReturn:
 def _fork_server(reply_fd: int, parent: int) -> None:
     # A signal to the whole process group is for the caller and its workers; the server
     # ends with the caller (or when told), so restarts and close() keep working meanwhile.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in CALLERS_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     die_with_parent(parent)
     _Server(reply_fd).serve()
 

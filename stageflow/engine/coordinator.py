@@ -167,7 +167,7 @@ class Coordinator:
             self._routers.append(self.listener.router)
         self._wakeup_fd: int | None = None
         self._all_started = False
-        #: The workers of the first start, whose readiness is not news worth a log line.
+        #: The workers of the first start.
         self._initial: set[str] = set()
 
     @property
@@ -472,13 +472,16 @@ class Coordinator:
             self._on_done(member, message, payload, frames)
         elif kind == "ready":
             member.ready = True
-            if self._all_started and member.key not in self._initial:
-                log.info(
-                    "worker %s (pid %s) is ready, %.2fs after its start",
-                    member.name,
-                    member.pid,
-                    time.monotonic() - member.started,
-                )
+            # A replacement's or an added worker's readiness is news; the first ones' is
+            # detail (-v).
+            news = self._all_started and member.key not in self._initial
+            log.log(
+                logging.INFO if news else logging.DEBUG,
+                "worker %s (pid %s) is ready, %.2fs after its start",
+                member.name,
+                member.pid,
+                time.monotonic() - member.started,
+            )
             self.pool.on_ready(member)
             state = self.snapshots.state_of(member)
             if state is not None and self._entries[member.stage].snapshots:

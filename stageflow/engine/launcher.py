@@ -467,9 +467,12 @@ def _fork_caller(reply_w: int) -> tuple[_Child, IO[bytes]]:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
     parent = os.getpid()
+    # Held until the child ignores them (Ctrl-C is for the caller), and ours get them after.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, bootstrap.CALLERS_SIGNALS)
     pid = os.fork()
     if pid == 0:
         bootstrap.forked_server(requests_r, reply_w, parent)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     os.close(requests_r)
     return _Child(pid), open(requests_w, "wb", buffering=0)
 

@@ -24,6 +24,7 @@ from tests.engine.stages import (
     DropEmpty,
     Explode,
     FanOut,
+    HeldSetup,
     Line,
     Split,
     Sum,
@@ -344,10 +345,24 @@ def test_abandoned_read_ahead_runs_leave_no_thread() -> None:
 
 
 def test_a_run_that_fails_to_start_leaves_the_dead_letter_file_alone(tmp_path: Path) -> None:
-    """dead_letter=PATH is opened only once every worker is ready: setup() failing keeps it."""
+    """dead_letter=PATH is opened only once the run has started: setup() failing keeps it."""
     dead = tmp_path / "dead.jsonl"
     dead.write_bytes(b'{"line": 1, "error": "from yesterday"}\n')
     pipeline = Pipeline("broken", [{"name": "ner", "uses": BrokenSetup}])
     with pytest.raises(EngineError, match="failed to start"):
         list(pipeline.run(lines(5), dead_letter=dead))
     assert dead.read_bytes() == b'{"line": 1, "error": "from yesterday"}\n'
+
+
+def test_records_flow_once_one_worker_of_each_stage_is_ready(tmp_path: Path) -> None:
+    """A run begins when the first worker of a stage is ready: its results come while the
+    stage's other workers are still in setup() (released only by the first result), and
+    those join later; every record is written once."""
+    gate = {"gate": str(tmp_path)}
+    held = Pipeline("held", [{"name": "held", "uses": HeldSetup, "workers": 3, "config": gate}])
+    ids = []
+    for result in held.run(lines(300)):
+        (tmp_path / "open").touch()
+        ids.append(result.id)
+    assert sorted(ids, key=int) == [str(i) for i in range(300)]
+    assert len(list(tmp_path.glob("released.*"))) == 2
