@@ -7,6 +7,7 @@ from the moment every joined worker is ready to the last result, median of ``--r
 the figure shows what adding a host adds. Needs root (``ip netns``); skipped otherwise.
 
     python benchmarks/joined.py [--records 20000] [--rounds 200] [--runs 3]
+    python benchmarks/joined.py --quick    # a smoke check: 2000 records, 50 rounds, one run
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run")
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.rounds, args.runs = 2_000, 50, 1
     print(measure(args.records, args.rounds, args.runs))
 
 

@@ -24,7 +24,7 @@ if _TYPE_CHECKING:
         StageflowError,
         UnknownStageError,
     )
-    from stageflow.pipeline import Pipeline, PipelineSpec, StageSpec
+    from stageflow.pipeline import Pipeline, PipelineSpec, StageSpec, WorkerBounds
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "StageSpec",
     "StageflowError",
     "UnknownStageError",
+    "WorkerBounds",
     "__version__",
     "hookimpl",
     "hookspec",
@@ -62,6 +63,7 @@ _LAZY = {
     "StageSpec": "stageflow.pipeline",
     "StageflowError": "stageflow.errors",
     "UnknownStageError": "stageflow.errors",
+    "WorkerBounds": "stageflow.pipeline",
 }
 
 

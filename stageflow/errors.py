@@ -15,6 +15,8 @@ The tree::
     │                            (CLI exit status 2)
     ├── SecurityError            CURVE keys are missing, unreadable or readable by others, or
     │                            an off-host address was asked for without keys (exit status 2)
+    ├── ClusterError             a run cannot be placed on the Dask cluster it was given: no
+    │                            dask.distributed, an unreachable scheduler (exit status 2)
     ├── InvalidOutput            process() or finish() returned something that is not the
     │                            stage's Output (the record is dead-lettered under this name)
     └── RecordsFailedError       a run ended with more dead-lettered records than allowed
@@ -70,6 +72,12 @@ class ScaffoldError(StageflowError):
 
 class SecurityError(StageflowError):
     """Raised when CURVE keys cannot be made or loaded, or a non-loopback bind lacks them."""
+
+
+class ClusterError(StageflowError):
+    """Raised when ``cluster=`` (``--cluster``) cannot be used: dask.distributed is not
+    installed, the value is not a Client or a scheduler address, or the scheduler cannot be
+    reached."""
 
 
 class InvalidOutput(StageflowError):

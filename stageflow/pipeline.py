@@ -12,10 +12,19 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stageflow.compat import Mismatch, check_edge, describe
 from stageflow.engine import shipping
@@ -27,7 +36,55 @@ from stageflow.stage import Stage
 if TYPE_CHECKING:
     from stageflow.engine.run import Run
 
-__all__ = ["BoundStage", "Pipeline", "PipelineSpec", "StageSpec"]
+__all__ = ["MAX_WORKERS", "BoundStage", "Pipeline", "PipelineSpec", "StageSpec", "WorkerBounds"]
+
+#: The most worker processes one stage may ask for, fixed or as an autoscaler's ``max``.
+MAX_WORKERS = 256
+
+
+class WorkerBounds(BaseModel):
+    """A stage's `workers: {min: 1, max: 8}`: the autoscaler keeps it within these bounds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The bounds are checked in _in_order, for one sentence each; the schema has them too.
+    min: int = Field(
+        description="The fewest worker processes; at least 1.", json_schema_extra={"minimum": 1}
+    )
+    max: int = Field(
+        description=f"The most worker processes; at most {MAX_WORKERS}.",
+        json_schema_extra={"minimum": 1, "maximum": MAX_WORKERS},
+    )
+    initial: int | None = Field(
+        default=None,
+        description="Worker processes at the start, within min..max; default min.",
+    )
+
+    @model_validator(mode="after")
+    def _in_order(self) -> WorkerBounds:
+        if self.min < 1:
+            raise ValueError(
+                f"an autoscaled stage needs min at least 1, not {self.min} "
+                "(for a stage served only by joined workers write `workers: 0`)"
+            )
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is more than max {self.max}")
+        if self.max > MAX_WORKERS:
+            raise ValueError(f"max {self.max} is above the cap of {MAX_WORKERS} workers per stage")
+        if self.initial is not None and not self.min <= self.initial <= self.max:
+            raise ValueError(f"initial {self.initial} is outside min..max ({self})")
+        return self
+
+    @property
+    def start(self) -> int:
+        """How many workers the stage starts with."""
+        return self.min if self.initial is None else self.initial
+
+    def __str__(self) -> str:
+        return f"{self.min}..{self.max}"
+
+
+_FIXED_WORKERS: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=0, le=MAX_WORKERS)])
 
 
 class StageSpec(BaseModel):
@@ -40,12 +97,11 @@ class StageSpec(BaseModel):
         min_length=1,
         description='A registered stage name, or "package.module:Class".',
     )
-    workers: int = Field(
+    workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] | WorkerBounds = Field(
         default=1,
-        ge=0,
-        le=256,
         description="Worker processes for this stage; 0: served only by workers that join "
-        "from other hosts (stageflow worker --join).",
+        "from other hosts (stageflow worker --join); {min, max}: as many as the autoscaler "
+        "decides within those bounds.",
     )
     config: dict[str, Any] = Field(
         default_factory=dict, description="Validated by the stage's Config model."
@@ -73,6 +129,33 @@ class StageSpec(BaseModel):
         description="false runs this stage in processes of its own, never fused with a "
         "neighbour into one worker process.",
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _one_reason(cls, value: Any) -> Any:
+        """Say what is wrong with ``workers`` once, not once per member of the union."""
+        try:
+            if isinstance(value, Mapping):
+                return WorkerBounds.model_validate(value)
+            return _FIXED_WORKERS.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["type"] in ("int_type", "int_parsing", "int_from_float"):
+                raise ValueError(
+                    f"{value!r} is not a number of workers; write a whole number, "
+                    "or {min: N, max: M} to autoscale"
+                ) from None
+            where = ".".join(str(part) for part in first["loc"])
+            if first["type"] == "missing":
+                raise ValueError(f"{{min, max}} needs {where} too") from None
+            if first["type"] == "extra_forbidden":
+                known = list(WorkerBounds.model_fields)
+                raise ValueError(
+                    f"unknown key {where!r} in {{min, max}}; {did_you_mean(where, known)}"
+                    f"the known keys are {', '.join(known)}"
+                ) from None
+            message = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where}: {message}" if where else message) from None
 
 
 class PipelineSpec(BaseModel):
@@ -114,7 +197,15 @@ class BoundStage:
 
     @property
     def workers(self) -> int:
-        return self.spec.workers
+        """How many workers the stage starts with."""
+        workers = self.spec.workers
+        return workers.start if isinstance(workers, WorkerBounds) else workers
+
+    @property
+    def bounds(self) -> WorkerBounds | None:
+        """The autoscaler's bounds, or None for a stage with a fixed number of workers."""
+        workers = self.spec.workers
+        return workers if isinstance(workers, WorkerBounds) else None
 
     @property
     def stateful(self) -> bool:
@@ -185,6 +276,7 @@ class Pipeline:
         )
         for bound in self.stages:
             _check_key(bound)
+            _check_bounds(bound)
         self.mismatches: tuple[Mismatch, ...] = tuple(
             mismatch
             for upstream, downstream in zip(self.stages, self.stages[1:], strict=False)
@@ -295,7 +387,7 @@ class Pipeline:
         return Run(self, items, **options)
 
     def __repr__(self) -> str:
-        chain = " -> ".join(f"{s.name}[{s.spec.uses}x{s.workers}]" for s in self.stages)
+        chain = " -> ".join(f"{s.name}[{s.spec.uses}x{s.spec.workers}]" for s in self.stages)
         return f"<Pipeline {self.name!r}: {chain}>"
 
 
@@ -338,14 +430,41 @@ def _validate_spec(data: Any, source: str | None) -> PipelineSpec:
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelt key also makes the key it meant missing: name the typo, not the gap.
+        first = next((error for error in errors if _misspelt(error)), errors[0])
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
         stage = _stage_name_at(data, first["loc"])
         if stage is not None:
             loc += f" (stage {stage!r})"
-        message = first["msg"].removeprefix("Value error, ")
+        message = _message_for(first)
         fix = "fix the file (`stageflow schema` prints its format)" if source else "fix it"
         raise PipelineError(f"{where}: {loc}: {message}; {fix}") from exc
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the mapping at an error location may have: a stage's or the file's."""
+    model = StageSpec if len(loc) == 3 and loc[0] == "stages" else PipelineSpec
+    return list(model.model_fields)
+
+
+def _misspelt(error: Any) -> bool:
+    loc = error["loc"]
+    return bool(
+        error["type"] == "extra_forbidden" and loc and did_you_mean(str(loc[-1]), _known_keys(loc))
+    )
+
+
+def _message_for(error: Any) -> str:
+    """pydantic's message for one error, in the words of a pipeline file where it can be."""
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden" and loc:
+        key, known = str(loc[-1]), _known_keys(loc)
+        hint = did_you_mean(key, known)
+        return f"unknown key {key!r}; {hint}the known keys are {', '.join(known)}"
+    if error["type"] == "too_short" and tuple(loc) == ("stages",):
+        return "a pipeline needs at least one stage"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _stage_name_at(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | None:
@@ -379,6 +498,22 @@ def _check_key(stage: BoundStage) -> None:
                 f"{part!r} (its fields: {', '.join(fields)}); fix `key:`"
             )
         model = _model_in(fields[part].annotation)
+
+
+def _check_bounds(stage: BoundStage) -> None:
+    """Refuse to autoscale a stage whose worker count is part of its meaning."""
+    if stage.bounds is None:
+        return
+    if stage.key is not None:
+        raise PipelineError(
+            f"stage {stage.name!r} is keyed by {stage.spec.key!r}, so its worker count is fixed "
+            f"by its key slots and cannot autoscale; give it a fixed `workers: N`"
+        )
+    if stage.stateful:
+        raise PipelineError(
+            f"stage {stage.name!r} keeps state (finish() or `stateful`), so each of its "
+            "workers holds a part of it and it cannot autoscale; give it a fixed `workers: N`"
+        )
 
 
 def _model_in(annotation: Any) -> Any:

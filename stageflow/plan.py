@@ -14,6 +14,9 @@ The rules:
   count is part of its meaning, and its finish must run after everything upstream finished).
   ``stateful = False`` declares a finish() that does per-process work only.
 - A stage with ``fuse: false`` in the pipeline file runs in its own processes.
+- An autoscaled stage (``workers: {min, max}``) runs in its own processes: a group's process
+  count is the sum of its stages' counts, so growing it would also give its fixed neighbours
+  processes they did not ask for, and its bounds would have to be reconciled with theirs.
 - ``fuse=False`` (``stageflow run --no-fuse``) makes every stage its own unit.
 - A fused group runs as many processes as its stages ask for together, each hosting the
   whole group: stages with ``workers`` 1, 2 and 1 become 4 processes of the group. So the
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING
 from stageflow.stage import Stage
 
 if TYPE_CHECKING:
-    from stageflow.pipeline import BoundStage
+    from stageflow.pipeline import BoundStage, WorkerBounds
 
 __all__ = ["FusionPlan", "Unit", "keeps_state", "plan_fusion"]
 
@@ -45,6 +48,7 @@ REASONS = {
     "stateful": "the stage keeps state (finish() or `stateful = True`)",
     "joined": "one of the two is served only by joined workers (`workers: 0`)",
     "keyed": "the stage is keyed (`key:`): its records are routed by key as they enter it",
+    "autoscaled": "one of the two autoscales (`workers: {min, max}`)",
 }
 
 
@@ -69,6 +73,11 @@ class Unit:
     @property
     def workers(self) -> int:
         return sum(stage.workers for stage in self.stages)
+
+    @property
+    def bounds(self) -> WorkerBounds | None:
+        """The autoscaler's bounds: an autoscaled stage is always a unit of its own."""
+        return self.stages[0].bounds
 
     @property
     def fused(self) -> bool:
@@ -127,6 +136,8 @@ def _boundary(upstream: BoundStage, downstream: BoundStage, fuse: bool) -> str |
         return "fuse-false"
     if upstream.stateful or downstream.stateful:
         return "stateful"
+    if upstream.bounds is not None or downstream.bounds is not None:
+        return "autoscaled"
     if (upstream.workers == 0) != (downstream.workers == 0):
         return "joined"  # a stage only joined workers serve runs where they are
     if downstream.key is not None:

@@ -8,6 +8,10 @@
     DIR/worker.key               public   stays with the coordinator: the workers it admits
     DIR/worker.key_secret        secret   copy to every worker host (mode 0600)
 
+``stageflow keygen DIR --worker NAME`` adds a pair for one host, ``worker-NAME.key`` and
+``worker-NAME.key_secret``, so that host can be shut out alone: remove its public file from
+the coordinator's folder and the next run refuses it.
+
 A coordinator loads :meth:`Keys.for_coordinator` (its own pair plus the worker public keys
 it admits); a joining worker loads :meth:`Keys.for_worker` (its own pair plus the
 coordinator's public key). The same :class:`Keys` object then configures every socket of
@@ -17,15 +21,19 @@ policy lives in one place and no socket is configured by hand.
 The coordinator's ZAP handler (:class:`Gatekeeper`) admits only the public keys found in its
 ``worker*.key`` files; any other client is refused by ZeroMQ before a byte of data reaches
 stageflow, and each refused key is logged once.
+
+A run placed on a Dask cluster makes a worker pair of its own instead (:func:`run_keys`), in
+memory: it admits that run's tasks only and is gone with the run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,7 @@ from zmq.utils import z85
 
 from stageflow.errors import SecurityError
 
-__all__ = ["Gatekeeper", "Keys", "generate_keys", "is_loopback", "require_keys"]
+__all__ = ["Gatekeeper", "Keys", "generate_keys", "is_loopback", "require_keys", "run_keys"]
 
 log = logging.getLogger("stageflow.security")
 
@@ -43,16 +51,25 @@ COORDINATOR = "coordinator"
 WORKER = "worker"
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _ZAP_DOMAIN = "stageflow"
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def generate_keys(directory: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
+def generate_keys(
+    directory: str | os.PathLike[str], *, force: bool = False, worker: str | None = None
+) -> list[Path]:
     """Write a coordinator and a worker key pair into ``directory``; return the paths.
 
-    Refuses to overwrite existing keys unless ``force`` is set: replacing a key pair
-    silently would lock out every worker host that holds the old one.
+    With ``worker``, write only a worker pair of that host's own, ``worker-NAME.key`` and
+    ``worker-NAME.key_secret``. Refuses to overwrite existing keys unless ``force`` is set:
+    replacing a key pair silently would lock out every worker host that holds the old one.
     """
     folder = Path(directory)
-    names = [f"{who}.{kind}" for who in (COORDINATOR, WORKER) for kind in ("key", "key_secret")]
+    if worker is not None and not _HOST_NAME.fullmatch(worker):
+        raise SecurityError(
+            f"{worker!r} cannot name a worker key; use letters, digits, '.', '_' and '-'"
+        )
+    whos = (COORDINATOR, WORKER) if worker is None else (f"{WORKER}-{worker}",)
+    names = [f"{who}.{kind}" for who in whos for kind in ("key", "key_secret")]
     existing = [name for name in names if (folder / name).exists()]
     if existing and not force:
         raise SecurityError(
@@ -61,7 +78,7 @@ def generate_keys(directory: str | os.PathLike[str], *, force: bool = False) -> 
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for who in (COORDINATOR, WORKER):
+        for who in whos:
             public, secret = zmq.auth.create_certificates(str(folder), who)
             os.chmod(secret, stat.S_IRUSR | stat.S_IWUSR)
             os.chmod(public, 0o644)
@@ -88,6 +105,19 @@ def _load_pair(folder: Path, who: str) -> tuple[bytes, bytes]:
             f"run `chmod 600 {path}`"
         )
     return public, secret
+
+
+def _worker_name(folder: Path) -> str:
+    """Which worker pair of ``folder`` this host uses: the shared one, or its own."""
+    if (folder / f"{WORKER}.key_secret").exists():
+        return WORKER
+    own = sorted(path.name for path in folder.glob(f"{WORKER}-*.key_secret"))
+    if len(own) > 1:
+        raise SecurityError(
+            f"{folder} holds several worker secret keys ({', '.join(own)}); keep only this "
+            "host's own"
+        )
+    return own[0].removesuffix(".key_secret") if own else WORKER
 
 
 def _load_public(path: Path) -> bytes:
@@ -125,11 +155,28 @@ class Keys:
 
     @classmethod
     def for_worker(cls, directory: str | os.PathLike[str]) -> Keys:
-        """The worker's pair; the coordinator's public key, the only peer it admits."""
+        """The worker's pair (``worker.key_secret``, else the one ``worker-NAME.key_secret``);
+        the coordinator's public key, the only peer it admits."""
         folder = Path(directory)
-        public, secret = _load_pair(folder, WORKER)
+        public, secret = _load_pair(folder, _worker_name(folder))
         server = _load_public(folder / f"{COORDINATOR}.key")
         return cls(public, secret, server, frozenset({server}))
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, str]) -> Keys:
+        """A worker's keys from :meth:`worker_settings` (they travel to a Dask task)."""
+        server = settings["server_public"].encode()
+        return cls(
+            settings["public"].encode(), settings["secret"].encode(), server, frozenset({server})
+        )
+
+    def worker_settings(self) -> dict[str, str]:
+        """This worker's pair and the coordinator's public key, as JSON-able text."""
+        return {
+            "public": self.public.decode(),
+            "secret": self.secret.decode(),
+            "server_public": self.server_public.decode(),
+        }
 
     def serve(self, sock: zmq.Socket[Any]) -> None:
         """Make ``sock`` (about to bind) a CURVE server checked by the ZAP handler."""
@@ -215,6 +262,20 @@ class Gatekeeper:
             self._wake.send(b"stop")
             self._thread.join(5)
         self._wake.close(linger=0)
+
+
+def run_keys(coordinator: Keys | None) -> tuple[Keys, Keys]:
+    """A worker key pair made for one run, and ``coordinator`` (made too if None) admitting it.
+
+    A coordinator's own pair is kept, so the hosts that hold `stageflow keygen`'s keys still
+    join; nothing is written to disk.
+    """
+    if coordinator is None:
+        public, secret = zmq.curve_keypair()
+        coordinator = Keys(public, secret, public)
+    public, secret = zmq.curve_keypair()
+    worker = Keys(public, secret, coordinator.public, frozenset({coordinator.public}))
+    return replace(coordinator, admitted=coordinator.admitted | {public}), worker
 
 
 def is_loopback(address: str) -> bool:

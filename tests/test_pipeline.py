@@ -119,15 +119,32 @@ INVALID = {
         "pipeline file '{path}': stages.0.workers (stage 'prep'): Input should be greater "
         "than or equal to 0; fix the file (`stageflow schema` prints its format)",
     ),
+    "autoscale-min-above-max": (
+        "name: p\nstages:\n  - {name: prep, uses: preprocessor, workers: {min: 4, max: 2}}\n",
+        "pipeline file '{path}': stages.0.workers (stage 'prep'): min 4 is more than max 2; "
+        "fix the file (`stageflow schema` prints its format)",
+    ),
+    "autoscale-stateful": (
+        "name: p\nstages:\n" + SEED_STAGES
+        + "  - {name: collect, uses: collector, workers: {min: 1, max: 4}}\n",
+        "stage 'collect' keeps state (finish() or `stateful`), so each of its workers holds a "
+        "part of it and it cannot autoscale; give it a fixed `workers: N`",
+    ),
     "misspelt-key": (
         "name: p\nstages:\n  - {name: prep, uses: preprocessor, worker: 2}\n",
-        "pipeline file '{path}': stages.0.worker (stage 'prep'): Extra inputs are not "
-        "permitted; fix the file (`stageflow schema` prints its format)",
+        "pipeline file '{path}': stages.0.worker (stage 'prep'): unknown key 'worker'; did "
+        "you mean 'workers'? the known keys are name, uses, workers, config, retries, timeout, "
+        "key, stateful, fuse; fix the file (`stageflow schema` prints its format)",
+    ),
+    "unknown-top-level-key": (
+        "name: p\nstage:\n  - {name: prep, uses: preprocessor}\n",
+        "pipeline file '{path}': stage: unknown key 'stage'; did you mean 'stages'? the known "
+        "keys are name, stages; fix the file (`stageflow schema` prints its format)",
     ),
     "no-stages": (
         "name: p\nstages: []\n",
-        "pipeline file '{path}': stages: Tuple should have at least 1 item after validation, "
-        "not 0; fix the file (`stageflow schema` prints its format)",
+        "pipeline file '{path}': stages: a pipeline needs at least one stage; fix the file "
+        "(`stageflow schema` prints its format)",
     ),
 }
 
@@ -297,3 +314,68 @@ def test_a_config_allowing_extra_keys_takes_any_key() -> None:
     """A Config with extra="allow" accepts keys it does not declare, as it says."""
     pipeline = Pipeline("p", [{"name": "c", "uses": LooseCount, "config": {"colour": "red"}}])
     assert pipeline.stages[0].config.model_extra == {"colour": "red"}  # type: ignore[union-attr]
+
+
+class Keyed(BaseModel):
+    user: str
+
+
+class PerUser(stageflow.Stage):
+    name = "per-user"
+    Input = Keyed
+    Output = Keyed
+
+    def process(self, item: Keyed) -> Keyed:
+        return item
+
+
+BAD_BOUNDS = {
+    "min 0": (
+        {"min": 0, "max": 2},
+        "an autoscaled stage needs min at least 1, not 0 (for a stage served only by joined "
+        "workers write `workers: 0`)",
+    ),
+    "above the cap": ({"min": 1, "max": 257}, "max 257 is above the cap of 256 workers per stage"),
+    "initial outside": ({"min": 2, "max": 4, "initial": 1}, "initial 1 is outside min..max (2..4)"),
+    "no max": ({"min": 2}, "{min, max} needs max too"),
+    "unknown key": (
+        {"min": 1, "max": 2, "maxi": 3},
+        "unknown key 'maxi' in {min, max}; did you mean 'max'? the known keys are min, max, "
+        "initial",
+    ),
+    "not a number": (
+        "many",
+        "'many' is not a number of workers; write a whole number, or {min: N, max: M} to "
+        "autoscale",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BOUNDS))
+def test_bad_autoscale_bounds_are_one_sentence_naming_the_stage(case: str) -> None:
+    """Each bad `workers: {min, max}` is one PipelineError naming the stage and the problem."""
+    workers, message = BAD_BOUNDS[case]
+    with pytest.raises(PipelineError) as info:
+        Pipeline("p", [{"name": "users", "uses": PerUser, "workers": workers}])
+    assert str(info.value) == (
+        f"pipeline definition: stages.0.workers (stage 'users'): {message}; fix it"
+    )
+
+
+def test_autoscale_bounds_are_accepted_and_a_keyed_stage_refuses_them() -> None:
+    """{min, max} starts at min (or initial); on a keyed stage it is refused in one sentence."""
+    pipeline = Pipeline(
+        "p",
+        [
+            {"name": "a", "uses": PerUser, "workers": {"min": 2, "max": 5}},
+            {"name": "b", "uses": PerUser, "workers": {"min": 1, "max": 3, "initial": 3}},
+        ],
+    )
+    assert [(s.workers, str(s.bounds)) for s in pipeline.stages] == [(2, "2..5"), (3, "1..3")]
+    bounds = {"min": 1, "max": 2}
+    with pytest.raises(PipelineError) as info:
+        Pipeline("p", [{"name": "users", "uses": PerUser, "key": "user", "workers": bounds}])
+    assert str(info.value) == (
+        "stage 'users' is keyed by 'user', so its worker count is fixed by its key slots and "
+        "cannot autoscale; give it a fixed `workers: N`"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -79,3 +80,22 @@ def test_validate_lists_fused_groups() -> None:
     assert done.returncode == 0, done.stderr
     assert "is valid (preprocess → analyze → collect)" in done.stdout
     assert "  fused: preprocess + analyze (4 processes)" in done.stdout
+
+
+def test_an_autoscaled_stage_is_a_unit_of_its_own(tmp_path: Path) -> None:
+    """`workers: {min, max}` is a fusion boundary both ways, and `stageflow validate` lists it."""
+    pipeline = _pipeline(
+        {"uses": Pass}, {"uses": Pass, "workers": {"min": 1, "max": 4}}, {"uses": Pass}
+    )
+    assert _groups(pipeline) == [(["s0"], 1), (["s1"], 1), (["s2"], 1)]
+    assert pipeline.plan().boundaries == ("autoscaled", "autoscaled")
+    assert [str(unit.bounds) for unit in pipeline.plan().units] == ["None", "1..4", "None"]
+    path = tmp_path / "auto.yaml"
+    path.write_text(
+        "name: auto\nstages:\n  - {name: prep, uses: preprocessor}\n"
+        "  - {name: stats, uses: analyzer, workers: {min: 1, max: 3, initial: 2}}\n",
+        encoding="utf-8",
+    )
+    done = run_stageflow("validate", str(path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == ["  autoscaled: stats (1..3 workers, 2 at the start)"]

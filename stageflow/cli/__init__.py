@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from stageflow.errors import (
+    ClusterError,
     EngineError,
     PipelineError,
     PluginError,
@@ -143,7 +144,7 @@ def _command(argv: list[str], launcher: Launcher | None) -> int:
     logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
     try:
         status: int = args.func(args)
-    except (PipelineError, PluginError, SecurityError) as exc:
+    except (ClusterError, PipelineError, PluginError, SecurityError) as exc:
         _fail_with(exc, args.verbose)
         return EXIT_INVALID
     except EngineError as exc:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -170,7 +170,10 @@ def _shares_terminal(output: IO[bytes]) -> bool:
 
 def _write_atomically(path: Path, text: str) -> None:
     # A reader (a CI step, a dashboard) never sees half a report.
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # Not mkstemp, whose file is private (0600): a report is as readable as any other file
+    # the user writes, so the umask decides its mode.
+    temporary = str(path.parent / f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

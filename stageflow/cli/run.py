@@ -145,6 +145,19 @@ def register(subparsers: Any) -> None:
         help="the CURVE keys of --listen (made by stageflow keygen DIR); needed unless "
         "ADDRESS is loopback",
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="place workers on the Dask cluster whose scheduler is at ADDRESS (dask://HOST:PORT "
+        "or tcp://HOST:PORT) as long-running tasks that join this run; needs stageflow[dask]",
+    )
+    parser.add_argument(
+        "--cluster-workers",
+        type=_positive,
+        metavar="N",
+        help="how many workers --cluster places (default: one per Dask worker thread), spread "
+        "over the stages with workers: 0",
+    )
     parser.set_defaults(func=run)
 
 
@@ -160,7 +173,8 @@ exit statuses:
   0    every input record was processed (dead letters within --max-errors)
   1    more records were dead-lettered than --max-errors allows
   2    bad usage, an invalid pipeline, an input or output path that cannot be used,
-       or a --resume the journal cannot serve
+       a --resume the journal cannot serve, or a --cluster that cannot be used (no
+       stageflow[dask], no scheduler at ADDRESS)
   3    the engine could not run: workers failed to start or kept dying
   4    the output, dead-letter or journal file could not be written (disk full, I/O
        error); stderr says how to resume. Also a complete run whose --report
@@ -278,6 +292,8 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         keys=keys,
         # Started by main() before anything else (see stageflow.cli.start_engine).
         launcher=args.launcher,
+        cluster=args.cluster,
+        cluster_workers=args.cluster_workers,
     )
     # The observer only asks the output for fileno() and flush().
     observation.attach(the_run, source, cast("IO[bytes]", outputs))

@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
         help="check a pipeline file without running it",
         description="Resolve every stage, validate every config block and check that each "
         "stage's Output satisfies the next stage's Input. Exit status 2 on the first problem. "
-        "Lists the stages that run fused in one worker process.",
+        "Lists the stages that run fused in one worker process, and those that autoscale.",
     )
     parser.add_argument("pipeline", help="the pipeline YAML file")
     parser.set_defaults(func=validate)
@@ -26,4 +26,8 @@ def validate(args: argparse.Namespace) -> int:
     print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({chain})")
     for line in pipeline.plan().describe():
         print(f"  {line}")
+    for stage in pipeline.stages:
+        if stage.bounds is not None:
+            bounds = f"{stage.bounds} workers, {stage.workers} at the start"
+            print(f"  autoscaled: {stage.name} ({bounds})")
     return 0

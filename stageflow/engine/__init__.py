@@ -21,7 +21,8 @@ Modules, by job:
   :mod:`~stageflow.engine.dispatch` (frames against credit, who holds what),
   :mod:`~stageflow.engine.feeding` (input into frames), :mod:`~stageflow.engine.finishing`
   (the end of stream), :mod:`~stageflow.engine.supervisor` (lost, stuck, retiring and
-  stopping workers), :mod:`~stageflow.engine.scaling` (requests from any thread),
+  stopping workers), :mod:`~stageflow.engine.scaling` (requests from any thread, and the
+  decisions of :mod:`~stageflow.engine.autoscale` for stages with ``workers: {min, max}``),
   :mod:`~stageflow.engine.status` (snapshots for other threads),
   :mod:`~stageflow.engine.options` and :mod:`~stageflow.engine.rundir`.
 - :mod:`~stageflow.engine.run`: the iterator :meth:`stageflow.Pipeline.run` returns.

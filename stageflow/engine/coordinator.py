@@ -154,7 +154,7 @@ class Coordinator:
             credit=options.credit,
             frame_bytes=self._frame_bytes,
         )
-        self.scaling = Scaling(self.units, self.pool, self.dispatch)
+        self.scaling = Scaling(self.units, self.pool, self.dispatch, report, options.credit)
         self.supervisor = Supervisor(self, options)
         self._rejected = wire.Rejections(log, "the coordinator's control socket")
         # Observation (stageflow.observe): set by the Run before the loop starts.
@@ -311,7 +311,9 @@ class Coordinator:
         self._wakeup_fd = wakeup_fd
         yielded = False
         while True:
-            self.scaling.apply()
+            # Autoscale only while records flow: never while stopping or running finish().
+            flowing = not self.stopping and not (exhausted and not self.tracker.roots)
+            self.scaling.apply(autoscale=flowing)
             more_input = False
             if not exhausted and not self.stopping:
                 exhausted, more_input = self.feeder.feed(source)

@@ -70,6 +70,8 @@ class Dispatch:
         self._takers: list[list[Member]] = [[] for _ in range(stages)]
         self._push: dict[str, zmq.Socket[bytes]] = {}
         self._ids = itertools.count(1)
+        #: Frames sent to each stage's workers, redeliveries included.
+        self.sent = [0] * stages
 
     def join(self, member: Member) -> None:
         """Start sending frames to ``member``, which registered and is ready."""
@@ -167,6 +169,7 @@ class Dispatch:
 
     def _send(self, member: Member, frame: Frame) -> None:
         frame.holder = member
+        self.sent[member.stage] += 1
         self.held[member.key][frame.fid] = frame
         self._push[member.key].send_multipart([frame.fid.to_bytes(8, "little"), *frame.parts])
 

@@ -37,7 +37,15 @@ from stageflow.engine.launcher import SubprocessLauncher, WorkerProcess
 from stageflow.engine.link import EXIT_COORDINATOR_LOST
 from stageflow.security import Keys
 
-__all__ = ["EXIT_REFUSED", "EXIT_UNREACHED", "run_joined", "serve"]
+__all__ = [
+    "EXIT_REFUSED",
+    "EXIT_UNREACHED",
+    "TARGET",
+    "join_settings",
+    "own_address",
+    "run_joined",
+    "serve",
+]
 
 log = logging.getLogger("stageflow.worker")
 
@@ -45,7 +53,8 @@ log = logging.getLogger("stageflow.worker")
 EXIT_REFUSED = 2
 #: Exit status of a worker that found no coordinator within its wait.
 EXIT_UNREACHED = 5
-_TARGET = "stageflow.engine.join:run_joined"
+#: What a joined worker process runs (a launcher's target).
+TARGET = "stageflow.engine.join:run_joined"
 
 
 def serve(
@@ -60,14 +69,10 @@ def serve(
 ) -> int:
     """Run ``processes`` joined workers; the first failing exit status, or 0."""
     Keys.for_worker(keys_dir)  # bad keys: one sentence here, not one per process
-    settings = {
-        "join": address,
-        "keys": os.path.abspath(keys_dir),
-        "stage": stage,
-        "wait": None if stay else wait,
-        "log_level": log_level,
-    }
-    launcher = SubprocessLauncher(_TARGET)
+    settings = join_settings(
+        address, os.path.abspath(keys_dir), stage, None if stay else wait, log_level
+    )
+    launcher = SubprocessLauncher(TARGET)
     ended: queue.SimpleQueue[tuple[WorkerProcess, int]] = queue.SimpleQueue()
 
     def start() -> None:
@@ -91,12 +96,27 @@ def serve(
         launcher.close()
 
 
+def join_settings(
+    address: str, keys: str | Keys, stage: str | None, wait: float | None, log_level: int
+) -> dict[str, Any]:
+    """What :func:`run_joined` is started with; ``keys`` a folder on this host, or the keys
+    themselves (a Dask task's, made for its run)."""
+    return {
+        "join": address,
+        "keys": keys if isinstance(keys, str) else keys.worker_settings(),
+        "stage": stage,
+        "wait": wait,
+        "log_level": log_level,
+    }
+
+
 def run_joined(settings: dict[str, Any]) -> int:
     """One joined worker process: join the run at ``settings["join"]``, then work."""
     logging.basicConfig(
         level=settings["log_level"], format="stageflow worker: %(message)s", force=True
     )
-    keys = Keys.for_worker(settings["keys"])
+    given = settings["keys"]
+    keys = Keys.for_worker(given) if isinstance(given, str) else Keys.from_settings(given)
     address: str = settings["join"]
     welcome = _join(address, keys, settings["stage"], settings["wait"])
     if isinstance(welcome, int):
@@ -104,7 +124,7 @@ def run_joined(settings: dict[str, Any]) -> int:
     host = address[len("tcp://") :].rsplit(":", 1)[0]
     welcome["control"] = address
     welcome["heartbeat"] = f"tcp://{host}:{welcome['heartbeat'].rsplit(':', 1)[1]}"
-    welcome["bind"] = f"tcp://{_own_address(address)}:*"
+    welcome["bind"] = f"tcp://{own_address(address)}:*"
     for stage in welcome["stages"]:
         stage.pop(shipping.PICKLED, None)  # a stage comes by name from the network, never pickled
     from stageflow.engine.worker import run_worker
@@ -117,7 +137,9 @@ def _join(address: str, keys: Keys, stage: str | None, wait: float | None) -> di
     ctx: zmq.Context[Any] = zmq.Context()
     dealer: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
     keys.connect(dealer)
-    monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    monitor = dealer.get_monitor_socket(
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    )
     poller = zmq.Poller()
     poller.register(dealer, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
@@ -130,13 +152,16 @@ def _join(address: str, keys: Keys, stage: str | None, wait: float | None) -> di
             "public": keys.public.decode(),
             "stage": stage,
         }
-        dealer.send_multipart([control.JOIN, json.dumps(request).encode()])
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             events = dict(poller.poll(None if left is None else int(left * 1000) + 1))
             if monitor in events:
-                recv_monitor_message(monitor)
+                if recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    # Asked on every new connection: a request sent to a coordinator that
+                    # closed before reading it (the run before, with --stay) is lost with it.
+                    dealer.send_multipart([control.JOIN, json.dumps(request).encode()])
+                    continue
                 log.error(
                     "the coordinator at %s refused this host's key; copy the run's "
                     "worker.key_secret and coordinator.key here (made by `stageflow keygen`)",
@@ -165,7 +190,7 @@ def _join(address: str, keys: Keys, stage: str | None, wait: float | None) -> di
         ctx.term()
 
 
-def _own_address(coordinator: str) -> str:
+def own_address(coordinator: str) -> str:
     """This host's address on the route to the coordinator (where it can reach us)."""
     host, port = coordinator[len("tcp://") :].rsplit(":", 1)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

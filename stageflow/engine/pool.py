@@ -64,6 +64,8 @@ class Pool:
         self.rundir = rundir
         self.max_start_failures = max_start_failures
         self._spawned = itertools.count(1)
+        #: Slots given up on per stage, because their workers kept failing to start.
+        self.given_up = [0] * len(units)
         self.slots: list[list[Slot]] = [
             [Slot(s, j) for j in range(unit.workers)] for s, unit in enumerate(units)
         ]
@@ -166,6 +168,7 @@ class Pool:
         if not keyed and any(s.member is not None and s.member.ready for s in peers):
             log.warning("gave up on worker %s, which failed to start %s", member.name, why)
             self.slots[slot.stage].remove(slot)
+            self.given_up[slot.stage] += 1
             return False
         raise EngineError(f"the workers of stage {stage!r} failed to start {why}")
 

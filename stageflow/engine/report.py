@@ -68,8 +68,14 @@ class RunReport:
     error: str | None = None
     #: The options the CLI said to resume with, when the run stopped early.
     resume_hint: str | None = None
-    #: Worker count per stage, in pipeline order.
+    #: Worker count per stage, in pipeline order, as the run started.
     stage_workers: dict[str, int] = field(default_factory=dict)
+    #: The most workers each stage had asked for at once (scaled or autoscaled).
+    peak_workers: dict[str, int] = field(default_factory=dict)
+    #: Each change of a stage's worker count, oldest first (the last 1000): ``stage``,
+    #: ``before``, ``after``, ``why`` (``scale()`` or the autoscaler's reason) and ``seconds``
+    #: since the run started.
+    scalings: list[dict[str, Any]] = field(default_factory=list)
     #: Input read to result written, in time buckets, and the sum in seconds; measured only
     #: when metrics or a report file were asked for.
     latency: dict[int, int] = field(default_factory=dict)

@@ -16,8 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from stageflow.engine.coordinator import WAIT, Coordinator, EngineOptions
-from stageflow.engine.keying import check_scalable
 from stageflow.engine.report import RunReport, WorkerStatus
+from stageflow.engine.scaling import check_request
 from stageflow.errors import EngineError, PipelineError, RecordsFailedError
 from stageflow.observe.latency import LatencyRecorder
 from stageflow.observe.snapshot import Progress
@@ -25,6 +25,9 @@ from stageflow.observe.watch import EVERY, Listener, Watch
 from stageflow.security import Keys, require_keys
 
 if TYPE_CHECKING:
+    from distributed import Client
+
+    from stageflow.engine.cluster import Placement
     from stageflow.observe.metrics import Metrics
 
 __all__ = ["Run"]
@@ -74,6 +77,12 @@ class Run:
         ``listen``, ``tcp://HOST:PORT`` (port 0: a free one, logged as "listening for
         workers on ..."), with the CURVE keys in the folder ``keys`` (``stageflow keygen``)
         or a :class:`~stageflow.security.Keys`; only loopback may go without keys.
+    ``cluster``, ``cluster_workers``
+        Place joined workers on a Dask cluster (``pip install 'stageflow[dask]'``): a
+        :class:`distributed.Client`, or its scheduler's address (``tcp://HOST:8786``), with
+        ``cluster_workers`` long-running tasks (default: one per Dask worker thread), spread
+        over the stages with ``workers: 0`` (see :mod:`stageflow.engine.cluster`). The run
+        then listens by itself, with keys made for it, unless ``listen`` says where.
 
     While it runs, :meth:`scale` (or ``add_worker``, ``remove_worker``, ``scale_to``) changes
     how many workers a stage has, from any thread, and :meth:`workers` lists them.
@@ -170,7 +179,8 @@ class Run:
         Added workers get work as soon as they are ready; removed ones finish the frames they
         hold, run ``finish()`` and exit. Nothing is lost or done twice. Before iteration
         starts, it sets how many workers the run starts with. A stage fused with others
-        scales its whole group.
+        scales its whole group. A stage with ``workers: {min, max}`` takes a count within
+        those bounds (another is a ValueError), and its autoscaler goes on from there.
         """
         self._core.request_scale(stage, count, relative=False)
 
@@ -179,11 +189,11 @@ class Run:
         self.scale(stage, count)
 
     def add_worker(self, stage: str) -> None:
-        """One more worker for ``stage``."""
+        """One more worker for ``stage`` (an autoscaled one: not beyond its ``max``)."""
         self._core.request_scale(stage, 1, relative=True)
 
     def remove_worker(self, stage: str) -> None:
-        """One worker fewer for ``stage`` (never fewer than one)."""
+        """One worker fewer for ``stage`` (never fewer than one, or an autoscaled one's min)."""
         self._core.request_scale(stage, -1, relative=True)
 
     @property
@@ -225,6 +235,8 @@ class _Core:
         read_ahead: bool = False,
         metrics: str | Metrics | None = None,
         latency: bool = False,
+        cluster: Client | str | None = None,
+        cluster_workers: int | None = None,
         **options: Any,
     ) -> None:
         pipeline.check_runnable()
@@ -238,6 +250,18 @@ class _Core:
         keys = options.get("keys")
         if keys is not None and not isinstance(keys, Keys):
             options["keys"] = Keys.for_coordinator(keys)
+        self._placement: Placement | None = None
+        if cluster is not None:
+            from stageflow.engine.cluster import Placement
+
+            self._placement = placement = Placement(
+                cluster,
+                pipeline.plan(fuse=options.get("fuse", True)),
+                count=cluster_workers,
+                listen=options.get("listen"),
+                keys=options.get("keys"),
+            )
+            options["listen"], options["keys"] = placement.listen, placement.keys
         self.options = EngineOptions(**options)
         if self.options.listen is not None:
             require_keys(self.options.listen, self.options.keys)
@@ -246,7 +270,8 @@ class _Core:
                 if stage.workers == 0:
                     raise PipelineError(
                         f"stage {stage.name!r} has workers: 0, so only workers joining from "
-                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them"
+                        "other hosts serve it; pass listen= (--listen ADDRESS) to accept them, "
+                        "or cluster= (--cluster ADDRESS) to place them on a Dask cluster"
                     )
         # A fused stage runs in every process of its group.
         self.report.stage_workers = {
@@ -270,7 +295,7 @@ class _Core:
         names = [s.name for s in self.pipeline.stages]
         if stage not in names:
             raise ValueError(f"no stage named {stage!r}; the stages are {', '.join(names)}")
-        check_scalable(self.pipeline.stages[names.index(stage)])
+        check_request(self.pipeline.stages[names.index(stage)], count, relative)
         self._early.append((stage, count, relative))
 
     def progress(self) -> Progress | None:
@@ -318,6 +343,8 @@ class _Core:
             coordinator.latency = LatencyRecorder(self.report)
         ahead: ReadAhead | None = None
         try:
+            if self._placement is not None and coordinator.listener is not None:
+                self._placement.start(coordinator.listener.address, self.options)
             coordinator.start()
             # Only now: a run that fails to start leaves an existing dead-letter file alone.
             sink, owned = self._open_sink()
@@ -336,6 +363,8 @@ class _Core:
             raise
         finally:
             stop_workers()
+            if self._placement is not None:
+                self._placement.close(0.0 if coordinator.aborting else self.options.stop_timeout)
             if ahead is not None:
                 ahead.close()
             if owned and sink is not None:

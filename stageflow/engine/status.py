@@ -51,6 +51,7 @@ def progress(co: Coordinator) -> Progress:
                     processed=report.processed.get(stage.name, 0),
                     busy_seconds=report.busy.get(stage.name, 0.0),
                     queued_frames=co.dispatch.queued(unit.index),
+                    frames_sent=co.dispatch.sent[unit.index],
                     restarts=report.restarts.get(stage.name, 0),
                     dead_letters=sum(report.dead_by_stage.get(stage.name, {}).values()),
                 )

@@ -228,7 +228,9 @@ _SCRIPT = """
     text("detail-name", stage.name);
     text("detail-uses", stage.uses);
     text("detail-reference", stage.reference);
-    text("detail-workers", String(stage.workers));
+    text("detail-workers", stage.autoscale === null ? String(stage.workers)
+      : stage.autoscale.min + ".." + stage.autoscale.max + " (autoscaled, "
+        + stage.workers + " at the start)");
     var dist = [stage.distribution, stage.version].filter(Boolean).join(" ");
     var plugin = stage.plugin ? "plugin " + stage.plugin : "";
     text("detail-origin", dist ? (plugin ? dist + " (" + plugin + ")" : dist)

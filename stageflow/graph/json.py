@@ -12,7 +12,9 @@ Shape of ``stageflow-graph/1`` (keys are only ever added within one version)::
           "workers": int, "plugin": str | null, "distribution": str | null,
           "version": str | null, "input": model id, "output": model id,
           "config_model": model id | null, "config": object | null,
-          "fused_group": int | null  # 1, 2, ...: stages sharing worker processes
+          "fused_group": int | null,  # 1, 2, ...: stages sharing worker processes
+          "autoscale": {"min": int, "max": int} | null  # workers: {min, max}; "workers"
+                                                         # is then the count at the start
       }],
       "edges": [{
           "from": stage index, "to": stage index,
@@ -67,6 +69,11 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                 "config_model": stage.config.id if stage.config is not None else None,
                 "config": stage.config_values,
                 "fused_group": stage.fused_group,
+                "autoscale": (
+                    {"min": stage.bounds[0], "max": stage.bounds[1]}
+                    if stage.bounds is not None
+                    else None
+                ),
             }
             for stage in graph.stages
         ],

@@ -69,6 +69,8 @@ class StageNode:
     config_values: Mapping[str, Any] | None
     fused_group: int | None = None  # 1, 2, ... for stages fused with a neighbour
     group_workers: int = 0  # processes of that fused group
+    #: ``(min, max)`` of an autoscaled stage (``workers`` is then its count at the start).
+    bounds: tuple[int, int] | None = None
 
     @property
     def fusion_label(self) -> str | None:
@@ -79,7 +81,9 @@ class StageNode:
 
     @property
     def workers_label(self) -> str:
-        """"1 worker" or "N workers", as every format shows it."""
+        """"1 worker", "N workers" or "1..8 workers (autoscaled)", as every format shows it."""
+        if self.bounds is not None:
+            return f"{self.bounds[0]}..{self.bounds[1]} workers (autoscaled)"
         return f"{self.workers} worker{'s' if self.workers != 1 else ''}"
 
     @property
@@ -274,6 +278,7 @@ def _stage_node(
         config_values=config,
         fused_group=group[0] if group else None,
         group_workers=group[1] if group else 0,
+        bounds=(bound.bounds.min, bound.bounds.max) if bound.bounds is not None else None,
     )
 
 

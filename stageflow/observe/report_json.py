@@ -23,6 +23,7 @@ __all__ = [
     "LatencySummary",
     "Resume",
     "RunReportDocument",
+    "ScalingEvent",
     "StageReport",
     "StatefulReport",
     "report_document",
@@ -46,6 +47,11 @@ class StageReport(_Strict):
 
     name: str
     workers: int = Field(description="Worker processes configured for the stage.")
+    peak_workers: int = Field(
+        default=0,
+        description="The most workers the stage had asked for at once (more than workers "
+        "when run.scale() or the autoscaler grew it).",
+    )
     records_in: int = Field(
         description="process() calls that completed, or records rejected by the stage's Input "
         "(a record delivered again after a worker died counts again)."
@@ -65,6 +71,16 @@ class StageReport(_Strict):
     restarts: int = Field(description="Workers of the stage that died and were restarted.")
     dead_letters: dict[str, int] = Field(description="Dead letters of the stage by error name.")
     slowest: bool = Field(description="The stage with the most busy time per worker.")
+
+
+class ScalingEvent(_Strict):
+    """One change of a stage's worker count during the run."""
+
+    stage: str = Field(description="The stage, or a fused group as its stages joined by +.")
+    before: int
+    after: int
+    why: str = Field(description="scale(), or `autoscaler: ` and the autoscaler's reason.")
+    seconds: float = Field(description="Seconds after the run started.")
 
 
 class DeadLetterCounts(_Strict):
@@ -121,6 +137,9 @@ class RunReportDocument(_Strict):
     worker_restarts: int
     stateful: StatefulReport
     stages: list[StageReport]
+    scalings: list[ScalingEvent] = Field(
+        default_factory=list, description="Changes of worker counts, oldest first (the last 1000)."
+    )
     latency: LatencySummary | None = Field(description="null when it was not measured.")
     resume: Resume | None = Field(description="null unless the run stopped early.")
 
@@ -147,6 +166,7 @@ def report_document(report: RunReport) -> RunReportDocument:
             StageReport(
                 name=name,
                 workers=report.stage_workers.get(name, 0),
+                peak_workers=report.peak_workers.get(name, report.stage_workers.get(name, 0)),
                 records_in=records_in,
                 records_out=out,
                 busy_seconds=busy,
@@ -187,6 +207,7 @@ def report_document(report: RunReport) -> RunReportDocument:
             snapshots_restored=report.snapshots_restored,
         ),
         stages=stages,
+        scalings=[ScalingEvent(**event) for event in report.scalings],
         latency=_latency(report),
         resume=(
             Resume(skip=report.last_line_read, hint=report.resume_hint)

@@ -41,6 +41,9 @@ class StageProgress:
     queued_frames: int
     restarts: int
     dead_letters: int
+    #: Frames sent to its workers so far, redeliveries included (a fused group's, for each of
+    #: its stages); records per frame is how well input is batched.
+    frames_sent: int = 0
 
     @property
     def ready_workers(self) -> int:

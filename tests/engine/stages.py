@@ -189,6 +189,30 @@ class BrokenSetup(stageflow.Stage):
         return item
 
 
+class FirstOnlyConfig(BaseModel):
+    claim: str = Field(description="a file the first worker creates; later ones fail to start")
+    pause: float = 0.0
+
+
+class FirstOnly(stageflow.Stage):
+    """Line -> Pid: only the first worker's setup() succeeds, as with a licence for one seat."""
+
+    name = "test-first-only"
+    Input = Line
+    Output = Pid
+    Config = FirstOnlyConfig
+
+    def setup(self) -> None:
+        try:
+            os.close(os.open(self.config.claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise RuntimeError("the only seat is taken") from None
+
+    def process(self, item: Line) -> Pid:
+        time.sleep(self.config.pause)
+        return Pid(id=item.id, pid=os.getpid())
+
+
 class Stamped(BaseModel):
     id: str
     first_pid: int

@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -134,6 +135,9 @@ def test_report_matches_the_run_and_its_schema(tmp_path: Path) -> None:
     )
     assert (count["records_in"], count["records_out"]) == (2, 2)
     assert split["busy_seconds"] > 0 and split["p99_seconds"] > 0
+    # As readable as the output file (the umask decides), and no temporary file is left.
+    assert stat.S_IMODE(report.stat().st_mode) == stat.S_IMODE(out.stat().st_mode)
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".r.json")]
 
 
 def test_report_is_written_when_the_engine_cannot_run(tmp_path: Path) -> None:

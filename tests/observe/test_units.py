@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import replace
@@ -145,3 +146,41 @@ def test_runner_times_each_process_call() -> None:
     taken = pending.take()
     assert taken.busy["split"] >= 0.06 and sum(taken.times["split"].values()) == 3
     assert pending.busy == {} and pending.times == {}
+
+
+def test_last_line_of_a_short_run_shows_its_average_rate() -> None:
+    """A run that ends before its second snapshot shows records/s, not 0 rec/s, at the end."""
+    from rich.console import Console
+
+    from stageflow.observe.progress import LiveDisplay
+
+    console = Console(record=True, force_terminal=True, width=120, file=io.StringIO())
+    display = LiveDisplay(console)
+    display.start()
+    display(replace(snapshot(0.2, 300), ended=True))
+    display.stop()
+    assert "1,500 rec/s" in console.export_text()
+
+
+def test_live_display_aligns_stage_columns_and_marks_the_slowest() -> None:
+    """Each stage is one line whose numbers sit under their headings; the slowest is marked."""
+    from rich.console import Console
+
+    from stageflow.observe.progress import InputGauge, _Figures, render_progress
+
+    fast = StageProgress("parse", (), 40_000, 1.0, 0, 0, 0)
+    slow = StageProgress("score-everything", (), 7, 9.0, 12, 0, 2)
+    progress = Progress("p", 3.0, 10, 7, 7, 2, 3, 0, 0, (fast, slow))
+    figures = _Figures(InputGauge(1000, lambda: 250))
+    figures.update(progress)
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(render_progress(progress, figures))
+    lines = console.export_text().splitlines()
+    assert "━" * 40 in lines  # the input bar, on a line of its own
+    assert "input 25%" in lines[0]
+    header = next(line for line in lines if line.startswith("stage"))
+    parse = next(line for line in lines if line.startswith("parse"))
+    score = next(line for line in lines if line.startswith("score-everything"))
+    assert header.index("records") + len("records") == parse.index("40,000") + len("40,000")
+    assert score.index("12") + 2 == header.index("queued") + len("queued")
+    assert "◀ slowest" in score and "◀ slowest" not in parse and "✗2" in score

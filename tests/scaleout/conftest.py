@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import netns
+from tests.engine.conftest import live_children, wait_until
 
 
 @pytest.fixture
@@ -45,3 +46,14 @@ def capture(two_hosts: netns.Network, tmp_path: Path) -> Iterator[Path]:
         dump.send_signal(signal.SIGINT)
         dump.wait(10)
         dump.stderr.close()
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if any child process outlives it (the Dask tests check their cluster)."""
+    yield
+    if "client" in request.fixturenames:  # a cluster kept for its module: its own check
+        return
+    assert wait_until(lambda: not live_children(), timeout=10), (
+        f"processes left behind: {[p.cmdline() for p in live_children()]}"
+    )

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from stageflow.errors import SecurityError
-from stageflow.security import Gatekeeper, Keys, generate_keys, require_keys
+from stageflow.security import Gatekeeper, Keys, generate_keys, require_keys, run_keys
 from tests import netns
 from tests.helpers import run_stageflow
 
@@ -119,3 +119,17 @@ def test_curve_admits_the_worker_key_refuses_others_and_hides_records(
     data = capture.read_bytes()
     assert TOKEN not in data
     assert len(data) > 200 * len(TOKEN), "the capture holds too little to prove anything"
+
+
+def test_keys_made_for_a_run_are_admitted_besides_the_folders(tmp_path: Path) -> None:
+    """run_keys adds a fresh worker pair to the coordinator's admitted keys (keeping the
+    folder's), and that worker trusts only the coordinator; without keys, both are made."""
+    generate_keys(tmp_path)
+    folder = Keys.for_coordinator(tmp_path)
+    coordinator, worker = run_keys(folder)
+    assert coordinator.public == folder.public
+    assert coordinator.admitted == folder.admitted | {worker.public}
+    assert worker.server_public == folder.public and worker.admitted == {folder.public}
+    assert Keys.from_settings(worker.worker_settings()) == worker
+    alone, other = run_keys(None)
+    assert alone.admitted == {other.public} and other.server_public == alone.public

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,14 @@ from stageflow import Pipeline
 from stageflow.engine import control, wire
 from stageflow.engine.join import EXIT_REFUSED
 from stageflow.engine.link import EXIT_COORDINATOR_LOST
-from stageflow.engine.run import Run
-from stageflow.errors import PipelineError
+from stageflow.errors import PipelineError, SecurityError
 from stageflow.security import Keys, generate_keys
 from tests import netns
 from tests.engine.conftest import wait_until
 from tests.engine.stages import CountWords, Split
 from tests.helpers import REPO, run_stageflow
-
-TOKEN = "stageflow-joined-record-5c1e"
-
-
-def records(count: int) -> list[dict[str, str]]:
-    return [{"id": str(n), "text": f"{TOKEN} w{n}"} for n in range(count)]
-
-
-def gated(items: list[dict[str, str]], gates: dict[int, Callable[[], None]]) -> Iterator[Any]:
-    """The items, calling ``gates[n]`` before item n (run with read_ahead: it may block)."""
-    for index, item in enumerate(items):
-        if index in gates:
-            gates[index]()
-        yield item
+from tests.scaleout.helpers import TOKEN, Consumer, gated, joined_ready, records, stop_all
+from tests.scaleout.stages import Where
 
 
 def join(
@@ -60,50 +46,6 @@ def join(
             cwd=REPO,
             stderr=err,
         )
-
-
-class Consumer:
-    """Iterates a run on a thread, so the test can start workers while it waits for them."""
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        self.results: list[Any] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._consume, daemon=True)
-        self.thread.start()
-
-    def _consume(self) -> None:
-        try:
-            self.results.extend(self.run)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
-            self.error = exc
-
-    def address(self) -> str:
-        assert wait_until(lambda: self.run.listening is not None, 30), "the run never listened"
-        assert self.run.listening is not None
-        return self.run.listening
-
-    def finish(self, timeout: float) -> list[Any]:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not end"
-        if self.error is not None:
-            raise self.error
-        return self.results
-
-
-def joined_ready(run: Run, count: int) -> Callable[[], None]:
-    def gate() -> None:
-        ready = lambda: sum(w.state == "ready" and "@" in w.name for w in run.workers())  # noqa: E731
-        assert wait_until(lambda: ready() >= count, 60), "the joined workers never became ready"
-
-    return gate
-
-
-def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def test_two_joined_hosts_serve_a_stage_exactly_and_the_link_carries_no_record(
@@ -351,3 +293,88 @@ def test_a_stage_only_joiners_serve_needs_listen() -> None:
     pipeline = Pipeline("alone", [{"name": "split", "uses": Split, "workers": 0}])
     with pytest.raises(PipelineError, match="--listen"):
         pipeline.run(records(1))
+
+
+def test_a_worker_that_stays_serves_the_next_run_too(tmp_path: Path) -> None:
+    """`stageflow worker --stay` outlives the run it served: its process, still running, joins
+    the next run on the same address, which it serves exactly, and each run's records were
+    processed by a child of that one `stageflow worker`."""
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    pipeline = Pipeline("again", [{"name": "where", "uses": Where, "workers": 0}])
+    address = "tcp://127.0.0.1:0"
+    stay: subprocess.Popen[bytes] | None = None
+    parents: list[set[int]] = []
+    try:
+        for turn in range(2):
+            run = pipeline.run(records(60), listen=address, keys=keys, start_timeout=30)
+            consumer = Consumer(run)
+            address = consumer.address()  # the second run listens where the first did
+            if stay is None:
+                with (tmp_path / "stay.log").open("wb") as err:
+                    argv = ["worker", "--join", address, "--keys", str(keys), "--stay"]
+                    stay = subprocess.Popen(
+                        [sys.executable, "-m", "stageflow", *argv], cwd=REPO, stderr=err
+                    )
+            results = consumer.finish(60)
+            assert sorted(int(r.id) for r in results) == list(range(60)), f"run {turn}"
+            parents.append({r.parent for r in results})
+            assert stay.poll() is None, "the staying worker exited after a run"
+    finally:
+        if stay is not None:
+            stay.terminate()
+            stay.wait(30)
+    assert stay is not None
+    assert parents == [{stay.pid}, {stay.pid}]
+
+
+def test_a_host_with_its_own_key_is_shut_out_by_removing_that_key(tmp_path: Path) -> None:
+    """`stageflow keygen DIR --worker NAME` makes one host's pair: that host joins with it;
+    once its public key leaves the coordinator's folder, the next run refuses that host
+    (exit 2) while another host's key still serves the stage."""
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    for name in ("a", "b"):
+        done = run_stageflow("keygen", str(keys), "--worker", name)
+        assert done.returncode == 0, done.stderr
+    hosts = {}
+    for name in ("a", "b"):
+        hosts[name] = tmp_path / f"host-{name}"
+        hosts[name].mkdir()
+        for file in ("coordinator.key", f"worker-{name}.key_secret"):
+            shutil.copy2(keys / file, hosts[name] / file)
+    pipeline = Pipeline("revoked", [{"name": "where", "uses": Where, "workers": 0}])
+
+    def one_run(*names: str) -> tuple[list[Any], list[int]]:
+        """A run that hosts ``names`` try to join: its results and their exit statuses."""
+        run = pipeline.run(records(30), listen="tcp://127.0.0.1:0", keys=keys, start_timeout=30)
+        consumer = Consumer(run)
+        joining = [sys.executable, "-m", "stageflow", "worker", "--join", consumer.address()]
+        workers = [
+            subprocess.Popen(
+                [*joining, "--keys", str(hosts[name])], cwd=REPO, stderr=subprocess.DEVNULL
+            )
+            for name in names
+        ]
+        try:
+            return consumer.finish(60), [worker.wait(30) for worker in workers]
+        finally:
+            run.close()
+            stop_all(workers)
+
+    results, statuses = one_run("a")
+    assert statuses == [0] and sorted(int(r.id) for r in results) == list(range(30))
+    (keys / "worker-a.key").unlink()
+    results, statuses = one_run("a", "b")
+    assert statuses == [EXIT_REFUSED, 0]
+    assert sorted(int(r.id) for r in results) == list(range(30))
+
+
+def test_a_folder_with_two_worker_secrets_is_refused(tmp_path: Path) -> None:
+    """A worker folder holding two hosts' secret keys is refused, naming both files."""
+    generate_keys(tmp_path, worker="a")
+    generate_keys(tmp_path, worker="b")
+    with pytest.raises(SecurityError, match=r"worker-a\.key_secret, worker-b\.key_secret"):
+        Keys.for_worker(tmp_path)
+    with pytest.raises(SecurityError, match="cannot name a worker key"):
+        generate_keys(tmp_path, worker="../evil")
