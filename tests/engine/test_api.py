@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -366,3 +367,20 @@ def test_records_flow_once_one_worker_of_each_stage_is_ready(tmp_path: Path) -> 
         ids.append(result.id)
     assert sorted(ids, key=int) == [str(i) for i in range(300)]
     assert len(list(tmp_path.glob("released.*"))) == 2
+
+
+def test_a_stop_does_not_wait_for_workers_still_in_setup(tmp_path: Path) -> None:
+    """Stopping a run that began while other workers were still in setup() kills those (they
+    hold nothing) instead of waiting for them: the records in flight are all written."""
+    gate = {"gate": str(tmp_path)}  # never opened: the second and third workers stay held
+    held = Pipeline("held", [{"name": "held", "uses": HeldSetup, "workers": 3, "config": gate}])
+    run = held.run(lines(50), stop_timeout=2.0)
+    started = time.monotonic()
+    ids = []
+    for result in run:
+        run.stop()
+        ids.append(result.id)
+    assert time.monotonic() - started < 20  # a held worker gives up after 30 s
+    assert run.report.interrupted
+    assert len(ids) == len(set(ids)) and run.report.results == len(ids) >= 1
+    assert not list(tmp_path.glob("released.*"))
