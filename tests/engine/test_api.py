@@ -151,8 +151,14 @@ def test_an_abandoned_run_frees_everything_without_the_garbage_collector(how: st
 
 
 def test_load_is_balanced_across_workers() -> None:
-    """3,000 records over 3 workers: none gets more than 1.5x its share."""
-    pipeline = Pipeline("who", [{"name": "who", "uses": WhoAmI, "workers": 3}])
+    """3,000 records over 3 workers: none gets more than 1.5x its share.
+
+    A run begins once one worker of the stage is ready, so the first one may work alone for
+    a moment; a millisecond a record makes the steady state, where credit spreads the
+    frames, the bulk of the run.
+    """
+    stage = {"name": "who", "uses": WhoAmI, "workers": 3, "config": {"pause": 0.001}}
+    pipeline = Pipeline("who", [stage])
     shares = Counter(result.pid for result in pipeline.run(lines(3000)))
     assert sum(shares.values()) == 3000 and len(shares) == 3
     assert max(shares.values()) <= 1.5 * 1000
