@@ -7,13 +7,15 @@ output); the clock stops when the first result line arrives on its stdout. Media
 ``--runs``. For scale, the same is measured for one Python process importing what a worker
 imports (``stageflow.engine.worker``, the seed plugin, Twisted's reactor, the transport),
 and for one worker started by each launcher (:mod:`stageflow.engine.launcher`) up to the
-moment its target runs: the first one, which pays for the fork server, and the next ones.
+moment its target runs: the first one, which pays for the fork server, and the next ones;
+``forkserver_fork`` is the fork server forked from this process (``fork=True``, what
+``stageflow run`` does), which already holds stageflow and pydantic.
 
 (f) Whole processes, launch to exit, on the same ``--records`` (1,000) seed records:
 ``stageflow run`` against ``benchmarks/seed_pool.py`` (the same stage classes and the same
 validation on every hop, in a ``multiprocessing.Pool``). Runs are interleaved; medians.
 
-    python benchmarks/startup.py [--runs 7] [--records 1000]
+    python benchmarks/startup.py [--runs 7] [--records 1000] [--quick]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -103,9 +106,14 @@ def spawn_to_done(launcher: Launcher, directory: Path, count: int, started: floa
 def launchers(directory: Path, workers: int = 5) -> dict[str, float]:
     """First and median next spawn-to-done time of each launcher (5 workers, the seed's)."""
     result = {}
-    for name, make in (("forkserver", ForkServerLauncher), ("subprocess", SubprocessLauncher)):
+    makers: tuple[tuple[str, Callable[[], Launcher]], ...] = (
+        ("forkserver", lambda: ForkServerLauncher(target=_TOUCH)),
+        ("forkserver_fork", lambda: ForkServerLauncher(target=_TOUCH, fork=True)),
+        ("subprocess", lambda: SubprocessLauncher(target=_TOUCH)),
+    )
+    for name, make in makers:
         started = time.perf_counter()
-        with make(target=_TOUCH) as launcher:
+        with make() as launcher:
             times = spawn_to_done(launcher, directory, workers, started)
         result[f"{name}_first"] = times[0]
         result[f"{name}_next"] = median(times[1:])
@@ -169,9 +177,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--records", type=int, default=1000, help="for (f)")
+    parser.add_argument("--quick", action="store_true", help="one run of 100 records: a check")
     args = parser.parse_args()
     prepare_environment()
-    print(measure(args.runs, args.records))
+    print(measure(1, 100) if args.quick else measure(args.runs, args.records))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The output side of ``stageflow run``: results and dead letters to their files, in step
 with the resume journal, and what to say when a run stops early.
 
-Nothing is opened for writing until every worker is ready (:meth:`Outputs.open` runs as the
-engine's ``on_started``), so a run that fails to start leaves existing files untouched.
+Nothing is opened for writing until the run has started, a worker of every stage being ready
+(:meth:`Outputs.open` runs as the engine's ``on_started``; after it, a run can no longer fail
+to start), so a run that fails to start leaves existing files untouched.
 Both files are written through our own buffers with ``os.write``: the byte length the OS
 holds is then known exactly, which is what the journal records (:mod:`stageflow.journal`).
 """
@@ -223,7 +224,7 @@ class Outputs:
     # -- the run --------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Every worker is ready: only now truncate or create the files and the journal."""
+        """The run has started: only now truncate or create the files and the journal."""
         self.busy = True
         resume = self.resume
         cuts: list[int | None]

@@ -163,8 +163,9 @@ def register(subparsers: Any) -> None:
 
 
 EPILOG = f"""\
-Files: --output and --dead-letter are created or emptied only once every worker is
-ready, so a run that fails to start changes no file. With a regular file as --output
+Files: --output and --dead-letter are created or emptied only once the run has
+started (a worker of every stage is ready), so a run that fails to start changes no
+file. With a regular file as --output
 and as input, a journal OUTPUT{SUFFIX} records which input lines are complete;
 after any stop (signals, kill -9, a crash) the same command with --resume writes
 every result exactly once. A finished run removes its journal.
@@ -232,12 +233,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
-    # Imported here so that the other commands never load the engine or ZeroMQ.
-    from stageflow.engine.run import Run
+    from stageflow.engine import shipping
     from stageflow.pipeline import Pipeline
-    from stageflow.security import Keys, require_keys
 
     pipeline = Pipeline.from_file(args.pipeline)
+    # At once: the fork server imports the stage modules while this process imports the
+    # engine below and opens the files.
+    args.launcher.prepare(shipping.modules(stage.cls for stage in pipeline.stages))
+    # Imported here so that the other commands never load the engine or ZeroMQ.
+    from stageflow.engine.run import Run
+    from stageflow.security import Keys, require_keys
+
     # Refused before any output file is made: keys that do not load, an open door without keys.
     keys = Keys.for_coordinator(args.keys) if args.keys else None
     if args.listen is not None:
@@ -285,6 +291,8 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         latency=observation.latency,
         listen=args.listen,
         keys=keys,
+        # Started by main() before anything else (see stageflow.cli.start_engine).
+        launcher=args.launcher,
         cluster=args.cluster,
         cluster_workers=args.cluster_workers,
     )

@@ -6,12 +6,19 @@ Started by :mod:`stageflow.engine.launcher`, never by hand:
   stdin carries one JSON *envelope* (the target, its settings, the caller's import path) and
   is closed after it.
 - ``python -m stageflow.engine.bootstrap fork-server FD PARENT``: imports the engine,
-  Twisted's modules, pydantic, pyzmq and the pipeline's stage modules once (its first
-  request), then forks a worker per request. Requests (``preload``, ``spawn``, ``kill``,
-  ``stop``) arrive as JSON lines on stdin; replies (``ready``, ``spawned``, ``exit``) leave
-  as JSON lines on the inherited pipe ``FD``. The server reaps every child
+  Twisted's modules, pydantic and pyzmq once (its first request), and the pipeline's stage
+  modules when told (a later ``preload``: the caller starts the server before it has read
+  the pipeline), then forks a worker per request. Requests (``preload``, ``spawn``,
+  ``kill``, ``stop``) arrive as JSON lines on stdin; replies (``ready`` once per
+  ``preload``, ``spawned``, ``exit``) leave as JSON lines on the inherited pipe ``FD``.
+  The server reaps every child
   and reports its exit status the way :class:`subprocess.Popen` does (negative for a
   signal), since the caller cannot wait for a grandchild.
+
+``stageflow run`` forks the server from its own process instead, first thing (see
+:class:`~stageflow.engine.launcher.ForkServerLauncher`'s ``fork``): :func:`forked_server`
+then runs in that child, which already holds stageflow and pydantic, instead of a fresh
+interpreter importing them.
 
 Lifetime chain: the server dies with the caller (``PR_SET_PDEATHSIG``, and end of file on
 its stdin), each worker dies with the server (``PR_SET_PDEATHSIG`` set in the child right
@@ -36,7 +43,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 #: Imported by the server before any stage module: everything a worker needs to start.
 PRELOAD = (
@@ -51,6 +58,8 @@ PRELOAD = (
 
 #: Exit status of a child whose target could not be imported or raised.
 TARGET_FAILED = 1
+#: Signals sent to the whole process group that are for the caller: the server ignores them.
+CALLERS_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def die_with_parent(parent: int) -> None:
@@ -114,6 +123,7 @@ class _Server:
         self.reply_fd = reply_fd
         self.pid = os.getpid()
         self.children: set[int] = set()
+        self.preloaded = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -124,14 +134,17 @@ class _Server:
             data = data[os.write(self.reply_fd, data) :]
 
     def preload(self, modules: list[str]) -> dict[str, Any]:
-        """Import the engine, then each stage module; stop at one that spoils forking."""
+        """Import the engine (the first time), then each module; stop at one that spoils
+        forking."""
         failed: dict[str, str] = {}
-        for name in [*PRELOAD, *modules]:
+        engine = () if self.preloaded else PRELOAD
+        self.preloaded = True
+        for name in [*engine, *modules]:
             try:
                 importlib.import_module(name)
             except Exception as exc:  # noqa: BLE001 - the worker imports it again and says why
                 failed[name] = f"{type(exc).__name__}: {exc}"
-            if _unforkable():
+            if unforkable():
                 return {"tainted": name}
         # Objects made so far are shared with every child; keeping them out of the collector
         # keeps their pages shared instead of copied on first collection.
@@ -165,7 +178,7 @@ class _Server:
     def handle(self, request: dict[str, Any]) -> None:
         if request["op"] == "stop":
             return
-        if request["op"] == "preload":  # the first request
+        if request["op"] == "preload":
             sys.path[:0] = [p for p in request["sys_path"] if p not in sys.path]
             self.reply({"ready": os.getpid(), **self.preload(request["modules"])})
             return
@@ -228,7 +241,7 @@ def _drain(fd: int) -> bool:
         return False
 
 
-def _unforkable() -> bool:
+def unforkable() -> bool:
     """True when this process holds what a forked child must not share: a reactor, a ZeroMQ
     context, or a second thread (whose locks a child could inherit held, for ever)."""
     if "twisted.internet.reactor" in sys.modules or threading.active_count() > 1:
@@ -237,11 +250,46 @@ def _unforkable() -> bool:
     return zmq is not None and getattr(zmq.Context, "_instance", None) is not None
 
 
+def forked_server(requests: int, reply_fd: int, parent: int) -> NoReturn:
+    """Serve as the fork server in a child just forked from the caller (the launcher's
+    ``fork``), which had imported stageflow and pydantic already: shed the caller's state,
+    then serve; never returns.
+
+    The caller flushed its stdio buffers before the fork, and every exit here is
+    ``os._exit``, so nothing of the caller's is written twice or finalized (no atexit
+    handler runs). Its objects are frozen out of the collector: a finalizer of theirs
+    could close a descriptor number that is reused here since. Its descriptors are closed,
+    so a pipe or file of the caller's ends when the caller closes it, and the standard
+    streams become what a started server's are: requests on stdin, the caller's stderr for
+    stdout and stderr.
+    """
+    status = TARGET_FAILED
+    try:
+        for signum in CALLERS_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        # The caller blocked them around the fork; workers forked from here must get them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CALLERS_SIGNALS)
+        gc.freeze()
+        os.dup2(requests, 0)
+        os.dup2(2, 1)
+        keep = {0, 1, 2, reply_fd}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                with contextlib.suppress(OSError):  # the listing's own descriptor
+                    os.close(int(name))
+        _fork_server(reply_fd, parent)
+        status = 0
+    except BaseException:  # noqa: BLE001 - nothing above us here: report it, then exit
+        traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
 def _fork_server(reply_fd: int, parent: int) -> None:
     # A signal to the whole process group is for the caller and its workers; the server
     # ends with the caller (or when told), so restarts and close() keep working meanwhile.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in CALLERS_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     die_with_parent(parent)
     _Server(reply_fd).serve()
 

@@ -121,7 +121,9 @@ class Coordinator:
         self._joined = 0
         # Frames are kept to half the message limit: the rest is room for ids and head.
         self._frame_bytes = options.max_message_size // 2
-        self._launcher = options.launcher or ForkServerLauncher(preload=_stage_modules(pipeline))
+        # A launcher made earlier (stageflow run makes one first) learns the stage modules now.
+        self._launcher = options.launcher or ForkServerLauncher()
+        self._launcher.prepare(shipping.modules(stage.cls for stage in pipeline.stages))
         names = [unit.name for unit in self.units]
         self.membership = Membership(self.secret, names, options.heartbeat_timeout)
         self.dispatch = Dispatch(self._ctx, len(names), options.credit, self.secret, options.keys)
@@ -167,6 +169,8 @@ class Coordinator:
             self._routers.append(self.listener.router)
         self._wakeup_fd: int | None = None
         self._all_started = False
+        #: The workers of the first start.
+        self._initial: set[str] = set()
 
     @property
     def latency(self) -> LatencyRecorder | None:
@@ -234,12 +238,14 @@ class Coordinator:
     # -- start ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every worker and wait until all are ready (or the run is stopped)."""
+        """Start every worker and wait until records can flow (or the run is stopped): a
+        worker of each stage is ready (every slot of a keyed one); the others join as they
+        become ready, so the first result does not wait for the slowest start."""
         self.scaling.apply()
-        self.pool.start(time.monotonic())
+        self._initial = {member.key for member in self.pool.start(time.monotonic())}
         deadline = time.monotonic() + self.options.start_timeout
         told = 0.0
-        while (self.pool.pending() or self._unserved()) and not self.stopping:
+        while (not self.pool.ready_to_begin() or self._unserved()) and not self.stopping:
             now = time.monotonic()
             if now > deadline:
                 raise EngineError(
@@ -474,13 +480,16 @@ class Coordinator:
             self._on_done(member, message, payload, frames)
         elif kind == "ready":
             member.ready = True
-            if self._all_started:
-                log.info(
-                    "worker %s (pid %s) is ready, %.2fs after its start",
-                    member.name,
-                    member.pid,
-                    time.monotonic() - member.started,
-                )
+            # A replacement's or an added worker's readiness is news; the first ones' is
+            # detail (-v).
+            news = self._all_started and member.key not in self._initial
+            log.log(
+                logging.INFO if news else logging.DEBUG,
+                "worker %s (pid %s) is ready, %.2fs after its start",
+                member.name,
+                member.pid,
+                time.monotonic() - member.started,
+            )
             self.pool.on_ready(member)
             state = self.snapshots.state_of(member)
             if state is not None and self._entries[member.stage].snapshots:
@@ -653,8 +662,3 @@ class Coordinator:
             self._router.close(linger=0)
             self._ctx.term()
             shutil.rmtree(self._rundir, ignore_errors=True)
-
-
-def _stage_modules(pipeline: Pipeline) -> list[str]:
-    """The modules a fork server should import once: those the stages are imported from."""
-    return [stage.cls.__module__ for stage in pipeline.stages if not shipping.by_value(stage.cls)]

@@ -8,7 +8,10 @@ needs. Two implementations:
 - :class:`ForkServerLauncher` (the default): one preloaded server process per launcher
   (:mod:`stageflow.engine.bootstrap`) has imported the engine, Twisted's modules, pydantic,
   pyzmq and the pipeline's stage modules once, and forks each worker from that clean,
-  single-threaded process in a few milliseconds. It reaps its children and reports their
+  single-threaded process in a few milliseconds. It starts importing as soon as the
+  launcher is made, so a caller that makes it first (``stageflow run`` does, before it
+  reads the pipeline) overlaps those imports with its own work, and names the stage
+  modules later (:meth:`Launcher.prepare`). It reaps its children and reports their
   exit statuses over its pipe, so :meth:`WorkerProcess.poll` and ``wait`` work although the
   worker is not our child.
 - :class:`SubprocessLauncher`: a fresh interpreter per worker; slower to start, but shares
@@ -39,10 +42,11 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
+from stageflow.engine import bootstrap
 from stageflow.errors import EngineError
 
 __all__ = [
@@ -98,9 +102,18 @@ class Launcher(ABC):
     def spawn(self, settings: dict[str, Any]) -> WorkerProcess:
         """Start one worker with ``settings`` (a JSON-able dict, passed on untouched)."""
 
+    def spawn_all(self, settings: Sequence[dict[str, Any]]) -> list[WorkerProcess]:
+        """Start one worker per settings dict, in that order (at once, where the launcher
+        can do better than one after another)."""
+        return [self.spawn(one) for one in settings]
+
     @abstractmethod
     def close(self) -> None:
         """Stop the launcher's own processes and kill every worker still running."""
+
+    def prepare(self, modules: Iterable[str]) -> None:  # noqa: B027 - optional, not abstract
+        """Modules every worker will import (the stages'), for a launcher that loads them
+        ahead; this one does not, and a worker imports what it needs."""
 
     def _envelope(self, settings: dict[str, Any]) -> dict[str, Any]:
         """What a child needs besides its settings: the target, our import path, our pid."""
@@ -162,26 +175,52 @@ class SubprocessLauncher(Launcher):
 class ForkServerLauncher(Launcher):
     """Forks workers from one preloaded server process, started with the launcher.
 
-    ``preload`` names modules (the pipeline's stage modules) the server imports once, after
-    the engine's own; one that fails to import is left to each worker, which reports why.
-    If the server dies, the next :meth:`spawn` starts a new one and says so in the log.
+    ``preload`` (and later :meth:`prepare`) names modules (the pipeline's stage modules)
+    the server imports once, after the engine's own; one that fails to import is left to
+    each worker, which reports why. If the server dies, the next :meth:`spawn` starts a new
+    one and says so in the log.
+
+    ``fork`` makes the first server by forking this process rather than starting an
+    interpreter, which saves the interpreter's start and the imports this process has
+    already done (stageflow's, pydantic's). Only for a program's first steps, which is how
+    ``stageflow run`` uses it: the child keeps a copy of everything the caller has, so the
+    caller should hold nothing yet that must not be shared or kept (open sockets, a big
+    heap, locks); the child closes every descriptor but its pipes and the standard ones,
+    and runs no atexit handler or finalizer of the caller's. A caller with a second
+    thread, a ZeroMQ context or a Twisted reactor gets a started server all the same, and
+    so does every replacement server.
     """
 
-    def __init__(self, preload: Iterable[str] = (), target: str = DEFAULT_TARGET) -> None:
+    def __init__(
+        self, preload: Iterable[str] = (), target: str = DEFAULT_TARGET, fork: bool = False
+    ) -> None:
         super().__init__(target)
-        module = target.partition(":")[0]
-        self.preload = [m for m in dict.fromkeys([module, *preload]) if m != "__main__"]
+        self.preload = [target.partition(":")[0]]
         self._lock = threading.Lock()
-        self._server = _ForkServer(self.preload)
+        # Cleared once a stage module spoiled a server: later ones import only the engine.
+        self._stage_modules = True
+        self._server = _ForkServer(self.preload, fork)
+        self.prepare(preload)
+
+    def prepare(self, modules: Iterable[str]) -> None:
+        with self._lock:
+            new = [m for m in dict.fromkeys(modules) if m not in self.preload and m != "__main__"]
+            if not new or not self._stage_modules:
+                return
+            self.preload += new
+            self._server.preload(new)
 
     def spawn(self, settings: dict[str, Any]) -> WorkerProcess:
+        return self.spawn_all([settings])[0]
+
+    def spawn_all(self, settings: Sequence[dict[str, Any]]) -> list[WorkerProcess]:
         with self._lock:
-            envelope = self._envelope(settings)
+            envelopes = [self._envelope(one) for one in settings]
             # A second try: a server that died since the last spawn is noticed only now.
             for _ in range(2):
-                forked = self._usable_server().spawn(envelope)
+                forked = self._usable_server().spawn(envelopes)
                 if forked is not None:
-                    return forked
+                    return list(forked)
             raise EngineError(
                 f"the fork server (pid {self._server.proc.pid}) died while starting a "
                 "worker; see the log above, or use SubprocessLauncher"
@@ -201,6 +240,7 @@ class ForkServerLauncher(Launcher):
                 server.tainted,
             )
             self.preload = self.preload[:1]
+            self._stage_modules = False
         else:
             log.warning(
                 "the fork server (pid %d) ended with status %s, and its workers with it; "
@@ -257,20 +297,26 @@ class _Forked:
 class _ForkServer:
     """One fork server process and the two pipes we talk to it through."""
 
-    def __init__(self, preload: list[str]) -> None:
+    def __init__(self, preload: list[str], fork: bool = False) -> None:
         reply_r, reply_w = os.pipe()
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", _BOOTSTRAP, "fork-server", str(reply_w), str(os.getpid())],
-                stdin=subprocess.PIPE,
-                stdout=_caller_stderr(),
-                close_fds=True,
-                pass_fds=(reply_w,),
-            )
+            out = _caller_stderr()
+            self.proc: WorkerProcess
+            if fork and out == 2 and not bootstrap.unforkable():
+                self.proc, self._stdin = _fork_caller(reply_w)
+            else:
+                command = ["fork-server", str(reply_w), str(os.getpid())]
+                popen = subprocess.Popen(
+                    [sys.executable, "-m", _BOOTSTRAP, *command],
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    close_fds=True,
+                    pass_fds=(reply_w,),
+                )
+                assert popen.stdin is not None
+                self.proc, self._stdin = popen, popen.stdin
         finally:
             os.close(reply_w)
-        assert self.proc.stdin is not None
-        self._stdin = self.proc.stdin
         self.requests = self._stdin.fileno()
         os.set_blocking(self.requests, False)
         self.replies = reply_r
@@ -279,11 +325,16 @@ class _ForkServer:
         self.exits: dict[int, int] = {}
         self.live: set[int] = set()
         self.spawned: list[int] = []
-        self.ready = False
+        #: Preload requests not answered yet: the server is ready when none is left.
+        self.unanswered = 0
         self.tainted: str | None = None
         self.closed = False
         self.lost = False
-        self.request({"op": "preload", "modules": preload, "sys_path": sys.path})
+        self.preload(preload)
+
+    @property
+    def ready(self) -> bool:
+        return not self.unanswered
 
     # -- talking ---------------------------------------------------------------------------
 
@@ -327,8 +378,8 @@ class _ForkServer:
             self.live.add(reply["spawned"])
             self.spawned.append(reply["spawned"])
         elif "ready" in reply:
-            self.ready = True
-            self.tainted = reply.get("tainted")
+            self.unanswered -= 1
+            self.tainted = self.tainted or reply.get("tainted")
             for module, reason in reply.get("failed", {}).items():
                 log.debug("fork server could not preload %s (%s)", module, reason)
 
@@ -353,18 +404,32 @@ class _ForkServer:
 
     # -- what the launcher asks ------------------------------------------------------------
 
+    def preload(self, modules: list[str]) -> None:
+        """Ask the server to import ``modules`` (with the caller's import path) ahead."""
+        with self._lock:
+            self.unanswered += 1
+            self.request({"op": "preload", "modules": modules, "sys_path": sys.path})
+
     def wait_ready(self) -> bool:
         """True once the server has preloaded everything; False if it died or is tainted."""
         self._wait_for(lambda: self.ready, SERVER_START_TIMEOUT)
         return self.ready and not self.lost and self.tainted is None
 
-    def spawn(self, envelope: dict[str, Any]) -> _Forked | None:
-        """The forked worker, or None if the server is gone."""
+    def spawn(self, envelopes: list[dict[str, Any]]) -> list[_Forked] | None:
+        """The forked workers, or None if the server is gone before it forked them all.
+
+        The requests go out together and the server forks one after another: no round
+        trip between two workers.
+        """
         with self._lock:
             self.spawned.clear()
-            self.request({**envelope, "op": "spawn", "cwd": os.getcwd(), "env": dict(os.environ)})
-            self._wait_for(lambda: self.spawned, SERVER_START_TIMEOUT)
-            return _Forked(self, self.spawned[0]) if self.spawned else None
+            where = {"op": "spawn", "cwd": os.getcwd(), "env": dict(os.environ)}
+            for envelope in envelopes:
+                self.request({**envelope, **where})
+            self._wait_for(lambda: len(self.spawned) == len(envelopes), SERVER_START_TIMEOUT)
+            if len(self.spawned) < len(envelopes):
+                return None
+            return [_Forked(self, pid) for pid in self.spawned]
 
     def exit_status(self, pid: int, timeout: float | None) -> int | None:
         """The exit status of ``pid`` (handed over once), waiting up to ``timeout``."""
@@ -378,6 +443,10 @@ class _ForkServer:
             if self.closed:
                 return
             self.closed = True
+            if not self.live and self.proc.poll() is None:
+                # No worker to report on: do not wait for imports it may still be doing (a
+                # caller that started it early, then found the pipeline invalid).
+                self.proc.kill()
             # "stop" as well as end of file: a process forked from ours may hold the pipe.
             self.request({"op": "stop"})
             with contextlib.suppress(OSError):
@@ -388,6 +457,54 @@ class _ForkServer:
             self.proc.wait()
             self._on_lost()
             os.close(self.replies)
+
+
+def _fork_caller(reply_w: int) -> tuple[_Child, IO[bytes]]:
+    """Fork this process into a fork server (:func:`bootstrap.forked_server`)."""
+    requests_r, requests_w = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        # Flushed here, or the child could write what is buffered a second time.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+    parent = os.getpid()
+    # Held until the child ignores them (Ctrl-C is for the caller), and ours get them after.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, bootstrap.CALLERS_SIGNALS)
+    pid = os.fork()
+    if pid == 0:
+        bootstrap.forked_server(requests_r, reply_w, parent)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    os.close(requests_r)
+    return _Child(pid), open(requests_w, "wb", buffering=0)
+
+
+class _Child:
+    """A process forked from ours: as much of :class:`subprocess.Popen` as the server needs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited = os.pidfd_open(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                os.close(self._exited)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            readable, _, _ = select.select([self._exited], [], [], timeout)
+            if not readable:
+                raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout or 0.0)
+        code = self.poll()
+        assert code is not None  # its descriptor is readable once it has ended
+        return code
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
 
 
 def _caller_stderr() -> int:

@@ -70,31 +70,56 @@ class Pool:
             [Slot(s, j) for j in range(unit.workers)] for s, unit in enumerate(units)
         ]
 
-    def start(self, now: float) -> None:
-        for stage_slots in self.slots:
-            for slot in stage_slots:
-                if slot.member is None:
-                    self.spawn(slot, now)
+    def start(self, now: float) -> list[Member]:
+        """Start every slot's worker, all in one request to the launcher; return them."""
+        # Slot by slot across the stages, so the first worker of each stage, which is all
+        # a run needs to begin (see ready_to_begin), starts first.
+        rounds = itertools.zip_longest(*self.slots)
+        order = [slot for slots in rounds for slot in slots if slot is not None]
+        return self._launch([slot for slot in order if slot.member is None], now)
+
+    def ready_to_begin(self) -> bool:
+        """Whether records can flow: every stage with slots has a ready worker, and a keyed
+        stage one in every slot (its keys belong to their slots and nobody else's).
+
+        From then on, a worker that fails to start is given up on with a warning (it has
+        ready peers) or replaced, so the run no longer fails to start.
+        """
+        for stage, slots in enumerate(self.slots):
+            ready = [s.member is not None and s.member.ready for s in slots if s.wanted]
+            keyed = self.units[stage].stages[0].key is not None
+            if ready and not (all(ready) if keyed else any(ready)):
+                return False
+        return True
 
     def spawn(self, slot: Slot, now: float) -> Member:
-        slot.restart_at = None
-        # Unique in the run, even for a slot made again after scaling down and up: the key is
-        # the worker's identity on the control plane.
-        key = f"{slot.stage}.{slot.index}.{next(self._spawned)}"
-        member = Member(
-            key=key,
-            stage=slot.stage,
-            slot=slot.index,
-            name=f"{self.units[slot.stage].name}#{slot.index}",
-            process=None,
-            current_path=os.path.join(self.rundir, f"current-{key}"),
-            started=now,
-        )
-        member.process = self.launcher.spawn(self.settings(member))
-        log.debug("started worker %s (pid %d)", member.name, member.process.pid)
-        self.membership.add(member)
-        slot.member = member
-        return member
+        return self._launch([slot], now)[0]
+
+    def _launch(self, slots: list[Slot], now: float) -> list[Member]:
+        members = []
+        for slot in slots:
+            slot.restart_at = None
+            # Unique in the run, even for a slot made again after scaling down and up: the
+            # key is the worker's identity on the control plane.
+            key = f"{slot.stage}.{slot.index}.{next(self._spawned)}"
+            members.append(
+                Member(
+                    key=key,
+                    stage=slot.stage,
+                    slot=slot.index,
+                    name=f"{self.units[slot.stage].name}#{slot.index}",
+                    process=None,
+                    current_path=os.path.join(self.rundir, f"current-{key}"),
+                    started=now,
+                )
+            )
+        processes = self.launcher.spawn_all([self.settings(member) for member in members])
+        for slot, member, process in zip(slots, members, processes, strict=True):
+            member.process = process
+            log.debug("started worker %s (pid %d)", member.name, process.pid)
+            self.membership.add(member)
+            slot.member = member
+        return members
 
     def slot_of(self, member: Member) -> Slot | None:
         for slot in self.slots[member.stage]:

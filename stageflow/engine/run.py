@@ -159,8 +159,9 @@ class Run:
         positive for what a stage's ``finish()`` emitted. Every dead letter of the record is
         in the dead-letter output before it is yielded, so a caller can record durably which
         records a given length of its output and dead letters covers (``stageflow run``'s
-        resume journal does). ``on_started`` is called once every worker is ready, before
-        the first record is read: the moment to open (and truncate) the outputs.
+        resume journal does). ``on_started`` is called once the run has started (a worker of
+        every stage is ready, every worker of a keyed stage), before the first record is
+        read: the moment to open (and truncate) the outputs.
         """
         return self._core.completions(on_idle, on_started)
 

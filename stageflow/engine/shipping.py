@@ -15,11 +15,12 @@ import base64
 import importlib
 import pickle
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from stageflow.stage import Stage
 
-__all__ = ["by_value", "load_stage_class", "stage_settings"]
+__all__ = ["by_value", "load_stage_class", "modules", "stage_settings"]
 
 #: The settings key holding a class shipped by value.
 PICKLED = "stage_pickle"
@@ -30,6 +31,12 @@ _pickled: weakref.WeakKeyDictionary[type[Stage], str] = weakref.WeakKeyDictionar
 def by_value(cls: type[Stage]) -> bool:
     """Whether a worker could not import ``cls`` by its name and needs it by value."""
     return cls.__module__ == "__main__" or "<locals>" in cls.__qualname__
+
+
+def modules(classes: Iterable[type[Stage]]) -> list[str]:
+    """The modules workers import these stage classes from (what a fork server preloads);
+    a class travelling by value has none."""
+    return list(dict.fromkeys(cls.__module__ for cls in classes if not by_value(cls)))
 
 
 def stage_settings(cls: type[Stage]) -> dict[str, Any]:

@@ -212,9 +212,23 @@ class Supervisor:
         """Move a stopping run on: after ``stop_timeout``, end what is stuck in process()."""
         if self._stop_at is None:
             self._stop_at = now + self.options.stop_timeout
+            self._drop_starting()
         elif not self._stopped_stuck and now >= self._stop_at:
             self._stopped_stuck = True
             self._set_aside_stuck()
+
+    def _drop_starting(self) -> None:
+        """Kill the workers still in setup() and give up their slots: they hold nothing, and
+        a run that began without them (Pool.ready_to_begin) must not wait for them to end."""
+        co = self.co
+        for member in list(co.membership.members.values()):
+            slot = co.pool.slot_of(member)
+            keyed = co.units[member.stage].stages[0].key is not None  # its slot stays
+            if member.ready or member.process is None or slot is None or keyed:
+                continue
+            if any(peer.ready for peer in co.membership.of_stage(member.stage)):
+                slot.wanted = False
+                member.process.kill()
 
     def _set_aside_stuck(self) -> None:
         """Dead-letter the records inside process() since the stop, and kill their workers.

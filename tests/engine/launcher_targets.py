@@ -23,6 +23,7 @@ def report(settings: dict[str, Any]) -> int:
         "ppid": os.getppid(),
         "settings": settings,
         "preloaded": [name for name in PRELOADED if name in sys.modules],
+        "found": [name for name in settings.get("look_for", ()) if name in sys.modules],
         "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
         "cwd": os.getcwd(),
         "env": os.environ.get("LAUNCHER_TEST_VAR"),

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -397,4 +398,35 @@ class Doomed(stageflow.Stage):
             with open(self.config.marker, "w"):
                 pass
             os.kill(os.getpid(), signal.SIGKILL)
+        return item
+
+
+class HeldSetupConfig(BaseModel):
+    gate: str = Field(description="a folder: the first worker goes on, others wait for gate/open")
+
+
+class HeldSetup(stageflow.Stage):
+    """Line -> Line; only the first worker's setup() returns at once, the others' once the
+    file ``gate/open`` exists (each then writes ``gate/released.PID``)."""
+
+    name = "test-held-setup"
+    Input = Line
+    Output = Line
+    Config = HeldSetupConfig
+
+    def setup(self) -> None:
+        gate = Path(self.config.gate)
+        try:
+            os.close(os.open(gate / "first", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return
+        except FileExistsError:
+            pass
+        deadline = time.monotonic() + 30.0
+        while not (gate / "open").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{gate / 'open'} did not appear within 30s")
+            time.sleep(0.01)
+        (gate / f"released.{os.getpid()}").touch()
+
+    def process(self, item: Line) -> Line:
         return item

@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.engine.stages import (
     DropEmpty,
     Explode,
     FanOut,
+    HeldSetup,
     Line,
     Split,
     Sum,
@@ -149,8 +151,14 @@ def test_an_abandoned_run_frees_everything_without_the_garbage_collector(how: st
 
 
 def test_load_is_balanced_across_workers() -> None:
-    """3,000 records over 3 workers: none gets more than 1.5x its share."""
-    pipeline = Pipeline("who", [{"name": "who", "uses": WhoAmI, "workers": 3}])
+    """3,000 records over 3 workers: none gets more than 1.5x its share.
+
+    A run begins once one worker of the stage is ready, so the first one may work alone for
+    a moment; a millisecond a record makes the steady state, where credit spreads the
+    frames, the bulk of the run.
+    """
+    stage = {"name": "who", "uses": WhoAmI, "workers": 3, "config": {"pause": 0.001}}
+    pipeline = Pipeline("who", [stage])
     shares = Counter(result.pid for result in pipeline.run(lines(3000)))
     assert sum(shares.values()) == 3000 and len(shares) == 3
     assert max(shares.values()) <= 1.5 * 1000
@@ -344,10 +352,41 @@ def test_abandoned_read_ahead_runs_leave_no_thread() -> None:
 
 
 def test_a_run_that_fails_to_start_leaves_the_dead_letter_file_alone(tmp_path: Path) -> None:
-    """dead_letter=PATH is opened only once every worker is ready: setup() failing keeps it."""
+    """dead_letter=PATH is opened only once the run has started: setup() failing keeps it."""
     dead = tmp_path / "dead.jsonl"
     dead.write_bytes(b'{"line": 1, "error": "from yesterday"}\n')
     pipeline = Pipeline("broken", [{"name": "ner", "uses": BrokenSetup}])
     with pytest.raises(EngineError, match="failed to start"):
         list(pipeline.run(lines(5), dead_letter=dead))
     assert dead.read_bytes() == b'{"line": 1, "error": "from yesterday"}\n'
+
+
+def test_records_flow_once_one_worker_of_each_stage_is_ready(tmp_path: Path) -> None:
+    """A run begins when the first worker of a stage is ready: its results come while the
+    stage's other workers are still in setup() (released only by the first result), and
+    those join later; every record is written once."""
+    gate = {"gate": str(tmp_path)}
+    held = Pipeline("held", [{"name": "held", "uses": HeldSetup, "workers": 3, "config": gate}])
+    ids = []
+    for result in held.run(lines(300)):
+        (tmp_path / "open").touch()
+        ids.append(result.id)
+    assert sorted(ids, key=int) == [str(i) for i in range(300)]
+    assert len(list(tmp_path.glob("released.*"))) == 2
+
+
+def test_a_stop_does_not_wait_for_workers_still_in_setup(tmp_path: Path) -> None:
+    """Stopping a run that began while other workers were still in setup() kills those (they
+    hold nothing) instead of waiting for them: the records in flight are all written."""
+    gate = {"gate": str(tmp_path)}  # never opened: the second and third workers stay held
+    held = Pipeline("held", [{"name": "held", "uses": HeldSetup, "workers": 3, "config": gate}])
+    run = held.run(lines(50), stop_timeout=2.0)
+    started = time.monotonic()
+    ids = []
+    for result in run:
+        run.stop()
+        ids.append(result.id)
+    assert time.monotonic() - started < 20  # a held worker gives up after 30 s
+    assert run.report.interrupted
+    assert len(ids) == len(set(ids)) and run.report.results == len(ids) >= 1
+    assert not list(tmp_path.glob("released.*"))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -195,6 +198,20 @@ def start_run(tmp_path: Path, *args: str, stdin: int | None = None) -> subproces
     )
 
 
+def lines_with(stream: IO[bytes], needle: bytes, count: int, timeout: float) -> bool:
+    """Read ``stream`` until ``count`` lines hold ``needle``; False if ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    seen, buffer = 0, b""
+    while seen < count:
+        readable, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(stream.fileno(), 65536) if readable else b""
+        if not chunk:
+            return False
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        seen += sum(needle in line for line in lines)
+    return True
+
+
 def count_lines(path: Path) -> int:
     try:
         return path.read_bytes().count(b"\n")
@@ -249,12 +266,15 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     """kill -9 of `stageflow run` leaves no worker behind, idle or stuck inside process()."""
     marker = tmp_path / "hanging"
     pipe = split_pipeline(tmp_path, config={"hang_on": "zzz", "hang_marker": str(marker)})
-    proc = start_run(tmp_path, str(pipe), stdin=subprocess.PIPE)
+    proc = start_run(tmp_path, str(pipe), "-v", stdin=subprocess.PIPE)
     parent = psutil.Process(proc.pid)
     # Three workers and the fork server they came from.
     assert wait_until(lambda: len(parent.children(recursive=True)) == 4, timeout=60)
     workers = parent.children(recursive=True)
-    assert proc.stdin is not None
+    # Records flow once one worker of each stage is ready: wait for all three, so that the
+    # two records go one to each split worker.
+    assert proc.stdin is not None and proc.stderr is not None
+    assert lines_with(proc.stderr, b" is ready, ", 3, timeout=60)
     proc.stdin.write(b'{"id": "1", "text": "zzz"}\n{"id": "2", "text": "zzz"}\n')
     proc.stdin.flush()
     # Wait until both split workers are stuck in process(): only the kernel can tell them.
@@ -266,3 +286,30 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     proc.stderr.close()
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive
+
+
+def test_the_fork_server_is_started_before_the_pipeline_is_read(tmp_path: Path) -> None:
+    """stageflow run starts its fork server before it reads the pipeline: the process every
+    worker is a child of was already the CLI's child when the CLI imported the stage module."""
+    pipeline = tmp_path / "probe.yaml"
+    pipeline.write_text(
+        "name: probe\nstages:\n  - name: who\n    uses: tests.engine.early_probe:WhoseChild\n"
+        "    workers: 2\n"
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": str(n), "text": "x"}) + "\n" for n in range(20)))
+    out, notes = tmp_path / "out.jsonl", tmp_path / "notes.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["STAGEFLOW_TEST_NOTES"] = str(notes)
+    command = [sys.executable, "-m", "stageflow", "run", str(pipeline), "-i", str(source)]
+    cli = subprocess.Popen(
+        [*command, "-o", str(out)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+    )
+    _, stderr = cli.communicate(timeout=60)
+    assert cli.returncode == 0, stderr
+    parents = {json.loads(line)["ppid"] for line in out.read_text().splitlines()}
+    assert len(out.read_text().splitlines()) == 20
+    assert len(parents) == 1 and cli.pid not in parents  # one fork server, not the CLI itself
+    (cli_note,) = [note for note in map(json.loads, notes.read_text().splitlines())
+                   if note["pid"] == cli.pid]
+    assert parents <= set(cli_note["children"])

@@ -302,3 +302,63 @@ def test_a_stage_module_that_spoils_forking_is_not_preloaded(
         replies.close(linger=0)
         context.term()
     assert "stage module reactor_at_import starts a Twisted reactor" in caplog.text
+
+
+def test_modules_named_later_are_preloaded_and_spawn_all_forks_each(tmp_path: Path) -> None:
+    """Modules given to prepare() after the server started are imported by the server before
+    it forks (the workers find them loaded), and spawn_all starts one worker per settings
+    dict, in order, each a child of the server."""
+    with ForkServerLauncher(target=f"{TARGETS}:report") as launcher:
+        launcher.prepare(["stageflow_seed.stages"])
+        outs = [tmp_path / f"w{i}" for i in range(5)]
+        procs = launcher.spawn_all([{"out": str(out), "look_for": ["stageflow_seed.stages"]}
+                                    for out in outs])
+        assert [proc.wait(DEADLINE) for proc in procs] == [0] * 5
+        server = launcher.server_pid
+    facts = [json.loads(out.read_text()) for out in outs]
+    assert [fact["pid"] for fact in facts] == [proc.pid for proc in procs]
+    assert [fact["settings"]["out"] for fact in facts] == [str(out) for out in outs]
+    assert all(fact["ppid"] == server for fact in facts)
+    assert all(fact["found"] == ["stageflow_seed.stages"] for fact in facts)
+
+
+FORKING_CALLER = """
+import json, os, select, sys, threading
+from stageflow.engine.launcher import ForkServerLauncher
+target, out, second_thread = sys.argv[1:]
+if second_thread == "yes":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+kept_r, kept_w = os.pipe()  # the caller's own: a forked server must not hold it open
+launcher = ForkServerLauncher(target=target, fork=True)
+os.close(kept_w)
+readable, _, _ = select.select([kept_r], [], [], 30)
+code = launcher.spawn({"out": out}).wait(30)
+forked = open(f"/proc/{launcher.server_pid}/cmdline", "rb").read() == open(
+    "/proc/self/cmdline", "rb"
+).read()
+print(json.dumps({"eof": bool(readable) and os.read(kept_r, 1) == b"", "code": code,
+                  "server": launcher.server_pid, "forked": forked}), flush=True)
+launcher.close()
+"""
+
+
+@pytest.mark.parametrize("second_thread", ["no", "yes"])
+def test_fork_makes_the_server_from_the_caller_when_it_is_safe(
+    second_thread: str, tmp_path: Path
+) -> None:
+    """With fork=True a single-threaded caller's server is a fork of the caller (same command
+    line), which keeps none of the caller's descriptors (a pipe's end it closes reads end of
+    file) and forks working workers; a caller with a second thread gets a started server."""
+    out = tmp_path / "facts"
+    caller = subprocess.run(
+        [sys.executable, "-c", FORKING_CALLER, f"{TARGETS}:report", str(out), second_thread],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert caller.returncode == 0, caller.stderr
+    facts = json.loads(caller.stdout.splitlines()[-1])
+    assert facts["forked"] is (second_thread == "no")
+    assert facts["eof"] and facts["code"] == 0
+    assert json.loads(out.read_text())["ppid"] == facts["server"]

@@ -68,10 +68,12 @@ class Watch:
     def run(self) -> None:
         root = psutil.Process(self.pid)
         while not self.stop.wait(0.05):  # pacing, not synchronisation
-            received = self.received
             try:
-                tree = [root, *root.children(recursive=True)]
                 files = root.open_files()
+                # Right after the position: the tree's scan below can take a while on a busy
+                # machine, and the CLI reads on meanwhile, which would count as lag.
+                received = self.received
+                tree = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
             for f in files:
