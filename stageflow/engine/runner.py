@@ -294,10 +294,11 @@ class StageRunner:
                 xor = 0 if outputs is None else forward(root, attempt, outputs, record, pending)
             except ValidationError as exc:
                 self.reject(root, attempt, record, exc, pending)
-                xor = 0
+                xor = _tags_since(outputs_ids, before)
             except Exception as exc:  # noqa: BLE001 - engine_failure logs it with its traceback
                 self.engine_failure(root, attempt, record, exc, pending)
-                xor = 0
+                # Outputs made before the failure are kept: their tags must balance too.
+                xor = _tags_since(outputs_ids, before)
             if len(outputs_ids) > before:
                 # The last output's tag takes what is left, so the outputs' tags XOR to this
                 # record's own: the tracker's value for the root is unchanged and there is
@@ -589,6 +590,14 @@ class StageRunner:
             record,
             errors=errors,
         )
+
+
+def _tags_since(ids: list[int], start: int) -> int:
+    """The XOR of the tags in the id triples of ``ids`` from index ``start`` on."""
+    xor = 0
+    for tag in ids[start + 2 :: 3]:
+        xor ^= tag
+    return xor
 
 
 def _where(error: dict[str, Any]) -> str:

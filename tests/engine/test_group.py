@@ -207,3 +207,20 @@ def test_a_float_json_cannot_hold_is_refused_where_it_was_made() -> None:
     ((_, _, entry),) = pending.dead
     assert (entry["stage"], entry["line"], entry["error"]) == ("overflow", 1, "InvalidOutput")
     assert pending.records == [b'{"id":"2","value":25.0}'] and _acks_balance(pending, 2)
+
+
+def test_outputs_made_before_an_engine_failure_still_balance() -> None:
+    """A forward that fails after emitting some outputs leaves the root's tags balanced."""
+    runner = StageRunner(FanOut, "fan", trusted_input=True)
+    emit = runner.forward
+
+    def first_then_fail(
+        root: int, attempt: int, outputs: list[Any], record: Any, pending: Pending
+    ) -> int:
+        emit(root, attempt, outputs[:1], record, pending)
+        raise RuntimeError("the engine broke after one output")
+
+    runner.forward = first_then_fail
+    pending = _run(runner, [b'{"id":"1","words":["a","b"]}', b'{"id":"2","words":["c"]}'])
+    assert len(pending.records) == 2 and len(pending.dead) == 2
+    assert _acks_balance(pending, 2)
