@@ -6,15 +6,17 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageflow.cli import EXIT_INVALID, EXIT_OK, fail
-from stageflow.graph import FORMATS, Format, GraphvizError, build_graph, render
-from stageflow.graph.overlay import load_overlay, with_overlay
-from stageflow.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from stageflow.graph import Format
 
 log = logging.getLogger(__name__)
 
+# stageflow.graph is imported only when a graph is drawn: every command builds this parser,
+# and `stageflow run`, which starts against the clock, draws nothing.
 _SUFFIXES: dict[str, Format] = {
     ".txt": "text",
     ".dot": "dot",
@@ -27,6 +29,8 @@ _SUFFIXES: dict[str, Format] = {
     ".htm": "html",
     ".json": "json",
 }
+#: Every format, in stageflow.graph.FORMATS' order (a test keeps the two the same).
+FORMATS: tuple[Format, ...] = tuple(dict.fromkeys(_SUFFIXES.values()))
 
 
 def register(subparsers: Any) -> None:
@@ -71,6 +75,10 @@ def graph(args: argparse.Namespace) -> int:
     if fmt == "png" and args.output is None and sys.stdout.isatty():
         fail("png is binary and stdout is a terminal; write it with -o FILE or redirect stdout")
         return EXIT_INVALID
+    from stageflow.graph import GraphvizError, build_graph, render
+    from stageflow.graph.overlay import load_overlay, with_overlay
+    from stageflow.pipeline import Pipeline
+
     pipeline = Pipeline.from_file(args.pipeline, check_schemas=False)
     drawing_graph = build_graph(pipeline)
     if args.report is not None:

@@ -218,3 +218,19 @@ def test_runs_nothing(fmt: str, allowed: list[str], tmp_path: Path, dot_program:
         "reactor": False,
         "children": 0,
     }
+
+
+def test_the_cli_offers_every_format_and_loads_the_drawing_code_only_to_draw() -> None:
+    """`graph --format` lists stageflow.graph's formats; building the CLI imports no graph code."""
+    from stageflow.cli import graph as graph_command
+    from stageflow.graph import FORMATS
+
+    assert graph_command.FORMATS == FORMATS
+    probe = (
+        "import sys; from stageflow.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith('stageflow.graph')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert done.stdout.strip() == "[]"
