@@ -28,3 +28,17 @@ def run_stageflow(
         env=env,
         timeout=timeout,
     )
+
+
+def read_stderr_until(proc: subprocess.Popen[bytes], text: bytes) -> bytes:
+    """Read ``proc``'s stderr line by line until one holds ``text``; return what was read.
+
+    Used before a second signal: two signals sent together would merge into one.
+    """
+    assert proc.stderr is not None
+    seen = b""
+    while text not in seen:
+        line = proc.stderr.readline()
+        assert line, f"the process ended before it wrote {text!r}: {seen!r}"
+        seen += line
+    return seen

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.engine.conftest import wait_until
 from tests.engine.test_cli_run import count_lines, split_pipeline, write_lines, write_pipeline
-from tests.helpers import REPO, run_stageflow
+from tests.helpers import REPO, read_stderr_until, run_stageflow
 
 JOURNAL = ".stageflow-journal"
 
@@ -229,12 +229,7 @@ def test_second_signal_then_printed_resume_gives_every_result_once(tmp_path: Pat
     proc = start(*args)
     assert wait_until(lambda: count_lines(out) > 100, timeout=90)
     proc.send_signal(signal.SIGINT)
-    assert proc.stderr is not None
-    seen = b""
-    while b"received SIGINT" not in seen:  # signals sent together would merge into one
-        line = proc.stderr.readline()
-        assert line, f"stageflow run ended before handling the first signal: {seen!r}"
-        seen += line
+    read_stderr_until(proc, b"received SIGINT")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     stderr = err.decode()

@@ -15,7 +15,7 @@ from typing import IO
 import psutil
 
 from tests.engine.conftest import wait_until
-from tests.helpers import REPO, run_stageflow
+from tests.helpers import REPO, read_stderr_until, run_stageflow
 
 SEED = REPO / "examples" / "seed"
 
@@ -250,12 +250,7 @@ def test_second_signal_stops_at_once(tmp_path: Path) -> None:
     proc = start_run(tmp_path, str(pipe), "-i", str(source), "-o", str(out))
     assert wait_until(lambda: count_lines(out) > 0, timeout=60)
     proc.send_signal(signal.SIGINT)
-    assert proc.stderr is not None
-    seen = b""
-    while b"received SIGINT" not in seen:  # signals sent together would merge into one
-        line = proc.stderr.readline()
-        assert line, f"stageflow run ended before handling the first signal: {seen!r}"
-        seen += line
+    seen = read_stderr_until(proc, b"received SIGINT")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, (seen + err).decode()
