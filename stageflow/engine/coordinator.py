@@ -150,6 +150,7 @@ class Coordinator:
             report,
             self._enter,
             self.pool.wanted,
+            self.dispatch.starving,
             self.secret,
             batch_size=options.batch_size,
             max_in_flight=options.max_in_flight,
@@ -319,6 +320,8 @@ class Coordinator:
             more_input = False
             if not exhausted and not self.stopping:
                 exhausted, more_input = self.feeder.feed(source)
+            elif self.feeder.forming:
+                self.feeder.release()  # stopping: what was read is in flight like the rest
             if self.stopping:
                 self.supervisor.stop_step(time.monotonic())
             idle = (exhausted or self.stopping) and not self.tracker.roots
