@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 from stageflow.engine.report import RunReport
@@ -90,34 +91,33 @@ class Feeder:
         chunk = min(room, self.batch_size * workers * self.credit)
         taken = self.forming
         held = len(taken)
-        exhausted = False
         more = True
         clock = time.monotonic
         until = clock() + _FEED_FOR
         fed = self._fed
-        add = self.tracker.add
+        tracker = self.tracker
+        # Tracker.add's two lines, inlined: this loop runs once per input record.
+        roots, tag = tracker.roots, tracker.new_tag
         limit = self.frame_bytes
         read = 0
-        for _ in range(chunk):
-            try:
-                item = next(source)
-            except StopIteration:
-                exhausted = True
-                break
+        cut = False  # stopped early: by the clock, or by a source with nothing ready
+        for item in islice(source, chunk):
             if item is WAIT:
-                more = False
+                more, cut = False, True
                 break
             read += 1
             seq, record = item
             fed.append(seq)
-            root = add(seq, record, 0)
+            root = roots[seq] = Root(seq, record, 0, tag(63))
             if len(record) > limit:
-                self.tracker.give_up(root, self._too_large(seq, record))
+                tracker.give_up(root, self._too_large(seq, record))
             else:
                 taken.append(root)
             # A look at the clock per record would cost more than the record's bookkeeping.
             if not read % _CLOCK_EVERY and clock() > until:
+                cut = True
                 break
+        exhausted = not cut and read < chunk
         if read:
             self.report.records_in += read
             self.report.last_line_read = fed[-1]

@@ -87,20 +87,21 @@ class Tracker:
     def __init__(self) -> None:
         self.roots: dict[int, Root] = {}
         self.completed: deque[Root] = deque()
-        self._tags = random.Random(os.urandom(16)).getrandbits
+        #: ``new_tag(63)``: a fresh random tag, for a new root or a new attempt.
+        self.new_tag = random.Random(os.urandom(16)).getrandbits
 
     def __len__(self) -> int:
         return len(self.roots)
 
     def add(self, seq: int, record: bytes, stage: int = 0) -> Root:
-        root = Root(seq, record, stage, self._tags(63))
+        root = Root(seq, record, stage, self.new_tag(63))
         self.roots[seq] = root
         return root
 
     def redeliver(self, root: Root) -> None:
         """Open a new attempt for ``root``; send it with ``root.attempt`` and ``root.tag``."""
         root.attempt += 1
-        root.tag = self._tags(63)
+        root.tag = self.new_tag(63)
         if root.retries is None:
             root.retries = {}
         root.retries[root.attempt] = _Attempt(root.tag)
