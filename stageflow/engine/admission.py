@@ -40,6 +40,12 @@ class Admission:
         taken = self._taken[stage]
         if taken is None:
             return ids, records
+        seqs, attempts = ids[::3], ids[1::3]
+        # The common frame, checked at C speed: first attempts of live roots, none of which
+        # entered under another attempt (taken.get gives 0 or None for those).
+        if not any(attempts) and all(map(live, seqs)) and not any(map(taken.get, seqs)):
+            taken.update(dict.fromkeys(seqs, 0))
+            return ids, records
         kept_ids: list[int] = []
         kept: list[bytes] = []
         for index, record in enumerate(records):

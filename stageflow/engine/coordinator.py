@@ -375,17 +375,28 @@ class Coordinator:
     def _advance_finish(self) -> bool:
         return self.finishing.advance(self.membership.of_stage, self.pool.pending)
 
-    def _enter(self, stage: int, ids: list[int], records: list[bytes]) -> None:
-        """Queue records for ``stage``: those a stateful stage admits, by slot if keyed."""
+    def _enter(
+        self, stage: int, ids: list[int], records: list[bytes], parts: list[bytes] | None = None
+    ) -> None:
+        """Queue records for ``stage``: those a stateful stage admits, by slot if keyed.
+
+        ``parts`` is the signed frame the records came in, sent on as it is when all of
+        them are admitted to an unkeyed stage.
+        """
         bound = self._entries[stage]
         if bound.stateful:
+            count = len(records)
             ids, records = self.admission.admit(
                 stage, ids, records, self.tracker.roots.__contains__
             )
             self.report.duplicates_refused = self.admission.refused
+            if len(records) != count:
+                parts = None
         if bound.key is None:
             if records:
-                self.dispatch.submit(stage, wire.encode_batch(ids, records, self.secret))
+                if parts is None:
+                    parts = wire.encode_batch(ids, records, self.secret)
+                self.dispatch.submit(stage, parts)
             return
         groups: dict[int, tuple[list[int], list[bytes]]] = {}
         for index, record in enumerate(records):
@@ -599,7 +610,7 @@ class Coordinator:
             if last:
                 tracker.results(ids, records)
             else:
-                self._enter(after, ids, records)
+                self._enter(after, ids, records, parts)
 
     # -- end of stream --------------------------------------------------------------------
 
