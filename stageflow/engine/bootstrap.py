@@ -60,7 +60,7 @@ PRELOAD = (
 #: Imported by Twisted at start for what a worker never does (``twisted.python.compat``
 #: binds ``http.cookiejar``, which brings urllib.request, http.client and email: a tenth of
 #: the server's imports), so the server makes them load on first use instead.
-DEFERRED = ("http.cookiejar",)
+DEFERRED = ("http.cookiejar", "twisted.internet.process", "twisted.internet.unix")
 
 #: Exit status of a child whose target could not be imported or raised.
 TARGET_FAILED = 1

@@ -71,12 +71,28 @@ class Pool:
         ]
 
     def start(self, now: float) -> list[Member]:
-        """Start every slot's worker, all in one request to the launcher; return them."""
-        # Slot by slot across the stages, so the first worker of each stage, which is all
-        # a run needs to begin (see ready_to_begin), starts first.
-        rounds = itertools.zip_longest(*self.slots)
-        order = [slot for slots in rounds for slot in slots if slot is not None]
-        return self._launch([slot for slot in order if slot.member is None], now)
+        """Start what a run needs to begin (see :meth:`ready_to_begin`), in one request to
+        the launcher: the first worker of every stage, and every worker of a keyed stage."""
+        first = [
+            slot
+            for stage, slots in enumerate(self.slots)
+            for slot in (slots if self.units[stage].stages[0].key is not None else slots[:1])
+        ]
+        return self._launch([slot for slot in first if slot.member is None], now)
+
+    def start_rest(self, now: float) -> list[Member]:
+        """Start every other slot's worker, in one request; return them.
+
+        Called once the run has begun: started with the first ones, they would take turns
+        with them on the machine's cores while the run waits for those alone.
+        """
+        rest = [
+            slot
+            for slots in self.slots
+            for slot in slots
+            if slot.member is None and slot.restart_at is None and slot.wanted
+        ]
+        return self._launch(rest, now)
 
     def ready_to_begin(self) -> bool:
         """Whether records can flow: every stage with slots has a ready worker, and a keyed
@@ -96,6 +112,8 @@ class Pool:
         return self._launch([slot], now)[0]
 
     def _launch(self, slots: list[Slot], now: float) -> list[Member]:
+        if not slots:
+            return []  # nor a word to the launcher, which would wait for its server first
         members = []
         for slot in slots:
             slot.restart_at = None
@@ -116,7 +134,9 @@ class Pool:
         processes = self.launcher.spawn_all([self.settings(member) for member in members])
         for slot, member, process in zip(slots, members, processes, strict=True):
             member.process = process
-            log.debug("started worker %s (pid %d)", member.name, process.pid)
+            # No pid here: a forked worker's is known once the server has forked it, and
+            # the launcher does not wait for that.
+            log.debug("started worker %s", member.name)
             self.membership.add(member)
             slot.member = member
         return members
