@@ -57,10 +57,17 @@ PRELOAD = (
     "zmq",
 )
 
-#: Imported by Twisted at start for what a worker never does (``twisted.python.compat``
-#: binds ``http.cookiejar``, which brings urllib.request, http.client and email: a tenth of
-#: the server's imports), so the server makes them load on first use instead.
-DEFERRED = ("http.cookiejar", "twisted.internet.process", "twisted.internet.unix")
+#: Imported by Twisted at start for what a worker never does, so the server makes them load
+#: on first use instead: ``http.cookiejar`` (bound by ``twisted.python.compat``, and bringing
+#: urllib.request, http.client and email) and the reactor's own TCP, UDP, Unix-socket and
+#: process transports (a worker's sockets are ZeroMQ's). About a sixth of the server's imports.
+DEFERRED = (
+    "http.cookiejar",
+    "twisted.internet.tcp",
+    "twisted.internet.udp",
+    "twisted.internet.unix",
+    "twisted.internet.process",
+)
 
 #: Exit status of a child whose target could not be imported or raised.
 TARGET_FAILED = 1
@@ -237,10 +244,10 @@ class _Server:
 def defer_import(name: str) -> None:
     """Make ``name`` a module that runs its code at its first attribute access (the
     stdlib's :class:`importlib.util.LazyLoader`), unless it is imported already."""
-    if name in sys.modules:
-        return
     parent, _, child = name.rpartition(".")
     package = importlib.import_module(parent) if parent else None
+    if name in sys.modules:  # its package may have imported it just now
+        return
     spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None:
         return
