@@ -76,7 +76,7 @@ class Pool:
         first = [
             slot
             for stage, slots in enumerate(self.slots)
-            for slot in (slots if self.units[stage].stages[0].key is not None else slots[:1])
+            for slot in (slots if self.keyed(stage) else slots[:1])
         ]
         return self._launch([slot for slot in first if slot.member is None], now)
 
@@ -103,10 +103,13 @@ class Pool:
         """
         for stage, slots in enumerate(self.slots):
             ready = [s.member is not None and s.member.ready for s in slots if s.wanted]
-            keyed = self.units[stage].stages[0].key is not None
-            if ready and not (all(ready) if keyed else any(ready)):
+            if ready and not (all(ready) if self.keyed(stage) else any(ready)):
                 return False
         return True
+
+    def keyed(self, stage: int) -> bool:
+        """Whether ``stage`` is keyed: its keys belong to its slots, one worker each."""
+        return self.units[stage].stages[0].key is not None
 
     def spawn(self, slot: Slot, now: float) -> Member:
         return self._launch([slot], now)[0]
@@ -183,9 +186,9 @@ class Pool:
         times = "once" if slot.start_failures == 1 else f"{slot.start_failures} times in a row"
         why = f"{times}; the last one {_why(member, code)}"
         # A keyed stage cannot do without a slot: that slot's keys go to nobody else.
-        keyed = self.units[slot.stage].stages[0].key is not None
         peers = self.slots[slot.stage]
-        if not keyed and any(s.member is not None and s.member.ready for s in peers):
+        ready_peer = any(s.member is not None and s.member.ready for s in peers)
+        if not self.keyed(slot.stage) and ready_peer:
             log.warning("gave up on worker %s, which failed to start %s", member.name, why)
             self.slots[slot.stage].remove(slot)
             self.given_up[slot.stage] += 1
