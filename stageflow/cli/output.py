@@ -258,15 +258,18 @@ class Outputs:
         self._dead_boundary = self.dead.written if self.dead is not None else 0
         self._release()
 
-    def complete(self, seq: int, results: list[bytes]) -> None:
-        """Take the results of one completed input line (or of finish(), ``seq`` <= 0)."""
+    def complete(self, batch: list[tuple[int, list[bytes]]]) -> None:
+        """Take the results of completed input lines: ``(seq, results)`` each (``seq`` <= 0
+        for finish()'s), as :meth:`stageflow.Run.batches` yields them."""
         self.busy = True
         buffer = self.output.buffer
-        for line in results:
-            buffer += line
-            buffer += b"\n"
-        if seq > 0:
-            self._buffered.append(seq)
+        buffered = self._buffered
+        for seq, results in batch:
+            for line in results:
+                buffer += line
+                buffer += b"\n"
+            if seq > 0:
+                buffered.append(seq)
         dead = self.dead
         if dead is not None:
             self._dead_boundary = dead.written + len(dead.buffer)

@@ -302,12 +302,12 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
     # This process is the CLI's own: what it holds by now (the imports, the pipeline) lives to
     # the end, and every full collection during the run would walk all of it for nothing.
     gc.freeze()
-    completions = the_run.completions(on_idle=outputs.idle, on_started=outputs.open)
+    batches = the_run.batches(on_idle=outputs.idle, on_started=outputs.open)
     status, error = EXIT_OK, None
     try:
         complete = outputs.complete
-        for seq, results in completions:
-            complete(seq, results)
+        for batch in batches:
+            complete(batch)
     except RecordsFailedError as exc:
         status, error = EXIT_RECORDS_FAILED, str(exc)
     except KeyboardInterrupt:
@@ -324,7 +324,7 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         outputs.busy = True  # from here on a second signal only hurries the stop along
         if status != EXIT_OK:
             the_run.abort()  # nothing more is read, and no worker is waited for
-        completions.close()
+        batches.close()
         signals.restore()
         _close_input(source)
     report = the_run.report

@@ -150,6 +150,7 @@ class Coordinator:
             report,
             self._enter,
             self.pool.wanted,
+            self.dispatch.starving,
             self.secret,
             batch_size=options.batch_size,
             max_in_flight=options.max_in_flight,
@@ -290,8 +291,9 @@ class Coordinator:
         :class:`stageflow.engine.run.ReadAhead`); ``on_idle`` is called before the loop
         waits, after it yielded results (the CLI flushes its output there).
         """
-        for _seq, results in self.completions(source, wakeup_fd, on_idle):
-            yield from results
+        for batch in self.batches(source, wakeup_fd, on_idle):
+            for _seq, results in batch:
+                yield from results
 
     def completions(
         self,
@@ -301,10 +303,34 @@ class Coordinator:
     ) -> Iterator[tuple[int, list[bytes]]]:
         """Like :meth:`run`, but yield ``(seq, result lines)`` once per completed record.
 
-        The record's dead letters are in the dead-letter sink before it is yielded, so a
-        caller that journals its output knows what each file holds (``seq`` is not positive
-        for what ``finish()`` emitted).
+        The record's dead letters are in the dead-letter sink before it is yielded, and
+        those of the records after it are not yet, so a caller that journals its output
+        knows what each file holds (``seq`` is not positive for what ``finish()`` emitted).
         """
+        for _ in self._turns(source, wakeup_fd, on_idle):
+            for root in self.tracker.take_completed():
+                yield root.seq, self._emit(root)
+
+    def batches(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[list[tuple[int, list[bytes]]]]:
+        """Like :meth:`completions`, but a list of the records completed since the last one:
+        a yield per turn of the loop rather than per record. Every dead letter of the list's
+        records is in the sink before it is yielded."""
+        emit = self._emit
+        for _ in self._turns(source, wakeup_fd, on_idle):
+            yield [(root.seq, emit(root)) for root in self.tracker.take_completed()]
+
+    def _turns(
+        self,
+        source: Iterator[Any],
+        wakeup_fd: int | None,
+        on_idle: Callable[[], None] | None,
+    ) -> Iterator[None]:
+        """Run the loop; yield whenever completed roots wait in the tracker to be handed out."""
         exhausted = False
         started = self.started
         if not self._all_started:  # stopped while the workers were starting: nothing to drain
@@ -322,6 +348,8 @@ class Coordinator:
             more_input = False
             if not exhausted and not self.stopping:
                 exhausted, more_input = self.feeder.feed(source)
+            elif self.feeder.forming:
+                self.feeder.release()  # stopping: what was read is in flight like the rest
             if self.stopping:
                 self.supervisor.stop_step(time.monotonic())
             idle = (exhausted or self.stopping) and not self.tracker.roots
@@ -336,9 +364,9 @@ class Coordinator:
             self.supervisor.supervise(time.monotonic())
             if self.watch is not None:
                 self.watch.tick()
-            for root in self.tracker.take_completed():
+            if self.tracker.completed:
                 yielded = True
-                yield root.seq, self._emit(root)
+                yield None
             self.report.seconds = time.monotonic() - started
         if wakeup_fd is not None:
             self._poller.unregister(wakeup_fd)

@@ -143,6 +143,12 @@ class Dispatch:
     def frames_of(self, member: Member) -> list[Frame]:
         return list(self.held.get(member.key, {}).values())
 
+    def starving(self, stage: int) -> bool:
+        """Whether a worker of ``stage`` holds no frame while none is queued for the stage."""
+        if self.queues[stage]:
+            return False
+        return any(not self.held[member.key] for member in self._takers[stage])
+
     def queued(self, stage: int) -> int:
         return len(self.queues[stage]) + sum(len(q) for q in self.slotted[stage].values())
 

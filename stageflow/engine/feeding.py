@@ -43,6 +43,7 @@ class Feeder:
         report: RunReport,
         enter: Callable[[int, list[int], list[bytes]], None],
         workers: Callable[[int], int],
+        starving: Callable[[int], bool],
         secret: bytes,
         *,
         batch_size: int,
@@ -56,6 +57,7 @@ class Feeder:
         self.report = report
         self.enter = enter  # queues a frame's ids and records for a stage
         self.workers = workers
+        self.starving = starving  # whether a worker of the stage holds nothing to do
         self.secret = secret
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
@@ -66,6 +68,9 @@ class Feeder:
         # Input lines in the order they were fed, and those done out of order.
         self._fed: deque[int] = deque()
         self._done_ahead: set[int] = set()
+        #: Roots read but held back, less than a frame's worth, until more input fills
+        #: their frame or a worker of the first stage has nothing else to do.
+        self.forming: list[Root] = []
 
     def feed(self, source: Iterator[Any]) -> tuple[bool, bool]:
         """Queue what the in-flight window allows.
@@ -80,9 +85,11 @@ class Feeder:
         # hop through every worker and the coordinator. Wait for room for full frames
         # instead (at most half the window, so the pipeline never runs dry meanwhile).
         if room <= 0 or room < min(self.batch_size * workers, self.max_in_flight // 2):
+            self.release(whole=False)
             return False, False
         chunk = min(room, self.batch_size * workers * self.credit)
-        taken: list[Root] = []
+        taken = self.forming
+        held = len(taken)
         exhausted = False
         more = True
         clock = time.monotonic
@@ -114,11 +121,31 @@ class Feeder:
         if read:
             self.report.records_in += read
             self.report.last_line_read = fed[-1]
-        if taken:
+        if self.latency is not None and read:
+            self.latency.read(taken[held:])
+        self.release(whole=exhausted or not more)
+        return exhausted, more and not exhausted and read < room
+
+    def release(self, whole: bool = True) -> None:
+        """Queue the roots read so far, in frames for the first stage.
+
+        Unless ``whole`` (the input ended, or has nothing ready), a last frame short of
+        ``batch_size`` is held back while every worker of the first stage still has a frame
+        to work on: under load, input comes in bursts cut short by the clock, and sending
+        each burst at once made frames of a few dozen records, each costing a hop through
+        a worker and the coordinator.
+        """
+        taken = self.forming
+        if not taken:
+            return
+        if whole or (len(taken) < self.batch_size and self.starving(0)):
+            self.forming = []
             self.send_roots(0, taken)
-            if self.latency is not None:
-                self.latency.read(taken)
-        return exhausted, more and not exhausted and len(taken) < room
+            return
+        full = len(taken) - len(taken) % self.batch_size
+        if full:
+            self.forming = taken[full:]
+            self.send_roots(0, taken[:full], spread=False)
 
     def _too_large(self, seq: int, record: bytes) -> dict[str, Any]:
         return dead_letter(
@@ -130,11 +157,11 @@ class Feeder:
             record,
         )
 
-    def send_roots(self, stage: int, roots: list[Root]) -> None:
-        """Queue roots for ``stage`` under their latest attempt, in frames of a fair size."""
-        # Spread over the stage's workers, so that a small input still gets a fair share,
-        # and into frames under the record and byte limits.
-        parts = max(1, min(self.workers(stage), len(roots)))
+    def send_roots(self, stage: int, roots: list[Root], spread: bool = True) -> None:
+        """Queue roots for ``stage`` under their latest attempt, in frames under the record
+        and byte limits; ``spread`` them over the stage's workers too, so that a small input
+        still gets a fair share."""
+        parts = max(1, min(self.workers(stage), len(roots))) if spread else 1
         size = min(-(-len(roots) // parts), self.batch_size)
         for start in range(0, len(roots), size):
             ids: list[int] = []

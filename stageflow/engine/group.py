@@ -21,7 +21,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from stageflow.engine.runner import CurrentRecord, Forward, Pending, StageRunner
+from stageflow.engine.runner import (
+    CurrentRecord,
+    Groups,
+    Handoff,
+    Pending,
+    StageRunner,
+    flow,
+    run_chain,
+)
 from stageflow.engine.strict import may_hold_floats
 from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage
@@ -34,9 +42,7 @@ class GroupRunner:
 
     def __init__(self, members: Sequence[StageRunner]) -> None:
         self.members = tuple(members)
-        self._entered = [0] * len(self.members)
-        for position, (upstream, downstream) in enumerate(pairwise(self.members), start=1):
-            upstream.forward = self._handoff(position, upstream, downstream)
+        self._handoffs = tuple(_handoff(up, down) for up, down in pairwise(self.members))
 
     def setup(self) -> None:
         for member in self.members:
@@ -44,72 +50,74 @@ class GroupRunner:
 
     def run_batch(self, ids: Sequence[int], records: Sequence[bytes], pending: Pending) -> None:
         """Process one frame's records through every stage of the group."""
-        self.members[0].run_batch(ids, records, pending)
-        self._count(pending)
-        for member in self.members[1:]:
-            member.account(pending)
+        run_chain(self.members, self._handoffs, ids, records, pending)
 
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Finish the stages in flow order; each one's final Outputs go through the rest."""
         pending = Pending()
+        for position, member in enumerate(self.members):
+            groups = member.finish_outputs(pending)
+            flow(self.members, self._handoffs, position, [0], groups, [None], (0, 0, 0), pending)
         for member in self.members:
-            member.finish_into(pending)
             member.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 
-    def _count(self, pending: Pending) -> None:
-        entered = self._entered
-        for position in range(1, len(entered)):
-            if entered[position]:
-                name = self.members[position].stage_name
-                pending.processed[name] = pending.processed.get(name, 0) + entered[position]
-                entered[position] = 0
 
-    def _handoff(self, position: int, upstream: StageRunner, downstream: StageRunner) -> Forward:
-        """The upstream stage's ``forward``: run its Outputs through the downstream stage."""
-        produced: type[BaseModel] = upstream.stage.Output
-        expected: type[BaseModel] = downstream.stage.Input
-        as_fields = produced.__pydantic_serializer__.to_python
-        as_json = produced.__pydantic_serializer__.to_json
-        validate = expected.model_validate
-        process = downstream.process_item
-        # Across a process boundary a nan or infinite float is refused when it is written;
-        # it must be refused here too, or fusion would let through what a hop rejects.
-        check = upstream.dump if may_hold_floats(produced) else None
-        entered = self._entered
+def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
+    """What carries the upstream stage's Outputs to the downstream one, in memory."""
+    produced: type[BaseModel] = upstream.stage.Output
+    expected: type[BaseModel] = downstream.stage.Input
+    as_fields = produced.__pydantic_serializer__.to_python
+    as_json = produced.__pydantic_serializer__.to_json
+    validate = expected.model_validate
+    # Across a process boundary a nan or infinite float is refused when it is written; it
+    # must be refused here too, or fusion would let through what a hop rejects.
+    check = upstream.dump if may_hold_floats(produced) else None
+    name = downstream.stage_name
 
-        def forward(
-            root: int,
-            attempt: int,
-            outputs: list[Any],
-            record: bytes | BaseModel | None,
-            pending: Pending,
-        ) -> int:
+    def handoff(
+        owners: list[int],
+        groups: Groups,
+        sources: Sequence[Any],
+        ids: Sequence[int],
+        pending: Pending,
+    ) -> tuple[list[int], list[Any]]:
+        next_owners: list[int] = []
+        items: list[Any] = []
+        entered = 0
+        for index, outputs in groups:
+            owner = owners[index]
             if check is not None:
                 try:
                     for output in outputs:
                         check(output)
                 except InvalidOutput as exc:
-                    upstream.fail(root, attempt, exc, str(exc), "", record, pending)
-                    return 0
-            entered[position] += len(outputs)
-            xor = 0
+                    at = owner * 3
+                    upstream.fail(ids[at], ids[at + 1], exc, str(exc), "", sources[index], pending)
+                    continue
+            entered += len(outputs)
             for output in outputs:
+                if type(output) is expected:
+                    items.append(output)
+                    next_owners.append(owner)
+                    continue
                 try:
-                    if type(output) is expected:
-                        item: Any = output
-                    else:
-                        item = validate(as_fields(output))
-                    results = process(root, attempt, item, item, pending)
-                    if results is not None:
-                        xor ^= downstream.forward(root, attempt, results, item, pending)
+                    item = validate(as_fields(output))
                 except ValidationError as exc:
-                    downstream.reject(root, attempt, as_json(output), exc, pending)
+                    at = owner * 3
+                    downstream.reject(ids[at], ids[at + 1], as_json(output), exc, pending)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - engine_failure logs the traceback
-                    downstream.engine_failure(root, attempt, as_json(output), exc, pending)
-            return xor
+                    at = owner * 3
+                    downstream.engine_failure(ids[at], ids[at + 1], as_json(output), exc, pending)
+                    continue
+                items.append(item)
+                next_owners.append(owner)
+        processed = pending.processed
+        processed[name] = processed.get(name, 0) + entered
+        return next_owners, items
 
-        return forward
+    return handoff
 
 
 def build_runner(

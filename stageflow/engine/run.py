@@ -165,6 +165,15 @@ class Run:
         """
         return self._core.completions(on_idle, on_started)
 
+    def batches(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[list[tuple[int, list[bytes]]], None, None]:
+        """Like :meth:`completions`, but a list of ``(seq, result lines)`` at a time: those
+        completed since the last list. Cheaper for a caller that only writes them out."""
+        return self._core.batches(on_idle, on_started)
+
     def stop(self) -> None:
         """Stop reading input; records already in flight are finished and yielded."""
         self._core.stop()
@@ -317,8 +326,9 @@ class _Core:
 
     def lines(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
         """See :meth:`Run.lines`."""
-        for _seq, results in self.completions(on_idle):
-            yield from results
+        for batch in self.batches(on_idle):
+            for _seq, results in batch:
+                yield from results
 
     def completions(
         self,
@@ -326,6 +336,23 @@ class _Core:
         on_started: Callable[[], None] | None = None,
     ) -> Generator[tuple[int, list[bytes]], None, None]:
         """See :meth:`Run.completions`."""
+        return self._drive(on_idle, on_started, batched=False)
+
+    def batches(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> Generator[list[tuple[int, list[bytes]]], None, None]:
+        """See :meth:`Run.batches`."""
+        return self._drive(on_idle, on_started, batched=True)
+
+    def _drive(
+        self,
+        on_idle: Callable[[], None] | None,
+        on_started: Callable[[], None] | None,
+        batched: bool,
+    ) -> Generator[Any, None, None]:
+        """Start the run, hand out what the coordinator completes, and always clean up."""
         self.report.started_at = time.time()
         self._thread = threading.get_ident()
         self._start_metrics()
@@ -357,7 +384,10 @@ class _Core:
                 items = ahead
             source = iter(items) if self._numbered else _numbered(items)
             wakeup = ahead.wakeup_fd if ahead is not None else None
-            yield from coordinator.completions(source, wakeup, on_idle)
+            if batched:
+                yield from coordinator.batches(source, wakeup, on_idle)
+            else:
+                yield from coordinator.completions(source, wakeup, on_idle)
         except EngineError as exc:
             self.report.error = str(exc)
             raise

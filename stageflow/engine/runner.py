@@ -32,7 +32,17 @@ from stageflow.engine.timing import count_buckets
 from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage, iter_outputs
 
-__all__ = ["CurrentRecord", "Pending", "RecordTimeout", "StageRunner", "dead_letter"]
+__all__ = [
+    "CurrentRecord",
+    "Groups",
+    "Handoff",
+    "Pending",
+    "RecordTimeout",
+    "StageRunner",
+    "dead_letter",
+    "flow",
+    "run_chain",
+]
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +149,57 @@ class Pending:
         return taken
 
 
-#: Where a stage's Outputs go once process() returned them:
-#: ``(root, attempt, outputs, record they came from, pending) -> XOR of the tags sent``.
-Forward = Callable[[int, int, list[Any], "bytes | BaseModel | None", Pending], int]
+#: What :meth:`StageRunner.step` returns: ``(position in its items, their Outputs)`` for each
+#: item that was not dead-lettered.
+Groups = list[tuple[int, list[Any]]]
+#: Carries one fused member's Outputs to the next member of its group
+#: (:mod:`stageflow.engine.group`): ``(owners, groups, sources, ids, pending) -> (owners,
+#: items)``, the next stage's valid Inputs and the frame positions of their roots.
+Handoff = Callable[
+    [list[int], Groups, Sequence[Any], Sequence[int], "Pending"], tuple[list[int], list[Any]]
+]
+
+
+def run_chain(
+    members: Sequence[StageRunner],
+    handoffs: Sequence[Handoff],
+    ids: Sequence[int],
+    records: Sequence[bytes],
+    pending: Pending,
+) -> None:
+    """Run one frame's records through ``members``, one stage at a time.
+
+    Each stage runs over all the records the one before it produced (not one record
+    through every stage): its loop stays hot and the bookkeeping is paid per stage rather
+    than per call. The order of the outputs is the same either way. ``handoffs[k]`` carries
+    member k's Outputs to member k + 1.
+    """
+    first = members[0]
+    processed = pending.processed
+    processed[first.stage_name] = processed.get(first.stage_name, 0) + len(records)
+    owners, items, sources = first.admit(ids, records, pending)
+    groups = first.step(owners, items, sources, ids, pending)
+    flow(members, handoffs, 0, owners, groups, sources, ids, pending)
+    for member in members:
+        member.account(pending)
+
+
+def flow(
+    members: Sequence[StageRunner],
+    handoffs: Sequence[Handoff],
+    position: int,
+    owners: list[int],
+    groups: Groups,
+    sources: Sequence[Any],
+    ids: Sequence[int],
+    pending: Pending,
+) -> None:
+    """Carry what member ``position`` produced through the members after it, then out."""
+    for handoff, member in zip(handoffs[position:], members[position + 1 :], strict=True):
+        owners, items = handoff(owners, groups, sources, ids, pending)
+        sources = items
+        groups = member.step(owners, items, items, ids, pending)
+    members[-1].emit(owners, groups, sources, ids, pending)
 
 
 def dead_letter(
@@ -266,9 +324,6 @@ class StageRunner:
         self._tags = random.Random(os.urandom(16)).getrandbits
         # Only an Output that can hold a float can hold one JSON would write as null.
         self._floats = may_hold_floats(cls.Output)
-        #: Serialised into the outgoing frame, or, inside a fused group, handed to the next
-        #: stage in memory (:mod:`stageflow.engine.group` rebinds it).
-        self.forward: Forward = self.emit
         if timeout is not None:
             signal.signal(signal.SIGALRM, _on_alarm)
 
@@ -281,35 +336,89 @@ class StageRunner:
         Every record ends as outputs or as one dead letter, whatever its bytes: nothing
         raised for one record may cost the others of the frame their turn.
         """
+        run_chain((self,), (), ids, records, pending)
+
+    def admit(
+        self, ids: Sequence[int], records: Sequence[bytes], pending: Pending
+    ) -> tuple[list[int], list[Any], Sequence[bytes]]:
+        """Validate a frame's records against the Input: (their positions, items, records)
+        for those that pass; the others are dead-lettered."""
         items = self._validate_batch(records)
-        forward = self.forward
-        outputs_ids = pending.ids
+        if items is not None:
+            return list(range(len(records))), items, records
+        owners: list[int] = []
+        valid: list[Any] = []
+        sources: list[bytes] = []
         for index, record in enumerate(records):
-            base = index * 3
-            root, attempt, tag = ids[base], ids[base + 1], ids[base + 2]
-            before = len(outputs_ids)
             try:
-                item: Any = items[index] if items is not None else self._parse(record)
-                outputs = self.process_item(root, attempt, item, record, pending)
-                xor = 0 if outputs is None else forward(root, attempt, outputs, record, pending)
+                item = self._parse(record)
             except ValidationError as exc:
-                self.reject(root, attempt, record, exc, pending)
-                xor = _tags_since(outputs_ids, before)
+                self.reject(ids[index * 3], ids[index * 3 + 1], record, exc, pending)
+                continue
             except Exception as exc:  # noqa: BLE001 - engine_failure logs it with its traceback
-                self.engine_failure(root, attempt, record, exc, pending)
-                # Outputs made before the failure are kept: their tags must balance too.
-                xor = _tags_since(outputs_ids, before)
-            if len(outputs_ids) > before:
-                # The last output's tag takes what is left, so the outputs' tags XOR to this
-                # record's own: the tracker's value for the root is unchanged and there is
-                # nothing to acknowledge (tracker.py). Only a record that left no output
-                # (filtered, dead-lettered) is acknowledged.
-                outputs_ids[-1] ^= tag ^ xor
-            else:
-                pending.acks += (root, attempt, tag)
-        name = self.stage_name
-        pending.processed[name] = pending.processed.get(name, 0) + len(records)
-        self.account(pending)
+                self.engine_failure(ids[index * 3], ids[index * 3 + 1], record, exc, pending)
+                continue
+            owners.append(index)
+            valid.append(item)
+            sources.append(record)
+        return owners, valid, sources
+
+    def step(
+        self,
+        owners: list[int],
+        items: list[Any],
+        sources: Sequence[bytes | BaseModel],
+        ids: Sequence[int],
+        pending: Pending,
+    ) -> list[tuple[int, list[Any]]]:
+        """Run process() on each item: ``(position in items, its Outputs)`` for each one that
+        was not dead-lettered. ``owners[i]`` is the frame position of item i's root and
+        ``sources[i]`` what the item was validated from, for its dead letter.
+        """
+        groups: list[tuple[int, list[Any]]] = []
+        keep = groups.append
+        if self.timeout is not None:  # every call under its alarm: the general path
+            for index, item in enumerate(items):
+                at = owners[index] * 3
+                outputs = self.process_item(ids[at], ids[at + 1], item, sources[index], pending)
+                if outputs is not None:
+                    keep((index, outputs))
+            return groups
+        # The loop every record of every stage goes through, so what it calls is bound
+        # once: the current-record file's writer, process(), the clock.
+        write, idle, member = self._write, self._idle, self._member
+        process, output, outputs_of = self._stage_process, self._output, self._outputs
+        spent = self._spent.append
+        clock = perf_counter
+        for index, item in enumerate(items):
+            at = owners[index] * 3
+            started = clock()
+            if write is not None:
+                write(ids[at], ids[at + 1], member, started)
+            try:
+                result = process(item)
+                outputs = [result] if type(result) is output else outputs_of(result)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - retried, then dead-lettered
+                if idle is not None:
+                    idle()
+                retried = self.process_item(
+                    ids[at],
+                    ids[at + 1],
+                    item,
+                    sources[index],
+                    pending,
+                    started,
+                    exc,
+                    "" if isinstance(exc, InvalidOutput) else traceback.format_exc(),
+                )
+                if retried is not None:
+                    keep((index, retried))
+                continue
+            if idle is not None:
+                idle()
+            spent(clock() - started)
+            keep((index, outputs))
+        return groups
 
     def account(self, pending: Pending) -> None:
         """Add the time spent in process() since the last call to ``pending``, per bucket."""
@@ -327,12 +436,13 @@ class StageRunner:
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Call the stage's finish() and return its serialised Outputs and any dead letter."""
         pending = Pending()
-        self.finish_into(pending)
+        flow((self,), (), 0, [0], self.finish_outputs(pending), [None], (0, 0, 0), pending)
         self.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 
-    def finish_into(self, pending: Pending) -> None:
-        """Call the stage's finish() and forward its Outputs, which belong to no input line."""
+    def finish_outputs(self, pending: Pending) -> Groups:
+        """Call the stage's finish(): its Outputs, which belong to no input line, as the one
+        group of the (null) root 0, or none when finish() failed and was dead-lettered."""
         try:
             outputs = [self._model(out) for out in iter_outputs(self.stage.finish())]
             for output in outputs:
@@ -352,8 +462,8 @@ class StageRunner:
                 detail=traceback.format_exc(),
             )
             pending.dead.append([0, 0, entry])
-            return
-        self.forward(0, 0, outputs, None, pending)
+            return []
+        return [(0, outputs)]
 
     def _parse(self, record: bytes) -> Any:
         """Validate one raw input line: strict JSON, then the stage's Input."""
@@ -405,30 +515,36 @@ class StageRunner:
         return items if len(items) == len(records) else None
 
     def process_item(
-        self, root: int, attempt: int, item: Any, record: bytes | BaseModel, pending: Pending
+        self,
+        root: int,
+        attempt: int,
+        item: Any,
+        record: bytes | BaseModel,
+        pending: Pending,
+        started: float | None = None,
+        failure: BaseException | None = None,
+        detail: str = "",
     ) -> list[Any] | None:
         """Run process() on a valid Input with retries: its Outputs, or None if dead-lettered.
 
         ``record`` is what the item was validated from, for the dead letter: the wire bytes,
-        or the item itself inside a fused group.
+        or the item itself inside a fused group. :meth:`step` passes the first attempt's
+        ``failure`` (with its traceback in ``detail``) and when it ``started``, when it made
+        that attempt itself.
         """
-        failure: BaseException | None = None
-        detail = ""
+        attempts: range | tuple[()] = self._attempts
+        if failure is not None:
+            # InvalidOutput: the same record would only give the same output again.
+            attempts = () if isinstance(failure, InvalidOutput) else range(self.retries)
         outputs: list[Any] = []
         write, idle = self._write, self._idle
-        process = self._stage_process if self.timeout is None else None
-        output = self._output
-        started = perf_counter()
-        for _ in self._attempts:
+        if started is None:
+            started = perf_counter()
+        for _ in attempts:
             if write is not None:
                 write(root, attempt, self._member, started)
             try:
-                if process is None:
-                    outputs = self._call(item)
-                else:
-                    result = process(item)
-                    # One Output, the common case, without the call to _outputs.
-                    outputs = [result] if type(result) is output else self._outputs(result)
+                outputs = self._call(item)
                 failure = None
                 break
             except RecordTimeout:
@@ -448,48 +564,75 @@ class StageRunner:
         self._spent.append(perf_counter() - started)
         if failure is None:
             return outputs
-        attempts = (
+        attempts_note = (
             ""
             if isinstance(failure, (RecordTimeout, InvalidOutput))
             else (f" (after {self.retries + 1} attempts)")
         )
-        self.fail(root, attempt, failure, f"{_text(failure)}{attempts}", detail, record, pending)
+        self.fail(
+            root, attempt, failure, f"{_text(failure)}{attempts_note}", detail, record, pending
+        )
         return None
 
     def emit(
         self,
-        root: int,
-        attempt: int,
-        outputs: list[Any],
-        record: bytes | BaseModel | None,
+        owners: list[int],
+        groups: list[tuple[int, list[Any]]],
+        sources: Sequence[bytes | BaseModel | None],
+        ids: Sequence[int],
         pending: Pending,
-    ) -> int:
-        """Serialise Outputs into the outgoing frame; return the XOR of their new tags."""
-        try:
-            if self._floats:
-                data = [self.dump(output) for output in outputs]
-            else:
-                serialize = self._serialize
-                data = [serialize(output) for output in outputs]
-            size = sum(map(len, data))
-            if self.max_record_size is not None and size > self.max_record_size:
-                self._check_sizes(data)
-        except InvalidOutput as exc:
-            self.fail(root, attempt, exc, _text(exc), "", record, pending)
-            return 0
-        except Exception as exc:  # noqa: BLE001 - an Output that cannot be serialised is data
-            self.fail(root, attempt, exc, _text(exc), traceback.format_exc(), record, pending)
-            return 0
-        xor = 0
+    ) -> None:
+        """Serialise the Outputs in ``groups`` (as :meth:`step` returns them) into the outgoing
+        frame, tag them, and acknowledge each root of the frame that left no output.
+
+        The last output of each root takes the tag that makes its outputs' tags XOR to the
+        root's own: the tracker's value for the root is then unchanged and there is nothing
+        to acknowledge (tracker.py). Only a root that left no output (filtered,
+        dead-lettered) is acknowledged.
+        """
+        serialize = self.dump if self._floats else self._serialize
+        limit = self.max_record_size
         tags = self._tags
-        ids = pending.ids
-        for _ in data:
-            child = tags(63)
-            xor ^= child
-            ids += (root, attempt, child)
-        pending.records += data
+        out_ids = pending.ids
+        out_records = pending.records
+        produced = bytearray(len(ids) // 3)  # 1 where the root at that position left output
+        family = -1  # the root whose outputs are being tagged, and the XOR of their tags
+        xor = 0
+        size = 0
+        for index, outputs in groups:
+            owner = owners[index]
+            try:
+                data = [serialize(output) for output in outputs]
+                length = sum(map(len, data))
+                if limit is not None and length > limit:
+                    self._check_sizes(data)
+            except Exception as exc:  # noqa: BLE001 - an Output that cannot be serialised is data
+                detail = "" if isinstance(exc, InvalidOutput) else traceback.format_exc()
+                at = owner * 3
+                self.fail(ids[at], ids[at + 1], exc, _text(exc), detail, sources[index], pending)
+                continue
+            if not data:
+                continue
+            if owner != family:  # groups come in frame order: the last family is complete
+                if family >= 0:
+                    out_ids[-1] ^= ids[family * 3 + 2] ^ xor
+                family, xor = owner, 0
+                produced[owner] = 1
+            root, attempt = ids[owner * 3], ids[owner * 3 + 1]
+            for _ in data:
+                child = tags(63)
+                xor ^= child
+                out_ids += (root, attempt, child)
+            out_records += data
+            size += length
+        if family >= 0:
+            out_ids[-1] ^= ids[family * 3 + 2] ^ xor
         pending.size += size
-        return xor
+        if produced.count(0):
+            acks = pending.acks
+            for owner, made in enumerate(produced):
+                if not made:
+                    acks += ids[owner * 3 : owner * 3 + 3]
 
     def fail(
         self,
@@ -590,14 +733,6 @@ class StageRunner:
             record,
             errors=errors,
         )
-
-
-def _tags_since(ids: list[int], start: int) -> int:
-    """The XOR of the tags in the id triples of ``ids`` from index ``start`` on."""
-    xor = 0
-    for tag in ids[start + 2 :: 3]:
-        xor ^= tag
-    return xor
 
 
 def _where(error: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import json
 import os
 import statistics
@@ -427,3 +428,37 @@ def test_a_stop_does_not_wait_for_workers_still_in_setup(tmp_path: Path) -> None
     assert run.report.interrupted
     assert len(ids) == len(set(ids)) and run.report.results == len(ids) >= 1
     assert not list(tmp_path.glob("released.*"))
+
+
+def _failing_every_third() -> tuple[Pipeline, list[dict[str, str]]]:
+    pipeline = Pipeline(
+        "dead", [{"name": "split", "uses": Split, "config": {"fail_on": "boom"}, "retries": 0}]
+    )
+    items = [{"id": str(n), "text": "boom" if n % 3 == 0 else "a b"} for n in range(1, 301)]
+    return pipeline, items
+
+
+def test_completions_hand_out_each_record_after_its_own_dead_letters_only() -> None:
+    """completions() yields a record once its dead letters are written, and before the next's."""
+    pipeline, items = _failing_every_third()
+    sink = io.StringIO()
+    seen: list[int] = []
+    for seq, results in pipeline.run(items, dead_letter=sink, max_errors=1000).completions():
+        seen.append(seq)
+        lines = {json.loads(line)["line"] for line in sink.getvalue().splitlines()}
+        assert lines == {n for n in seen if n % 3 == 0}  # none of a record not yet yielded
+        assert (results == []) == (seq % 3 == 0)
+    assert sorted(seen) == list(range(1, 301))
+
+
+def test_batches_hand_out_every_record_once_after_their_dead_letters() -> None:
+    """batches() yields lists of completed records, each once, their dead letters written."""
+    pipeline, items = _failing_every_third()
+    sink = io.StringIO()
+    seen: list[int] = []
+    for batch in pipeline.run(items, dead_letter=sink, max_errors=1000).batches():
+        assert batch
+        seen += [seq for seq, _ in batch]
+        lines = {json.loads(line)["line"] for line in sink.getvalue().splitlines()}
+        assert {seq for seq, _ in batch if seq % 3 == 0} <= lines
+    assert sorted(seen) == list(range(1, 301))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 import stageflow
 from stageflow.engine.group import GroupRunner
@@ -209,18 +209,35 @@ def test_a_float_json_cannot_hold_is_refused_where_it_was_made() -> None:
     assert pending.records == [b'{"id":"2","value":25.0}'] and _acks_balance(pending, 2)
 
 
-def test_outputs_made_before_an_engine_failure_still_balance() -> None:
-    """A forward that fails after emitting some outputs leaves the root's tags balanced."""
-    runner = StageRunner(FanOut, "fan", trusted_input=True)
-    emit = runner.forward
+class Touchy(BaseModel):
+    """An Input whose validator breaks (not a ValidationError) on one value: an engine failure."""
 
-    def first_then_fail(
-        root: int, attempt: int, outputs: list[Any], record: Any, pending: Pending
-    ) -> int:
-        emit(root, attempt, outputs[:1], record, pending)
-        raise RuntimeError("the engine broke after one output")
+    id: str
+    text: str
 
-    runner.forward = first_then_fail
-    pending = _run(runner, [b'{"id":"1","words":["a","b"]}', b'{"id":"2","words":["c"]}'])
-    assert len(pending.records) == 2 and len(pending.dead) == 2
+    @model_validator(mode="after")
+    def _break(self) -> Touchy:
+        if self.text == "crash":
+            raise RuntimeError("the validator itself broke")
+        return self
+
+
+class Echo(stageflow.Stage):
+    name = "test-echo"
+    Input = Touchy
+    Output = Line
+
+    def process(self, item: Touchy) -> Line:
+        return Line(id=item.id, text=item.text)
+
+
+def test_outputs_kept_beside_an_engine_failure_still_balance() -> None:
+    """A fan-out whose one output breaks the engine keeps its other outputs, tags balanced."""
+    group = GroupRunner([StageRunner(FanOut, "fan", trusted_input=True), StageRunner(Echo, "echo")])
+    pending = _run(
+        group, [b'{"id":"1","words":["a","crash","b"]}', b'{"id":"2","words":["crash"]}']
+    )
+    assert pending.records == [b'{"id":"1.0","text":"a"}', b'{"id":"1.2","text":"b"}']
+    assert [(root, entry["stage"]) for root, _, entry in pending.dead] == [(1, "echo"), (2, "echo")]
+    assert [pending.acks[i] for i in range(0, len(pending.acks), 3)] == [2]
     assert _acks_balance(pending, 2)
