@@ -13,7 +13,9 @@ moment its target runs: the first one, which pays for the fork server, and the n
 
 (f) Whole processes, launch to exit, on the same ``--records`` (1,000) seed records:
 ``stageflow run`` against ``benchmarks/seed_pool.py`` (the same stage classes and the same
-validation on every hop, in a ``multiprocessing.Pool``). Runs are interleaved; medians.
+validation on every hop, in a ``multiprocessing.Pool``). Runs are interleaved; medians of the
+wall times, of the per-run ratios, and of the CPU seconds of each program's whole process
+tree.
 
     python benchmarks/startup.py [--runs 7] [--records 1000] [--quick]
 """
@@ -21,6 +23,7 @@ validation on every hop, in a ``multiprocessing.Pool``). Runs are interleaved; m
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -120,8 +123,16 @@ def launchers(directory: Path, workers: int = 5) -> dict[str, float]:
     return result
 
 
-def whole_run(command: list[str], output: Path) -> float:
-    """Seconds from launch to exit of one program writing its results to ``output``."""
+def children_cpu() -> float:
+    """CPU seconds (user and system) of every process of ours that has been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def whole_run(command: list[str], output: Path) -> tuple[float, float]:
+    """Seconds from launch to exit of one program writing its results to ``output``, and
+    the CPU seconds it and every process under it used (each waited for by its parent)."""
+    cpu = children_cpu()
     started = time.perf_counter()
     with output.open("wb") as handle:
         process = launch(command, stdout=handle, stderr=subprocess.DEVNULL)
@@ -132,28 +143,36 @@ def whole_run(command: list[str], output: Path) -> float:
     elapsed = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"startup: {command[:3]} exited {process.returncode}")
-    return elapsed
+    return elapsed, children_cpu() - cpu
 
 
 def against_pool(records: int, runs: int, directory: Path) -> dict[str, float]:
-    """Interleaved whole runs of ``stageflow run`` and the Pool peer on ``records`` records."""
+    """Interleaved whole runs of ``stageflow run`` and the Pool peer on ``records`` records:
+    medians of wall and CPU seconds, and of the per-run ratio (the one to trust on a busy
+    machine, with the CPU seconds: both move less with the load than the wall times)."""
     path = seed_file(directory, records)
     programs = {
         "stageflow": stageflow_command("run", str(SEED_PIPELINE), "-i", str(path), "-o", "-"),
         "pool": [sys.executable, str(HERE / "seed_pool.py"), str(path)],
     }
     times: dict[str, list[float]] = {name: [] for name in programs}
+    cpus: dict[str, list[float]] = {name: [] for name in programs}
     for index in range(runs):
         for name, command in programs.items():
             output = directory / f"{name}.jsonl"
-            times[name].append(whole_run(command, output))
+            elapsed, cpu = whole_run(command, output)
+            times[name].append(elapsed)
+            cpus[name].append(cpu)
             lines = output.read_bytes().count(b"\n")
             if lines != records:
                 raise RuntimeError(f"startup: {name} wrote {lines} of {records} results")
         print(f"  {records:,} records, run {index + 1}/{runs}: stageflow "
-              f"{times['stageflow'][-1]:.3f}s, Pool {times['pool'][-1]:.3f}s", flush=True)
+              f"{times['stageflow'][-1]:.3f}s ({cpus['stageflow'][-1]:.2f} CPU s), Pool "
+              f"{times['pool'][-1]:.3f}s ({cpus['pool'][-1]:.2f} CPU s)", flush=True)
+    ratios = [ours / pool for ours, pool in zip(times["stageflow"], times["pool"], strict=True)]
     return {"stageflow": median(times["stageflow"]), "pool": median(times["pool"]),
-            "records": records}
+            "ratio": median(ratios), "stageflow_cpu": median(cpus["stageflow"]),
+            "pool_cpu": median(cpus["pool"]), "records": records}
 
 
 def measure(runs: int, records: int = 1000) -> dict[str, float]:
@@ -170,7 +189,9 @@ def measure(runs: int, records: int = 1000) -> dict[str, float]:
     return {"median": median(times), "min": min(times), "max": max(times),
             "imports": median(floors), "runs": runs,
             **{key: median([s[key] for s in spawned]) for key in spawned[0]},
-            "records": records, "run_stageflow": pool["stageflow"], "run_pool": pool["pool"]}
+            "records": records, "run_stageflow": pool["stageflow"], "run_pool": pool["pool"],
+            "run_ratio": pool["ratio"], "run_stageflow_cpu": pool["stageflow_cpu"],
+            "run_pool_cpu": pool["pool_cpu"]}
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -54,6 +55,18 @@ PRELOAD = (
     "twisted.internet.defer",
     "pydantic",
     "zmq",
+)
+
+#: Imported by Twisted at start for what a worker never does, so the server makes them load
+#: on first use instead: ``http.cookiejar`` (bound by ``twisted.python.compat``, and bringing
+#: urllib.request, http.client and email) and the reactor's own TCP, UDP, Unix-socket and
+#: process transports (a worker's sockets are ZeroMQ's). About a sixth of the server's imports.
+DEFERRED = (
+    "http.cookiejar",
+    "twisted.internet.tcp",
+    "twisted.internet.udp",
+    "twisted.internet.unix",
+    "twisted.internet.process",
 )
 
 #: Exit status of a child whose target could not be imported or raised.
@@ -138,6 +151,9 @@ class _Server:
         forking."""
         failed: dict[str, str] = {}
         engine = () if self.preloaded else PRELOAD
+        if not self.preloaded:
+            for name in DEFERRED:
+                defer_import(name)
         self.preloaded = True
         for name in [*engine, *modules]:
             try:
@@ -223,6 +239,24 @@ class _Server:
                 return
             self.children.discard(pid)
             self.reply({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def defer_import(name: str) -> None:
+    """Make ``name`` a module that runs its code at its first attribute access (the
+    stdlib's :class:`importlib.util.LazyLoader`), unless it is imported already."""
+    parent, _, child = name.rpartition(".")
+    package = importlib.import_module(parent) if parent else None
+    if name in sys.modules:  # its package may have imported it just now
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    if package is not None:
+        setattr(package, child, module)
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

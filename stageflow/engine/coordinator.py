@@ -239,9 +239,10 @@ class Coordinator:
     # -- start ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every worker and wait until records can flow (or the run is stopped): a
-        worker of each stage is ready (every slot of a keyed one); the others join as they
-        become ready, so the first result does not wait for the slowest start."""
+        """Start the workers a run needs and wait until records can flow (or the run is
+        stopped): a worker of each stage is ready (every slot of a keyed one). Only then are
+        the others started; they join as they become ready, so the first result does not
+        wait for the slowest start."""
         self.scaling.apply()
         self._initial = {member.key for member in self.pool.start(time.monotonic())}
         deadline = time.monotonic() + self.options.start_timeout
@@ -264,6 +265,8 @@ class Coordinator:
                 )
             self._poll(0.05)
             self.supervisor.supervise(time.monotonic())
+        if not self.stopping:
+            self._initial |= {member.key for member in self.pool.start_rest(time.monotonic())}
         self._all_started = not self.stopping
 
     def _unserved(self) -> list[str]:

@@ -13,7 +13,8 @@ needs. Two implementations:
   reads the pipeline) overlaps those imports with its own work, and names the stage
   modules later (:meth:`Launcher.prepare`). It reaps its children and reports their
   exit statuses over its pipe, so :meth:`WorkerProcess.poll` and ``wait`` work although the
-  worker is not our child.
+  worker is not our child. :meth:`Launcher.spawn_all` returns once the requests are sent,
+  not once the server has forked them: a worker's ``pid`` waits for its fork.
 - :class:`SubprocessLauncher`: a fresh interpreter per worker; slower to start, but shares
   nothing with any other process.
 
@@ -42,6 +43,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import IO, Any, Protocol
@@ -270,27 +272,37 @@ class ForkServerLauncher(Launcher):
 
 
 class _Forked:
-    """A worker forked by a server: its exit status comes from the server's reports."""
+    """A worker forked by a server: its pid and exit status come from the server's reports.
 
-    def __init__(self, server: _ForkServer, pid: int) -> None:
+    It exists as soon as its request is sent, before the server has forked it, so the
+    caller need not wait for a batch of forks: :attr:`pid` waits for the fork (0 if the
+    server died first), while :meth:`poll` never waits.
+    """
+
+    def __init__(self, server: _ForkServer) -> None:
         self.server = server
-        self.pid = pid
+        self.forked: int | None = None
         self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        self.server.wait_forked(self)
+        return self.forked or 0
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self.server.exit_status(self.pid, 0.0)
+            self.returncode = self.server.exit_status(self, 0.0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            self.returncode = self.server.exit_status(self.pid, timeout)
+            self.returncode = self.server.exit_status(self, timeout)
         if self.returncode is None:
-            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            raise subprocess.TimeoutExpired(f"worker {self.forked}", timeout or 0.0)
         return self.returncode
 
     def kill(self) -> None:
-        if self.poll() is None:
+        if self.poll() is None and self.pid:
             self.server.request({"op": "kill", "pid": self.pid, "signal": signal.SIGKILL})
 
 
@@ -324,7 +336,8 @@ class _ForkServer:
         self._lock = threading.RLock()
         self.exits: dict[int, int] = {}
         self.live: set[int] = set()
-        self.spawned: list[int] = []
+        #: Workers asked for and not forked yet, in the order the server forks them.
+        self.unforked: deque[_Forked] = deque()
         #: Preload requests not answered yet: the server is ready when none is left.
         self.unanswered = 0
         self.tainted: str | None = None
@@ -376,7 +389,7 @@ class _ForkServer:
             self.exits[reply["exit"]] = reply["code"]
         elif "spawned" in reply:
             self.live.add(reply["spawned"])
-            self.spawned.append(reply["spawned"])
+            self.unforked.popleft().forked = reply["spawned"]
         elif "ready" in reply:
             self.unanswered -= 1
             self.tainted = self.tainted or reply.get("tainted")
@@ -389,6 +402,9 @@ class _ForkServer:
         for pid in self.live:
             self.exits.setdefault(pid, -signal.SIGKILL)
         self.live.clear()
+        for never in self.unforked:
+            never.returncode = -signal.SIGKILL
+        self.unforked.clear()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(CLOSE_TIMEOUT)
 
@@ -416,26 +432,31 @@ class _ForkServer:
         return self.ready and not self.lost and self.tainted is None
 
     def spawn(self, envelopes: list[dict[str, Any]]) -> list[_Forked] | None:
-        """The forked workers, or None if the server is gone before it forked them all.
+        """The workers asked for, or None if the server is gone before it was asked.
 
         The requests go out together and the server forks one after another: no round
-        trip between two workers.
+        trip between two workers, and no wait for the forks here.
         """
         with self._lock:
-            self.spawned.clear()
             where = {"op": "spawn", "cwd": os.getcwd(), "env": dict(os.environ)}
+            workers = [_Forked(self) for _ in envelopes]
+            # Queued before its request leaves: the reply may be read while the next is sent.
+            self.unforked.extend(workers)
             for envelope in envelopes:
                 self.request({**envelope, **where})
-            self._wait_for(lambda: len(self.spawned) == len(envelopes), SERVER_START_TIMEOUT)
-            if len(self.spawned) < len(envelopes):
-                return None
-            return [_Forked(self, pid) for pid in self.spawned]
+            return None if self.lost else workers
 
-    def exit_status(self, pid: int, timeout: float | None) -> int | None:
-        """The exit status of ``pid`` (handed over once), waiting up to ``timeout``."""
-        self._wait_for(lambda: pid in self.exits, timeout)
+    def wait_forked(self, worker: _Forked) -> None:
+        """Wait until ``worker`` is forked, or the server is gone."""
+        self._wait_for(lambda: worker.forked is not None, SERVER_START_TIMEOUT)
+
+    def exit_status(self, worker: _Forked, timeout: float | None) -> int | None:
+        """The exit status of ``worker`` (handed over once), waiting up to ``timeout``."""
+        self._wait_for(lambda: worker.forked in self.exits, timeout)
         with self._lock:
-            return self.exits.pop(pid, None)
+            if worker.forked is None:
+                return worker.returncode  # the server died before forking it
+            return self.exits.pop(worker.forked, None)
 
     def close(self) -> None:
         """Ask the server to stop: it kills what is left, reports, and exits."""
@@ -443,7 +464,7 @@ class _ForkServer:
             if self.closed:
                 return
             self.closed = True
-            if not self.live and self.proc.poll() is None:
+            if not self.live and not self.unforked and self.proc.poll() is None:
                 # No worker to report on: do not wait for imports it may still be doing (a
                 # caller that started it early, then found the pipeline invalid).
                 self.proc.kill()

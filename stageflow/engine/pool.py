@@ -71,12 +71,28 @@ class Pool:
         ]
 
     def start(self, now: float) -> list[Member]:
-        """Start every slot's worker, all in one request to the launcher; return them."""
-        # Slot by slot across the stages, so the first worker of each stage, which is all
-        # a run needs to begin (see ready_to_begin), starts first.
-        rounds = itertools.zip_longest(*self.slots)
-        order = [slot for slots in rounds for slot in slots if slot is not None]
-        return self._launch([slot for slot in order if slot.member is None], now)
+        """Start what a run needs to begin (see :meth:`ready_to_begin`), in one request to
+        the launcher: the first worker of every stage, and every worker of a keyed stage."""
+        first = [
+            slot
+            for stage, slots in enumerate(self.slots)
+            for slot in (slots if self.keyed(stage) else slots[:1])
+        ]
+        return self._launch([slot for slot in first if slot.member is None], now)
+
+    def start_rest(self, now: float) -> list[Member]:
+        """Start every other slot's worker, in one request; return them.
+
+        Called once the run has begun: started with the first ones, they would take turns
+        with them on the machine's cores while the run waits for those alone.
+        """
+        rest = [
+            slot
+            for slots in self.slots
+            for slot in slots
+            if slot.member is None and slot.restart_at is None and slot.wanted
+        ]
+        return self._launch(rest, now)
 
     def ready_to_begin(self) -> bool:
         """Whether records can flow: every stage with slots has a ready worker, and a keyed
@@ -87,15 +103,20 @@ class Pool:
         """
         for stage, slots in enumerate(self.slots):
             ready = [s.member is not None and s.member.ready for s in slots if s.wanted]
-            keyed = self.units[stage].stages[0].key is not None
-            if ready and not (all(ready) if keyed else any(ready)):
+            if ready and not (all(ready) if self.keyed(stage) else any(ready)):
                 return False
         return True
+
+    def keyed(self, stage: int) -> bool:
+        """Whether ``stage`` is keyed: its keys belong to its slots, one worker each."""
+        return self.units[stage].stages[0].key is not None
 
     def spawn(self, slot: Slot, now: float) -> Member:
         return self._launch([slot], now)[0]
 
     def _launch(self, slots: list[Slot], now: float) -> list[Member]:
+        if not slots:
+            return []  # nor a word to the launcher, which would wait for its server first
         members = []
         for slot in slots:
             slot.restart_at = None
@@ -116,7 +137,9 @@ class Pool:
         processes = self.launcher.spawn_all([self.settings(member) for member in members])
         for slot, member, process in zip(slots, members, processes, strict=True):
             member.process = process
-            log.debug("started worker %s (pid %d)", member.name, process.pid)
+            # No pid here: a forked worker's is known once the server has forked it, and
+            # the launcher does not wait for that.
+            log.debug("started worker %s", member.name)
             self.membership.add(member)
             slot.member = member
         return members
@@ -163,9 +186,9 @@ class Pool:
         times = "once" if slot.start_failures == 1 else f"{slot.start_failures} times in a row"
         why = f"{times}; the last one {_why(member, code)}"
         # A keyed stage cannot do without a slot: that slot's keys go to nobody else.
-        keyed = self.units[slot.stage].stages[0].key is not None
         peers = self.slots[slot.stage]
-        if not keyed and any(s.member is not None and s.member.ready for s in peers):
+        ready_peer = any(s.member is not None and s.member.ready for s in peers)
+        if not self.keyed(slot.stage) and ready_peer:
             log.warning("gave up on worker %s, which failed to start %s", member.name, why)
             self.slots[slot.stage].remove(slot)
             self.given_up[slot.stage] += 1

@@ -90,3 +90,16 @@ def lazy_import(settings: dict[str, Any]) -> int:
     module = importlib.import_module(settings["module"])
     Path(settings["out"]).write_text(str(module.VALUE))
     return 0
+
+
+def cookie_jar(settings: dict[str, Any]) -> int:
+    """Write which modules were loaded before http.cookiejar's first use, and what it and
+    Twisted's TCP module (also deferred) give when used."""
+    loaded = [name for name in ("twisted.python.compat", "urllib.request") if name in sys.modules]
+    from http.cookiejar import CookieJar
+
+    from twisted.internet.tcp import Port
+
+    facts = {"loaded": loaded, "jar": type(CookieJar()).__name__, "tcp": Port.__name__}
+    Path(settings["out"]).write_text(json.dumps(facts))
+    return 0

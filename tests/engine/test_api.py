@@ -13,12 +13,15 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from stageflow import EngineError, Pipeline, RecordsFailedError
+from stageflow.engine.launcher import ForkServerLauncher, WorkerProcess
 from tests.engine.conftest import live_children, wait_until
 from tests.engine.stages import (
     BrokenSetup,
@@ -28,8 +31,10 @@ from tests.engine.stages import (
     FanOut,
     HeldSetup,
     Line,
+    Relay,
     Split,
     Sum,
+    Tally,
     WhoAmI,
 )
 from tests.helpers import REPO
@@ -374,6 +379,38 @@ def test_records_flow_once_one_worker_of_each_stage_is_ready(tmp_path: Path) -> 
         ids.append(result.id)
     assert sorted(ids, key=int) == [str(i) for i in range(300)]
     assert len(list(tmp_path.glob("released.*"))) == 2
+
+
+class NotingLauncher(ForkServerLauncher):
+    """The real fork-server launcher, noting the stage of each worker in each request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[list[str]] = []
+
+    def spawn_all(self, settings: Sequence[dict[str, Any]]) -> list[WorkerProcess]:
+        self.requests.append([one["stage"] for one in settings])
+        return super().spawn_all(settings)
+
+
+def test_the_workers_a_run_waits_for_start_first_and_the_others_once_it_began() -> None:
+    """The first request to the launcher asks for the first worker of each stage and every
+    worker of a keyed stage (what a run waits for), the second for the other workers; the
+    counts are exact."""
+    launcher = NotingLauncher()
+    pipeline = Pipeline(
+        "order",
+        [
+            {"name": "relay", "uses": Relay, "workers": 3},
+            {"name": "tally", "uses": Tally, "workers": 2, "key": "text"},
+        ],
+    )
+    try:
+        totals = {total.id: total.total for total in pipeline.run(lines(600), launcher=launcher)}
+    finally:
+        launcher.close()
+    assert launcher.requests == [["relay", "tally", "tally"], ["relay", "relay"]]
+    assert totals == dict(Counter(line["text"] for line in lines(600)))
 
 
 def test_a_stop_does_not_wait_for_workers_still_in_setup(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import IO
 
 import psutil
 
+from stageflow.cli import SHARED
 from tests.engine.conftest import wait_until
 from tests.helpers import REPO, read_stderr_until, run_stageflow
 
@@ -308,3 +309,26 @@ def test_the_fork_server_is_started_before_the_pipeline_is_read(tmp_path: Path) 
     (cli_note,) = [note for note in map(json.loads, notes.read_text().splitlines())
                    if note["pid"] == cli.pid]
     assert parents <= set(cli_note["children"])
+
+
+SHARED_PROBE = """
+import json, sys
+from stageflow.cli import SHARED, start_engine
+launcher = start_engine(["run", "pipeline.yaml"])
+server, me = (open(f"/proc/{pid}/cmdline", "rb").read() for pid in (launcher.server_pid, "self"))
+print(json.dumps({"forked": server == me, "shared": [m for m in SHARED if m in sys.modules],
+                  "argparse": "argparse" in sys.modules}))
+launcher.close()
+"""
+
+
+def test_the_cli_forks_its_server_holding_what_both_import_and_no_parser() -> None:
+    """stageflow run forks its fork server once the modules both processes need are
+    imported (so each is imported once, not in both), and before argparse, which only the
+    CLI needs."""
+    probe = subprocess.run(
+        [sys.executable, "-c", SHARED_PROBE], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    facts = json.loads(probe.stdout)
+    assert facts == {"forked": True, "shared": list(SHARED), "argparse": False}

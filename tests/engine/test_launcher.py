@@ -322,6 +322,16 @@ def test_modules_named_later_are_preloaded_and_spawn_all_forks_each(tmp_path: Pa
     assert all(fact["found"] == ["stageflow_seed.stages"] for fact in facts)
 
 
+def test_the_server_defers_what_twisted_imports_for_the_web(tmp_path: Path) -> None:
+    """A forked worker has Twisted's compat module, whose http.cookiejar (and urllib.request
+    with it) has not run yet, and works when first used, as does Twisted's TCP module."""
+    with ForkServerLauncher(target=f"{TARGETS}:cookie_jar") as launcher:
+        out = tmp_path / "facts"
+        assert launcher.spawn({"out": str(out)}).wait(DEADLINE) == 0
+    facts = json.loads(out.read_text())
+    assert facts == {"loaded": ["twisted.python.compat"], "jar": "CookieJar", "tcp": "Port"}
+
+
 FORKING_CALLER = """
 import json, os, select, sys, threading
 from stageflow.engine.launcher import ForkServerLauncher
