@@ -324,6 +324,12 @@ class Coordinator:
         for _ in self._turns(source, wakeup_fd, on_idle):
             yield [(root.seq, emit(root)) for root in self.tracker.take_completed()]
 
+    def prime(self, source: Iterator[Any]) -> None:
+        """Send the first input records to the workers now, ahead of the loop."""
+        if self._all_started and not self.stopping:
+            self.feeder.feed(source)
+            self.dispatch.pump()
+
     def _turns(
         self,
         source: Iterator[Any],

@@ -31,6 +31,9 @@ WAIT = object()
 _FEED_FOR = 0.005
 #: Records read between two looks at that clock.
 _CLOCK_EVERY = 16
+#: Records in a run's very first frame, sent ahead of the rest: the first results then come
+#: out after a few records' work through every stage, not after a whole frame's.
+FIRST_FRAME = 16
 
 
 class Feeder:
@@ -72,6 +75,7 @@ class Feeder:
         #: Roots read but held back, less than a frame's worth, until more input fills
         #: their frame or a worker of the first stage has nothing else to do.
         self.forming: list[Root] = []
+        self._begun = False  # the first frame has gone
 
     def feed(self, source: Iterator[Any]) -> tuple[bool, bool]:
         """Queue what the in-flight window allows.
@@ -138,6 +142,12 @@ class Feeder:
         taken = self.forming
         if not taken:
             return
+        if not self._begun:
+            self._begun = True
+            first = min(FIRST_FRAME, self.batch_size)
+            if len(taken) > first:
+                self.send_roots(0, taken[:first], spread=False)
+                taken = self.forming = taken[first:]
         if whole or (len(taken) < self.batch_size and self.starving(0)):
             self.forming = []
             self.send_roots(0, taken)

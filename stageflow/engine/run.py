@@ -171,7 +171,12 @@ class Run:
         on_started: Callable[[], None] | None = None,
     ) -> Generator[list[tuple[int, list[bytes]]], None, None]:
         """Like :meth:`completions`, but a list of ``(seq, result lines)`` at a time: those
-        completed since the last list. Cheaper for a caller that only writes them out."""
+        completed since the last list. Cheaper for a caller that only writes them out.
+
+        ``on_started`` is called once the run has started and its first input records are
+        on their way (nothing is handed out before it returns), so opening the outputs
+        there costs the first results nothing.
+        """
         return self._core.batches(on_idle, on_started)
 
     def stop(self) -> None:
@@ -376,7 +381,7 @@ class _Core:
             # Only now: a run that fails to start leaves an existing dead-letter file alone.
             sink, owned = self._open_sink()
             coordinator.sink = sink
-            if on_started is not None:
+            if on_started is not None and not batched:
                 on_started()
             items: Iterable[Any] = self._items
             if self._use_read_ahead:
@@ -385,6 +390,11 @@ class _Core:
             source = iter(items) if self._numbered else _numbered(items)
             wakeup = ahead.wakeup_fd if ahead is not None else None
             if batched:
+                # The first input goes out before the caller opens its outputs (which may
+                # mean an fsync or two): the workers start on it meanwhile.
+                coordinator.prime(source)
+                if on_started is not None:
+                    on_started()
                 yield from coordinator.batches(source, wakeup, on_idle)
             else:
                 yield from coordinator.completions(source, wakeup, on_idle)

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -462,3 +462,26 @@ def test_batches_hand_out_every_record_once_after_their_dead_letters() -> None:
         lines = {json.loads(line)["line"] for line in sink.getvalue().splitlines()}
         assert {seq for seq, _ in batch if seq % 3 == 0} <= lines
     assert sorted(seen) == list(range(1, 301))
+
+
+@pytest.mark.parametrize(("method", "primed"), [("completions", False), ("batches", True)])
+def test_on_started_is_before_any_read_or_after_the_first_frame(method: str, primed: bool) -> None:
+    """completions() reads nothing before on_started; batches() has input on its way by then."""
+    pipeline = Pipeline("prime", [{"name": "split", "uses": Split}])
+    pulled: list[int] = []
+    handed: list[object] = []
+    seen_at_start: list[int] = []
+
+    def items() -> Iterator[dict[str, str]]:
+        for n in range(50):
+            pulled.append(n)
+            yield {"id": str(n), "text": "a"}
+
+    def on_started() -> None:
+        seen_at_start.append(len(pulled))
+        assert not handed
+
+    for got in getattr(pipeline.run(items()), method)(on_started=on_started):
+        handed.append(got)
+    assert (seen_at_start[0] > 0) is primed, seen_at_start
+    assert len(pulled) == 50 and handed

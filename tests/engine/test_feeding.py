@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stageflow import Pipeline
-from stageflow.engine.feeding import Feeder
+from stageflow.engine.feeding import FIRST_FRAME, Feeder
 from stageflow.engine.report import RunReport
 from stageflow.engine.tracker import Tracker
 from tests.engine.stages import CountWords, Split
@@ -34,8 +34,8 @@ def test_a_full_window_still_sends_input_in_whole_frames() -> None:
     assert 0 < split.frames_sent <= 2 * records // batch, split.frames_sent
 
 
-def _feeder(starving: list[bool]) -> tuple[Feeder, list[int]]:
-    """A feeder for one worker of batch 10; the sizes of the frames it queues for stage 0."""
+def _feeder(starving: list[bool], batch: int = 10) -> tuple[Feeder, list[int]]:
+    """A feeder for four workers of ``batch``; the sizes of the frames it queues for stage 0."""
     sent: list[int] = []
     pipeline = Pipeline("frames", [{"name": "split", "uses": Split}])
 
@@ -52,7 +52,7 @@ def _feeder(starving: list[bool]) -> tuple[Feeder, list[int]]:
         lambda stage: 4,
         lambda stage: starving[0],
         b"k" * 32,
-        batch_size=10,
+        batch_size=batch,
         max_in_flight=1000,
         credit=2,
         frame_bytes=1 << 20,
@@ -80,6 +80,17 @@ def test_a_short_last_frame_waits_while_every_worker_is_busy() -> None:
     starving[0] = True  # then it goes, spread over the workers as any small input is
     feeder.release(whole=False)
     assert sent == [10, 10, 10, 1, 1, 1] and not feeder.forming
+
+
+def test_a_run_sends_a_small_first_frame_ahead() -> None:
+    """The first frame holds a few records, so the first results need only their work."""
+    feeder, sent = _feeder([False], batch=256)
+    _roots(feeder, 300)
+    feeder.release(whole=False)
+    assert sent == [FIRST_FRAME, 256] and len(feeder.forming) == 300 - FIRST_FRAME - 256
+    _roots(feeder, 300)
+    feeder.release(whole=False)
+    assert sent == [FIRST_FRAME, 256, 256]  # only the run's first frame is small
 
 
 def test_the_end_of_input_sends_what_was_held_back() -> None:
