@@ -370,12 +370,12 @@ class StageRunner:
         sources: Sequence[bytes | BaseModel],
         ids: Sequence[int],
         pending: Pending,
-    ) -> list[tuple[int, list[Any]]]:
+    ) -> Groups:
         """Run process() on each item: ``(position in items, its Outputs)`` for each one that
         was not dead-lettered. ``owners[i]`` is the frame position of item i's root and
         ``sources[i]`` what the item was validated from, for its dead letter.
         """
-        groups: list[tuple[int, list[Any]]] = []
+        groups: Groups = []
         keep = groups.append
         if self.timeout is not None:  # every call under its alarm: the general path
             for index, item in enumerate(items):
@@ -577,7 +577,7 @@ class StageRunner:
     def emit(
         self,
         owners: list[int],
-        groups: list[tuple[int, list[Any]]],
+        groups: Groups,
         sources: Sequence[bytes | BaseModel | None],
         ids: Sequence[int],
         pending: Pending,
