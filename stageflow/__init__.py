@@ -8,8 +8,11 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from stageflow.hookspecs import hookimpl, hookspec
-from stageflow.stage import Stage
+from stageflow._collector import paused as _paused
+
+with _paused():  # the imports below are most of what importing stageflow costs
+    from stageflow.hookspecs import hookimpl, hookspec
+    from stageflow.stage import Stage
 
 if _TYPE_CHECKING:
     from stageflow.errors import (

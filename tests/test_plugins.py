@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 import stageflow
+from stageflow import plugins
 from stageflow.errors import PluginError, UnknownStageError
 from stageflow.plugins import load_registry, make_plugin_manager
 from tests.helpers import FIXTURES, REPO, run_stageflow
@@ -149,12 +150,26 @@ def test_resolve_by_import_reference() -> None:
     registry = load_registry(load_entrypoints=False)
     assert registry.resolve("stageflow_seed.stages:Analyzer").cls.name == "analyzer"
     assert registry.resolve("stageflow_seed.stages:Analyzer").distribution == "stageflow-seed"
+    assert registry.resolve("tests.graph.stages:Split").distribution is None  # not installed
     with pytest.raises(UnknownStageError, match="cannot import module 'no_such_pkg'"):
         registry.resolve("no_such_pkg:Stage")
     with pytest.raises(UnknownStageError, match="has no attribute 'Nope'"):
         registry.resolve("stageflow_seed.stages:Nope")
     with pytest.raises(UnknownStageError, match=r"is not a stageflow\.Stage subclass"):
         registry.resolve("stageflow_seed.stages:RawSeries")
+
+
+def test_an_import_reference_looks_its_distribution_up_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding a module's distribution reads every installed one's file list: a run, which
+    never shows it, does not pay for it."""
+    looked_up: list[str] = []
+    monkeypatch.setattr(plugins, "_distribution_of", lambda name: looked_up.append(name) or "d")
+    entry = load_registry(load_entrypoints=False).resolve("stageflow_seed.stages:Analyzer")
+    assert looked_up == []
+    assert entry.distribution == "d" and entry.distribution == "d"
+    assert looked_up == ["stageflow_seed.stages"]
 
 
 def test_plugins_command_lists_seed_stages() -> None:

@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from stageflow._collector import paused
 from stageflow.errors import (
     ClusterError,
     EngineError,
@@ -142,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     words = sys.argv[1:] if argv is None else list(argv)
-    launcher = start_engine(words)
+    with paused():
+        launcher = start_engine(words)
     try:
         status = _command(words, launcher)
     finally:
@@ -159,8 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(argv: list[str], launcher: Launcher | None) -> int:
     import argparse
 
-    parser = build_parser()
-    args = parser.parse_args(argv, namespace=argparse.Namespace(launcher=launcher))
+    with paused():
+        parser = build_parser()
+        args = parser.parse_args(argv, namespace=argparse.Namespace(launcher=launcher))
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
     try:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from stageflow._collector import paused
 from stageflow.cli import (
     EXIT_BROKEN_PIPE,
     EXIT_ENGINE,
@@ -233,16 +234,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
-    from stageflow.engine import shipping
-    from stageflow.pipeline import Pipeline
+    with paused():
+        from stageflow.engine import shipping
+        from stageflow.pipeline import Pipeline
 
-    pipeline = Pipeline.from_file(args.pipeline)
-    # At once: the fork server imports the stage modules while this process imports the
-    # engine below and opens the files.
-    args.launcher.prepare(shipping.modules(stage.cls for stage in pipeline.stages))
-    # Imported here so that the other commands never load the engine or ZeroMQ.
-    from stageflow.engine.run import Run
-    from stageflow.security import Keys, require_keys
+        pipeline = Pipeline.from_file(args.pipeline)
+        # At once: the fork server imports the stage modules while this process imports the
+        # engine below and opens the files.
+        args.launcher.prepare(shipping.modules(stage.cls for stage in pipeline.stages))
+        # Imported here so that the other commands never load the engine or ZeroMQ.
+        from stageflow.engine.run import Run
+        from stageflow.security import Keys, require_keys
 
     # Refused before any output file is made: keys that do not load, an open door without keys.
     keys = Keys.for_coordinator(args.keys) if args.keys else None

@@ -155,13 +155,19 @@ class _Server:
             for name in DEFERRED:
                 defer_import(name)
         self.preloaded = True
-        for name in [*engine, *modules]:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # noqa: BLE001 - the worker imports it again and says why
-                failed[name] = f"{type(exc).__name__}: {exc}"
-            if unforkable():
-                return {"tainted": name}
+        # The collector is paused for the imports, as stageflow._collector explains (this
+        # module imports nothing of stageflow's before its first request).
+        gc.disable()
+        try:
+            for name in [*engine, *modules]:
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # noqa: BLE001 - the worker imports it again, says why
+                    failed[name] = f"{type(exc).__name__}: {exc}"
+                if unforkable():
+                    return {"tainted": name}
+        finally:
+            gc.enable()
         # Objects made so far are shared with every child; keeping them out of the collector
         # keeps their pages shared instead of copied on first collection.
         gc.freeze()
@@ -304,6 +310,9 @@ def forked_server(requests: int, reply_fd: int, parent: int) -> NoReturn:
         # The caller blocked them around the fork; workers forked from here must get them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CALLERS_SIGNALS)
         gc.freeze()
+        # The caller forks this server while it starts with the collector paused
+        # (stageflow._collector); the server and every worker it forks collect as usual.
+        gc.enable()
         os.dup2(requests, 0)
         os.dup2(2, 1)
         keep = {0, 1, 2, reply_fd}

@@ -5,6 +5,7 @@ Each takes the settings dict and returns the exit status, like ``run_worker``.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ def report(settings: dict[str, Any]) -> int:
         "cwd": os.getcwd(),
         "env": os.environ.get("LAUNCHER_TEST_VAR"),
         "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+        "collecting": gc.isenabled(),
     }
     partial = Path(settings["out"] + ".partial")
     partial.write_text(json.dumps(facts))

@@ -333,13 +333,16 @@ def test_the_server_defers_what_twisted_imports_for_the_web(tmp_path: Path) -> N
 
 
 FORKING_CALLER = """
-import json, os, select, sys, threading
+import gc, json, os, select, sys, threading
+from stageflow._collector import paused
 from stageflow.engine.launcher import ForkServerLauncher
 target, out, second_thread = sys.argv[1:]
 if second_thread == "yes":
     threading.Thread(target=threading.Event().wait, daemon=True).start()
 kept_r, kept_w = os.pipe()  # the caller's own: a forked server must not hold it open
-launcher = ForkServerLauncher(target=target, fork=True)
+with paused():  # as `stageflow run` makes its server
+    launcher = ForkServerLauncher(target=target, fork=True)
+assert gc.isenabled()
 os.close(kept_w)
 readable, _, _ = select.select([kept_r], [], [], 30)
 code = launcher.spawn({"out": out}).wait(30)
@@ -358,7 +361,8 @@ def test_fork_makes_the_server_from_the_caller_when_it_is_safe(
 ) -> None:
     """With fork=True a single-threaded caller's server is a fork of the caller (same command
     line), which keeps none of the caller's descriptors (a pipe's end it closes reads end of
-    file) and forks working workers; a caller with a second thread gets a started server."""
+    file) and forks working workers; a caller with a second thread gets a started server.
+    Made while the caller's collector is paused, the server's workers collect garbage."""
     out = tmp_path / "facts"
     caller = subprocess.run(
         [sys.executable, "-c", FORKING_CALLER, f"{TARGETS}:report", str(out), second_thread],
@@ -371,4 +375,6 @@ def test_fork_makes_the_server_from_the_caller_when_it_is_safe(
     facts = json.loads(caller.stdout.splitlines()[-1])
     assert facts["forked"] is (second_thread == "no")
     assert facts["eof"] and facts["code"] == 0
-    assert json.loads(out.read_text())["ppid"] == facts["server"]
+    worker = json.loads(out.read_text())
+    assert worker["ppid"] == facts["server"]
+    assert worker["collecting"]

@@ -1,0 +1,49 @@
+"""The collector pause of start-up (stageflow._collector) leaves the collector as it was."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stageflow._collector import paused
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_paused_restores_the_state_it_found(before: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if before else gc.disable)()
+        with paused():
+            assert not gc.isenabled()
+        assert gc.isenabled() is before
+        with pytest.raises(RuntimeError), paused():
+            raise RuntimeError("inside")
+        assert gc.isenabled() is before
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_importing_stageflow_and_running_the_cli_leave_the_collector_on() -> None:
+    """A program that imports stageflow, or calls its command line in-process, still has its
+    cycles collected afterwards."""
+    script = (
+        "import gc, stageflow; assert gc.isenabled(), 'import'\n"
+        "from stageflow.cli import main\n"
+        "status = main(['validate', 'examples/seed/pipeline.yaml'])\n"
+        "assert gc.isenabled(), 'main'\n"
+        "print(status)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "0"
