@@ -1,18 +1,14 @@
 """stageflow: plugin-based staged data processing over ZeroMQ PUSH/PULL.
 
 The public names load on first use, so that a worker process, which needs only the stage
-contract, does not pay for the pipeline-file machinery (YAML, plugin discovery).
+contract, does not pay for the pipeline-file machinery (YAML, plugin discovery), and so that
+``stageflow run`` imports pydantic and the rest as part of its start, with the garbage
+collector paused (:mod:`stageflow._collector`).
 """
 
 import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
-
-from stageflow._collector import paused as _paused
-
-with _paused():  # the imports below are most of what importing stageflow costs
-    from stageflow.hookspecs import hookimpl, hookspec
-    from stageflow.stage import Stage
 
 if _TYPE_CHECKING:
     from stageflow.errors import (
@@ -27,7 +23,9 @@ if _TYPE_CHECKING:
         StageflowError,
         UnknownStageError,
     )
+    from stageflow.hookspecs import hookimpl, hookspec
     from stageflow.pipeline import Pipeline, PipelineSpec, StageSpec, WorkerBounds
+    from stageflow.stage import Stage
 
 __version__ = "0.1.0"
 
@@ -62,11 +60,14 @@ _LAZY = {
     "RecordsFailedError": "stageflow.errors",
     "SchemaMismatchError": "stageflow.errors",
     "SecurityError": "stageflow.errors",
+    "Stage": "stageflow.stage",
     "StageConfigError": "stageflow.errors",
     "StageSpec": "stageflow.pipeline",
     "StageflowError": "stageflow.errors",
     "UnknownStageError": "stageflow.errors",
     "WorkerBounds": "stageflow.pipeline",
+    "hookimpl": "stageflow.hookspecs",
+    "hookspec": "stageflow.hookspecs",
 }
 
 

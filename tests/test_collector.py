@@ -1,4 +1,5 @@
-"""The collector pause of start-up (stageflow._collector) leaves the collector as it was."""
+"""The collector held off at start-up (stageflow._collector): back as it was, what the start
+made frozen."""
 
 from __future__ import annotations
 
@@ -9,21 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from stageflow._collector import paused
+from stageflow._collector import starting
 
 
 @pytest.mark.parametrize("before", [True, False])
-def test_paused_restores_the_state_it_found(before: bool) -> None:
+def test_starting_restores_the_state_it_found_and_freezes(before: bool) -> None:
     was = gc.isenabled()
     try:
         (gc.enable if before else gc.disable)()
-        with paused():
+        with starting():
             assert not gc.isenabled()
+            made = [[] for _ in range(100)]
         assert gc.isenabled() is before
-        with pytest.raises(RuntimeError), paused():
+        assert gc.get_freeze_count() >= len(made)
+        with pytest.raises(RuntimeError), starting():
             raise RuntimeError("inside")
         assert gc.isenabled() is before
     finally:
+        gc.unfreeze()
         (gc.enable if was else gc.disable)()
 
 

@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from stageflow._collector import paused
+from stageflow._collector import starting
 from stageflow.errors import (
     ClusterError,
     EngineError,
@@ -143,10 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     words = sys.argv[1:] if argv is None else list(argv)
-    with paused():
-        launcher = start_engine(words)
+    launcher: Launcher | None = None
     try:
-        status = _command(words, launcher)
+        # The start, with the collector held off (stageflow._collector): the fork server,
+        # then this process's own imports as the command line is parsed.
+        with starting():
+            launcher = start_engine(words)
+            args = _parse(words, launcher)
+        status = _command(args)
     finally:
         if launcher is not None:
             launcher.close()
@@ -158,12 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _command(argv: list[str], launcher: Launcher | None) -> int:
+def _parse(argv: list[str], launcher: Launcher | None) -> argparse.Namespace:
     import argparse
 
-    with paused():
-        parser = build_parser()
-        args = parser.parse_args(argv, namespace=argparse.Namespace(launcher=launcher))
+    return build_parser().parse_args(argv, namespace=argparse.Namespace(launcher=launcher))
+
+
+def _command(args: argparse.Namespace) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="stageflow: %(message)s", stream=sys.stderr)
     try:

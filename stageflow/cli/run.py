@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from stageflow._collector import paused
+from stageflow._collector import starting
 from stageflow.cli import (
     EXIT_BROKEN_PIPE,
     EXIT_ENGINE,
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
-    with paused():
+    with starting():
         from stageflow.engine import shipping
         from stageflow.pipeline import Pipeline
 

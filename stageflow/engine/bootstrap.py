@@ -155,8 +155,10 @@ class _Server:
             for name in DEFERRED:
                 defer_import(name)
         self.preloaded = True
-        # The collector is paused for the imports, as stageflow._collector explains (this
-        # module imports nothing of stageflow's before its first request).
+        # The collector is held off for the imports and what they made is frozen, as
+        # stageflow._collector explains (this module imports nothing of stageflow's before
+        # its first request). Frozen, those objects are shared with every child: their pages
+        # stay shared instead of being copied on a child's first collection.
         gc.disable()
         try:
             for name in [*engine, *modules]:
@@ -167,10 +169,8 @@ class _Server:
                 if unforkable():
                     return {"tainted": name}
         finally:
+            gc.freeze()
             gc.enable()
-        # Objects made so far are shared with every child; keeping them out of the collector
-        # keeps their pages shared instead of copied on first collection.
-        gc.freeze()
         return {"failed": failed}
 
     def serve(self) -> None:
@@ -310,7 +310,7 @@ def forked_server(requests: int, reply_fd: int, parent: int) -> NoReturn:
         # The caller blocked them around the fork; workers forked from here must get them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, CALLERS_SIGNALS)
         gc.freeze()
-        # The caller forks this server while it starts with the collector paused
+        # The caller forks this server while its collector is held off at its start
         # (stageflow._collector); the server and every worker it forks collect as usual.
         gc.enable()
         os.dup2(requests, 0)

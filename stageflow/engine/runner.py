@@ -314,6 +314,7 @@ class StageRunner:
         self.max_record_size = max_record_size
         self._input = cls.Input
         self._output = cls.Output
+        self._output_only = {cls.Output}
         self._serialize = cls.Output.__pydantic_serializer__.to_json
         self._stage_process = self.stage.process
         # Frames from another stageflow process hold one JSON document per line, so the
@@ -385,7 +386,9 @@ class StageRunner:
                     keep((index, outputs))
             return groups
         # The loop every record of every stage goes through, so what it calls is bound
-        # once: the current-record file's writer, process(), the clock.
+        # once: the current-record file's writer, process(), the clock. The file names each
+        # record as its call begins, and says idle once the loop is done: between two calls
+        # it still names the one before, for the microseconds in between.
         write, idle, member = self._write, self._idle, self._member
         process, output, outputs_of = self._stage_process, self._output, self._outputs
         spent = self._spent.append
@@ -414,10 +417,10 @@ class StageRunner:
                 if retried is not None:
                     keep((index, retried))
                 continue
-            if idle is not None:
-                idle()
             spent(clock() - started)
             keep((index, outputs))
+        if idle is not None:
+            idle()
         return groups
 
     def account(self, pending: Pending) -> None:
@@ -590,7 +593,8 @@ class StageRunner:
         to acknowledge (tracker.py). Only a root that left no output (filtered,
         dead-lettered) is acknowledged.
         """
-        serialize = self.dump if self._floats else self._serialize
+        serialize = self._serialize
+        floats = self._floats  # then a null in the JSON may be a nan: dump() tells
         limit = self.max_record_size
         tags = self._tags
         out_ids = pending.ids
@@ -603,6 +607,8 @@ class StageRunner:
             owner = owners[index]
             try:
                 data = [serialize(output) for output in outputs]
+                if floats and any(text.find(b"null") >= 0 for text in data):
+                    data = [self.dump(output) for output in outputs]
                 length = sum(map(len, data))
                 if limit is not None and length > limit:
                     self._check_sizes(data)
@@ -684,7 +690,7 @@ class StageRunner:
         output = self._output
         if type(result) is output:
             return [result]  # the common one-in, one-out case, kept short
-        if type(result) is list and all(type(out) is output for out in result):
+        if type(result) is list and set(map(type, result)) <= self._output_only:
             return list(result)  # and a list of this stage's Outputs, built by the stage
         return [self._model(out) for out in iter_outputs(result)]
 
@@ -692,7 +698,9 @@ class StageRunner:
         """An Output as JSON, refusing a nan or infinite float (JSON would write null)."""
         data = self._serialize(output)
         # pydantic writes a nan or infinite float as null: look for one only where a null is.
-        if self._floats and b"null" in data:
+        # (find, not `in`: for bytes, `in` first tries the operand as an int and makes and
+        # drops a TypeError, which costs more than the search.)
+        if self._floats and data.find(b"null") >= 0:
             found = non_finite_field(output)
             if found is not None:
                 field, value = found

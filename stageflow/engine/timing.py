@@ -9,7 +9,9 @@ the true value); bucket 0 also holds everything under one microsecond.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 
 __all__ = ["BUCKETS_PER_DOUBLING", "bucket_of", "count_buckets", "quantile"]
 
@@ -27,12 +29,11 @@ def bucket_of(seconds: float) -> int:
 
 def count_buckets(durations: Iterable[float], counts: dict[int, int]) -> None:
     """Add one to ``counts[bucket]`` for each of ``durations`` (seconds), as bucket_of says."""
-    for seconds in durations:
-        # bucket_of inlined: this runs once per process() call.
-        bucket = bisect_right(_EDGES, seconds) - 1
-        if bucket < 0:
-            bucket = 0
-        counts[bucket] = counts.get(bucket, 0) + 1
+    # Once per process() call, so at C speed: the edges each duration lies above, counted;
+    # then a turn per bucket met, a dozen or so.
+    for above, number in Counter(map(bisect_right, repeat(_EDGES), durations)).items():
+        bucket = above - 1 if above else 0
+        counts[bucket] = counts.get(bucket, 0) + number
 
 
 def quantile(counts: Mapping[int, int], q: float) -> float | None:

@@ -334,13 +334,13 @@ def test_the_server_defers_what_twisted_imports_for_the_web(tmp_path: Path) -> N
 
 FORKING_CALLER = """
 import gc, json, os, select, sys, threading
-from stageflow._collector import paused
+from stageflow._collector import starting
 from stageflow.engine.launcher import ForkServerLauncher
 target, out, second_thread = sys.argv[1:]
 if second_thread == "yes":
     threading.Thread(target=threading.Event().wait, daemon=True).start()
 kept_r, kept_w = os.pipe()  # the caller's own: a forked server must not hold it open
-with paused():  # as `stageflow run` makes its server
+with starting():  # as `stageflow run` makes its server
     launcher = ForkServerLauncher(target=target, fork=True)
 assert gc.isenabled()
 os.close(kept_w)
