@@ -265,8 +265,8 @@ class Outputs:
         buffer = self.output.buffer
         buffered = self._buffered
         for seq, results in batch:
-            for line in results:
-                buffer += line
+            if results:
+                buffer += b"\n".join(results)
                 buffer += b"\n"
             if seq > 0:
                 buffered.append(seq)

@@ -421,7 +421,7 @@ def _lines(
         if number <= skip or (done is not None and number in done):
             continue
         line = line.rstrip(b"\r\n")
-        if line.strip():
+        if line and not line.isspace():
             if in_flight is not None:
                 in_flight.add(number)
             yield number, line

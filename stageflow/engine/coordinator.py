@@ -320,9 +320,11 @@ class Coordinator:
         """Like :meth:`completions`, but a list of the records completed since the last one:
         a yield per turn of the loop rather than per record. Every dead letter of the list's
         records is in the sink before it is yielded."""
-        emit = self._emit
+        completed = self.tracker.completed
         for _ in self._turns(source, wakeup_fd, on_idle):
-            yield [(root.seq, emit(root)) for root in self.tracker.take_completed()]
+            roots = list(completed)
+            completed.clear()
+            yield self._hand_out(roots)
 
     def prime(self, source: Iterator[Any]) -> None:
         """Send the first input records to the workers now, ahead of the loop."""
@@ -622,6 +624,27 @@ class Coordinator:
                 self._enter(after, ids, records, parts)
 
     # -- end of stream --------------------------------------------------------------------
+
+    def _hand_out(self, roots: list[Root]) -> list[tuple[int, list[bytes]]]:
+        """:meth:`_emit` for a list of completed roots at once: their dead letters first, then
+        the bookkeeping for all of them, in a loop per concern rather than calls per root."""
+        if self.feeder.latency is not None:
+            for root in roots:
+                self.feeder.latency.done(root)
+        lines = [root.seq for root in roots]
+        if self._admits:
+            for seq in lines:
+                self.admission.forget(seq)
+        for root in roots:
+            if root.dead:
+                for entry in root.dead:
+                    self._dead_letter(entry)
+        lines = [seq for seq in lines if seq > 0]  # finish() outputs belong to no line
+        self.report.records_done += len(lines)
+        self.feeder.done_all(lines)
+        handed = [(root.seq, root.results or []) for root in roots]
+        self.report.results += sum(len(results) for _, results in handed)
+        return handed
 
     def _emit(self, root: Root) -> list[bytes]:
         """Hand out one completed root: the one point every input record passes once."""

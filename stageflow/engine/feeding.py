@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import islice, repeat, takewhile
 from typing import Any
 
 from stageflow.engine.report import RunReport
@@ -200,15 +200,27 @@ class Feeder:
             self._next_synthetic -= 1
         self.send_roots(stage, roots)
 
+    def done_all(self, seqs: list[int]) -> None:
+        """Input lines ``seqs`` are fully processed: move the report's resume point on, past
+        every line fed before the first one not yet done."""
+        if not seqs:
+            return
+        fed, ahead, report = self._fed, self._done_ahead, self.report
+        ahead.update(seqs)
+        # How far the lines fed first are all done, counted at C speed, then let go.
+        through = len(list(takewhile(ahead.__contains__, fed)))
+        if through:
+            if through == len(fed):
+                report.complete_through = fed[-1]
+                ahead.difference_update(fed)
+                fed.clear()
+            else:
+                report.complete_through = fed[through - 1]
+                ahead.difference_update(islice(fed, through))
+                for _ in repeat(None, through):
+                    fed.popleft()
+        report.done_beyond = len(ahead)
+
     def done(self, seq: int) -> None:
         """Input line ``seq`` is fully processed: move the report's resume point on."""
-        fed, ahead, report = self._fed, self._done_ahead, self.report
-        if not fed or fed[0] != seq:
-            ahead.add(seq)
-        else:
-            fed.popleft()
-            report.complete_through = seq
-            while fed and fed[0] in ahead:
-                report.complete_through = fed.popleft()
-                ahead.discard(report.complete_through)
-        report.done_beyond = len(ahead)
+        self.done_all([seq])

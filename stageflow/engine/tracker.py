@@ -122,7 +122,7 @@ class Tracker:
 
     def results(self, ids: list[int], records: list[bytes]) -> None:
         """Take the last stage's outputs; they count once their attempt completes."""
-        roots = self.roots
+        roots, completed = self.roots, self.completed
         for seq, attempt, tag, record in zip(ids[::3], ids[1::3], ids[2::3], records, strict=True):
             root = roots.get(seq)
             if root is None:
@@ -133,8 +133,10 @@ class Tracker:
                 else:
                     root.results.append(record)
                 root.value ^= tag
-                if not root.value:
-                    self._complete(root, root.results, root.dead)
+                if not root.value:  # _complete, inlined: once per input record
+                    del roots[seq]
+                    root.retries = None
+                    completed.append(root)
             else:
                 self._ack_retry(root, attempt, tag, record)
 

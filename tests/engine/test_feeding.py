@@ -107,3 +107,23 @@ def test_a_window_smaller_than_a_frame_delivers_every_record() -> None:
     items = [{"id": str(i), "text": "a b"} for i in range(3000)]
     run = pipeline.run(iter(items), batch_size=256, max_in_flight=100)
     assert sorted(words.id for words in run) == sorted(item["id"] for item in items)
+
+
+def test_the_resume_point_moves_past_every_line_done_before_the_first_open_one() -> None:
+    """complete_through is the last line of the longest fully done run from the start, however
+    the lines complete (one at a time or a list at once, in order or not)."""
+    feeder, _ = _feeder([False])
+    feeder.feed(iter([(line, b'{"id":"x","text":"a"}') for line in range(1, 11)]))
+    report = feeder.report
+    feeder.done_all([3, 2])
+    assert (report.complete_through, report.done_beyond) == (0, 2)
+    feeder.done(1)
+    assert (report.complete_through, report.done_beyond) == (3, 0)
+    feeder.done_all([5, 7, 6])
+    assert (report.complete_through, report.done_beyond) == (3, 3)
+    feeder.done_all([4, 9])
+    assert (report.complete_through, report.done_beyond) == (7, 1)
+    feeder.done_all([8, 10])
+    assert (report.complete_through, report.done_beyond) == (10, 0)
+    feeder.done_all([])
+    assert (report.complete_through, report.done_beyond) == (10, 0)
