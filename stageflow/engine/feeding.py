@@ -100,25 +100,34 @@ class Feeder:
         until = clock() + _FEED_FOR
         fed = self._fed
         tracker = self.tracker
-        # Tracker.add's two lines, inlined: this loop runs once per input record.
         roots, tag = tracker.roots, tracker.new_tag
         limit = self.frame_bytes
         read = 0
         cut = False  # stopped early: by the clock, or by a source with nothing ready
-        for item in islice(source, chunk):
-            if item is WAIT:
+        # In blocks between two looks at the clock (one per record would cost more than the
+        # record's bookkeeping), each block's roots made and filed at C speed: this runs
+        # once per input record.
+        while read < chunk:
+            wanted = min(_CLOCK_EVERY, chunk - read)
+            block = list(islice(source, wanted))
+            if WAIT in block:
+                del block[block.index(WAIT) :]
                 more, cut = False, True
-                break
-            read += 1
-            seq, record = item
-            fed.append(seq)
-            root = roots[seq] = Root(seq, record, 0, tag(63))
-            if len(record) > limit:
-                tracker.give_up(root, self._too_large(seq, record))
-            else:
-                taken.append(root)
-            # A look at the clock per record would cost more than the record's bookkeeping.
-            if not read % _CLOCK_EVERY and clock() > until:
+            if block:
+                seqs, records = zip(*block, strict=True)
+                made = list(map(Root, seqs, records, repeat(0), map(tag, repeat(63, len(seqs)))))
+                roots.update(zip(seqs, made, strict=True))
+                fed.extend(seqs)
+                read += len(seqs)
+                if max(map(len, records)) > limit:
+                    for root in made:
+                        if len(root.record) > limit:
+                            tracker.give_up(root, self._too_large(root.seq, root.record))
+                    made = [root for root in made if root.seq in roots]
+                taken += made
+            if cut or len(block) < wanted:
+                break  # nothing ready, or the source ended
+            if clock() > until:
                 cut = True
                 break
         exhausted = not cut and read < chunk

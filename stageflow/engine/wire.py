@@ -4,7 +4,8 @@ Every message is three ZeroMQ parts::
 
     head     b"SF", version, kind, payload length, then what the kind needs
     payload  the bulk: records, or packed integers
-    digest   keyed BLAKE2b of the head and the payload: every byte of the message
+    digest   HMAC-SHA256 of the head and the payload, its first 16 bytes: every byte of the
+             message
 
 A **data** frame (kind 0) carries a batch of records. Its head ends with the record ids as
 signed 64-bit integers, three per record: ``root`` (the sequence number of the input
@@ -23,8 +24,11 @@ client, a leftover of another run, a forger who saw earlier frames) is rejected 
 parsed. It covers
 the head and the payload in that order; the head holds the payload's length, so no byte
 can move between the two either. A receiver counts what it rejects and logs it at most
-once a second (:class:`Rejections`), so a flood cannot flood the log too. Version 3 of the
-format; version 2 signed the head only and checked the payload by a CRC-32.
+once a second (:class:`Rejections`), so a flood cannot flood the log too. Version 4 of the
+format. Version 3 had a keyed BLAKE2b digest: on a processor with SHA instructions, which
+OpenSSL uses, HMAC-SHA256 takes half the time (about 1.2 against 0.55 GB/s here), and the
+digest was a sixth of the coordinator's instructions per record. Version 2 signed the head
+only and checked the payload by a CRC-32.
 Records are JSON and ids are packed integers: nothing on the wire is ever unpickled.
 """
 
@@ -38,7 +42,6 @@ import struct
 import time
 from array import array
 from collections.abc import Sequence
-from hashlib import blake2b
 from typing import Any
 
 __all__ = [
@@ -56,7 +59,7 @@ __all__ = [
     "unpack_ints",
 ]
 
-VERSION = 3
+VERSION = 4
 _MAGIC = b"SF"
 _DATA = 0
 _CONTROL = 1
@@ -94,10 +97,11 @@ def sign(parts: list[bytes], key: bytes) -> list[bytes]:
 
 
 def _digest(parts: Sequence[bytes], key: bytes) -> bytes:
-    mac = blake2b(key=key, digest_size=_DIGEST_SIZE)
+    # Truncated to 16 bytes (128 bits), as RFC 2104 allows for an HMAC.
+    mac = hmac.new(key, digestmod="sha256")
     for part in parts:
         mac.update(part)
-    return mac.digest()
+    return mac.digest()[:_DIGEST_SIZE]
 
 
 def _head(kind: int, payload: bytes, rest: bytes) -> bytes:
