@@ -20,9 +20,10 @@ from __future__ import annotations
 import datetime
 import enum
 import math
+import types
 import typing
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import from_json
 
-__all__ = ["may_hold_floats", "non_finite_field", "nonstandard_json"]
+__all__ = ["finite_test", "may_hold_floats", "non_finite_field", "nonstandard_json"]
 
 # Plain types whose values never are, nor contain, a float (int covers bool).
 _NO_FLOATS = (
@@ -87,6 +88,47 @@ def non_finite_field(value: Any, path: str = "") -> tuple[str, float] | None:
         if found is not None:
             return found
     return None
+
+
+def finite_test(model: type[BaseModel]) -> Callable[[BaseModel], bool] | None:
+    """A quick test that every float of an instance of ``model`` is finite, or None when the
+    model's floats are not all in plain fields (``float``, ``float | None``, a list or tuple
+    of floats) for such a test to find.
+
+    Inside a fused group this spares serialising each Output to JSON only to look for a
+    null; a False (or a value of another type) sends the caller to the full check, which
+    names the field.
+    """
+    if model.model_config.get("extra") == "allow" or model.model_computed_fields:
+        return None
+    single: list[str] = []
+    many: list[str] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if not _annotation_floats(annotation, set()):
+            continue
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if annotation is float or (
+            origin in (typing.Union, types.UnionType) and set(args) == {float, type(None)}
+        ):
+            single.append(name)
+        elif (origin is list and args == (float,)) or (origin is tuple and args == (float, ...)):
+            many.append(name)
+        else:
+            return None
+    isfinite = math.isfinite
+
+    def finite(output: BaseModel) -> bool:
+        try:
+            for name in single:
+                value = getattr(output, name)
+                if value is not None and not isfinite(value):
+                    return False
+            return all(all(map(isfinite, getattr(output, name))) for name in many)
+        except TypeError:  # not a number after all: let the full check look
+            return False
+
+    return finite
 
 
 def _annotation_floats(annotation: Any, seen: set[type[BaseModel]]) -> bool:

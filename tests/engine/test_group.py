@@ -241,3 +241,44 @@ def test_outputs_kept_beside_an_engine_failure_still_balance() -> None:
     assert [(root, entry["stage"]) for root, _, entry in pending.dead] == [(1, "echo"), (2, "echo")]
     assert [pending.acks[i] for i in range(0, len(pending.acks), 3)] == [2]
     assert _acks_balance(pending, 2)
+
+
+class Spread(BaseModel):
+    id: str
+    values: list[float]
+    top: float | None = None
+
+
+class Stretch(stageflow.Stage):
+    """Multiplies every value: 1e308 overflows to inf, in the list or in ``top``."""
+
+    name = "test-stretch"
+    Input = Spread
+    Output = Spread
+
+    def process(self, item: Spread) -> Spread:
+        top = None if item.top is None else item.top * 10
+        return Spread(id=item.id, values=[v * 10 for v in item.values], top=top)
+
+
+def test_floats_in_lists_and_optional_fields_are_checked_inside_a_group() -> None:
+    """The quick look at plain float fields (strict.finite_test) refuses an inf in a list or
+    in an optional field, and lets a None and finite values through."""
+    group = GroupRunner([StageRunner(Stretch, "stretch"), StageRunner(Stretch, "again")])
+    pending = _run(
+        group,
+        [
+            b'{"id":"1","values":[1.0,1e308]}',
+            b'{"id":"2","values":[2.0],"top":1e308}',
+            b'{"id":"3","values":[3.0],"top":null}',
+            b'{"id":"4","values":[],"top":4.0}',
+        ],
+    )
+    dead = sorted((entry["line"], entry["stage"]) for _, _, entry in pending.dead)
+    assert dead == [(1, "stretch"), (2, "stretch")]
+    assert all("written as null" in entry["message"] for _, _, entry in pending.dead)
+    assert pending.records == [
+        b'{"id":"3","values":[300.0],"top":null}',
+        b'{"id":"4","values":[],"top":400.0}',
+    ]
+    assert _acks_balance(pending, 4)
