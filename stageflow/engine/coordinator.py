@@ -309,7 +309,7 @@ class Coordinator:
         """
         for _ in self._turns(source, wakeup_fd, on_idle):
             for root in self.tracker.take_completed():
-                yield root.seq, self._emit(root)
+                yield from self._hand_out([root])
 
     def batches(
         self,
@@ -626,42 +626,26 @@ class Coordinator:
     # -- end of stream --------------------------------------------------------------------
 
     def _hand_out(self, roots: list[Root]) -> list[tuple[int, list[bytes]]]:
-        """:meth:`_emit` for a list of completed roots at once: their dead letters first, then
-        the bookkeeping for all of them, in a loop per concern rather than calls per root."""
+        """Hand out completed roots, the one point every input record passes once: their
+        dead letters into the sink, then the bookkeeping for all of them (a loop per concern
+        rather than calls per root); ``(seq, results)`` for each."""
         if self.feeder.latency is not None:
             for root in roots:
                 self.feeder.latency.done(root)
-        lines = [root.seq for root in roots]
+        seqs = [root.seq for root in roots]
         if self._admits:
-            for seq in lines:
+            for seq in seqs:
                 self.admission.forget(seq)
         for root in roots:
             if root.dead:
                 for entry in root.dead:
                     self._dead_letter(entry)
-        lines = [seq for seq in lines if seq > 0]  # finish() outputs belong to no line
+        lines = [seq for seq in seqs if seq > 0]  # finish() outputs belong to no line
         self.report.records_done += len(lines)
         self.feeder.done_all(lines)
-        handed = [(root.seq, root.results or []) for root in roots]
-        self.report.results += sum(len(results) for _, results in handed)
-        return handed
-
-    def _emit(self, root: Root) -> list[bytes]:
-        """Hand out one completed root: the one point every input record passes once."""
-        if self.feeder.latency is not None:
-            self.feeder.latency.done(root)
-        if root.dead:
-            for entry in root.dead:
-                self._dead_letter(entry)
-        if self._admits:
-            self.admission.forget(root.seq)
-        if root.seq > 0:
-            self.report.records_done += 1
-            self.feeder.done(root.seq)
-        if not root.results:
-            return []
-        self.report.results += len(root.results)
-        return root.results
+        results = [root.results or [] for root in roots]
+        self.report.results += sum(map(len, results))
+        return list(zip(seqs, results, strict=True))
 
     def _dead_letter(self, entry: dict[str, Any]) -> None:
         self.report.add_dead_letter(entry)
