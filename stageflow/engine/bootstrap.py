@@ -46,6 +46,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+# The package's __init__ loads nothing eagerly, so this costs the worker's start nothing.
+from stageflow._collector import starting
+
 #: Imported by the server before any stage module: everything a worker needs to start.
 PRELOAD = (
     "stageflow",
@@ -156,11 +159,9 @@ class _Server:
                 defer_import(name)
         self.preloaded = True
         # The collector is held off for the imports and what they made is frozen, as
-        # stageflow._collector explains (this module imports nothing of stageflow's before
-        # its first request). Frozen, those objects are shared with every child: their pages
-        # stay shared instead of being copied on a child's first collection.
-        gc.disable()
-        try:
+        # stageflow._collector explains. Frozen, those objects are shared with every child:
+        # their pages stay shared instead of being copied on a child's first collection.
+        with starting():
             for name in [*engine, *modules]:
                 try:
                     importlib.import_module(name)
@@ -168,9 +169,6 @@ class _Server:
                     failed[name] = f"{type(exc).__name__}: {exc}"
                 if unforkable():
                     return {"tainted": name}
-        finally:
-            gc.freeze()
-            gc.enable()
         return {"failed": failed}
 
     def serve(self) -> None:

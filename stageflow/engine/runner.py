@@ -594,7 +594,7 @@ class StageRunner:
         dead-lettered) is acknowledged.
         """
         serialize = self._serialize
-        floats = self._floats  # then a null in the JSON may be a nan: dump() tells
+        floats = self._floats  # then a null in the JSON may be a nan written as null
         limit = self.max_record_size
         tags = self._tags
         out_ids = pending.ids
@@ -608,7 +608,8 @@ class StageRunner:
             try:
                 data = [serialize(output) for output in outputs]
                 if floats and any(text.find(b"null") >= 0 for text in data):
-                    data = [self.dump(output) for output in outputs]
+                    for output, text in zip(outputs, data, strict=True):
+                        self._refuse_nulled_floats(output, text)
                 length = sum(map(len, data))
                 if limit is not None and length > limit:
                     self._check_sizes(data)
@@ -697,19 +698,26 @@ class StageRunner:
     def dump(self, output: BaseModel) -> bytes:
         """An Output as JSON, refusing a nan or infinite float (JSON would write null)."""
         data = self._serialize(output)
+        if self._floats:
+            self._refuse_nulled_floats(output, data)
+        return data
+
+    def _refuse_nulled_floats(self, output: BaseModel, data: bytes) -> None:
+        """Raise InvalidOutput if ``data``, the JSON of ``output``, holds a nan or infinite
+        float written as null."""
         # pydantic writes a nan or infinite float as null: look for one only where a null is.
         # (find, not `in`: for bytes, `in` first tries the operand as an int and makes and
         # drops a TypeError, which costs more than the search.)
-        if self._floats and data.find(b"null") >= 0:
-            found = non_finite_field(output)
-            if found is not None:
-                field, value = found
-                raise InvalidOutput(
-                    f"process() returned a {type(output).__name__} whose field {field!r} is "
-                    f"{value}, which JSON cannot hold (it would be written as null); return a "
-                    "finite number, or None in an optional field"
-                )
-        return data
+        if data.find(b"null") < 0:
+            return
+        found = non_finite_field(output)
+        if found is not None:
+            field, value = found
+            raise InvalidOutput(
+                f"process() returned a {type(output).__name__} whose field {field!r} is "
+                f"{value}, which JSON cannot hold (it would be written as null); return a "
+                "finite number, or None in an optional field"
+            )
 
     def _model(self, output: Any) -> BaseModel:
         if isinstance(output, self._output):
