@@ -16,17 +16,18 @@ stages ran in processes of their own.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import pairwise
+from itertools import pairwise, repeat
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from stageflow.engine.runner import (
     CurrentRecord,
-    Groups,
     Handoff,
     Pending,
+    Produced,
     StageRunner,
+    by_item,
     flow,
     run_chain,
 )
@@ -52,58 +53,81 @@ class GroupRunner:
         """Process one frame's records through every stage of the group."""
         run_chain(self.members, self._handoffs, ids, records, pending)
 
+    def account(self, pending: Pending) -> None:
+        for member in self.members:
+            member.account(pending)
+
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Finish the stages in flow order; each one's final Outputs go through the rest."""
         pending = Pending()
         for position, member in enumerate(self.members):
-            groups = member.finish_outputs(pending)
-            flow(self.members, self._handoffs, position, [0], groups, [None], (0, 0, 0), pending)
-        for member in self.members:
-            member.account(pending)
+            produced = member.finish_outputs(pending)
+            flow(self.members, self._handoffs, position, [0], produced, [None], (0, 0, 0), pending)
+        self.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 
 
 def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
     """What carries the upstream stage's Outputs to the downstream one, in memory."""
-    produced: type[BaseModel] = upstream.stage.Output
+    returned: type[BaseModel] = upstream.stage.Output
     expected: type[BaseModel] = downstream.stage.Input
-    as_fields = produced.__pydantic_serializer__.to_python
-    as_json = produced.__pydantic_serializer__.to_json
+    as_fields = returned.__pydantic_serializer__.to_python
+    as_json = returned.__pydantic_serializer__.to_json
     validate = expected.model_validate
     # Across a process boundary a nan or infinite float is refused when it is written; it
     # must be refused here too, or fusion would let through what a hop rejects. Where the
     # floats sit in plain fields, a look at them (finite) stands in for writing the JSON.
-    check = upstream.dump if may_hold_floats(produced) else None
-    finite = finite_test(produced) if check is not None else None
+    check = upstream.dump if may_hold_floats(returned) else None
+    finite = finite_test(returned) if check is not None else None
     name = downstream.stage_name
+
+    def refuse_non_finite(
+        owners: list[int],
+        made: list[int],
+        outputs: list[Any],
+        sources: Sequence[Any],
+        ids: Sequence[int],
+        pending: Pending,
+    ) -> Produced:
+        """Dead-letter (under the upstream stage) each item with an Output JSON could not
+        hold; the Outputs of the others."""
+        assert check is not None
+        kept_made: list[int] = []
+        kept: list[Any] = []
+        for index, group in by_item((made, outputs)):
+            try:
+                for output in group:
+                    if finite is None or not finite(output):
+                        check(output)
+            except InvalidOutput as exc:
+                at = owners[index] * 3
+                upstream.fail(ids[at], ids[at + 1], exc, str(exc), "", sources[index], pending)
+                continue
+            kept_made += repeat(index, len(group))
+            kept += group
+        return kept_made, kept
 
     def handoff(
         owners: list[int],
-        groups: Groups,
+        produced: Produced,
         sources: Sequence[Any],
         ids: Sequence[int],
         pending: Pending,
     ) -> tuple[list[int], list[Any]]:
-        next_owners: list[int] = []
+        made, outputs = produced
+        if check is not None and (finite is None or not all(map(finite, outputs))):
+            made, outputs = refuse_non_finite(owners, made, outputs, sources, ids, pending)
+        processed = pending.processed
+        processed[name] = processed.get(name, 0) + len(outputs)
+        next_owners = list(map(owners.__getitem__, made))
+        if not outputs or set(map(type, outputs)) == {expected}:
+            return next_owners, outputs  # the very instances: the usual case, at C speed
+        kept_owners: list[int] = []
         items: list[Any] = []
-        entered = 0
-        for index, outputs in groups:
-            owner = owners[index]
-            if check is not None:
-                try:
-                    for output in outputs:
-                        if finite is None or not finite(output):
-                            check(output)
-                except InvalidOutput as exc:
-                    at = owner * 3
-                    upstream.fail(ids[at], ids[at + 1], exc, str(exc), "", sources[index], pending)
-                    continue
-            entered += len(outputs)
-            for output in outputs:
-                if type(output) is expected:
-                    items.append(output)
-                    next_owners.append(owner)
-                    continue
+        for owner, output in zip(next_owners, outputs, strict=True):
+            if type(output) is expected:
+                item = output
+            else:
                 try:
                     item = validate(as_fields(output))
                 except ValidationError as exc:
@@ -114,11 +138,9 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
                     at = owner * 3
                     downstream.engine_failure(ids[at], ids[at + 1], as_json(output), exc, pending)
                     continue
-                items.append(item)
-                next_owners.append(owner)
-        processed = pending.processed
-        processed[name] = processed.get(name, 0) + entered
-        return next_owners, items
+            items.append(item)
+            kept_owners.append(owner)
+        return kept_owners, items
 
     return handoff
 

@@ -18,9 +18,10 @@ import random
 import signal
 import struct
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import groupby, repeat
 from time import perf_counter
 from typing import Any
 
@@ -34,9 +35,9 @@ from stageflow.stage import Stage, iter_outputs
 
 __all__ = [
     "CurrentRecord",
-    "Groups",
     "Handoff",
     "Pending",
+    "Produced",
     "RecordTimeout",
     "StageRunner",
     "dead_letter",
@@ -149,14 +150,16 @@ class Pending:
         return taken
 
 
-#: What :meth:`StageRunner.step` returns: ``(position in its items, their Outputs)`` for each
-#: item that was not dead-lettered.
-Groups = list[tuple[int, list[Any]]]
+#: What :meth:`StageRunner.step` returns: ``(made, outputs)``, the Outputs of the items that
+#: were not dead-lettered, flat and in order, and ``made[j]``, the position in the items of
+#: the one output j came from. Flat, so that the common one-in, one-out call costs two
+#: appends, and a hop can carry a whole slice on at C speed.
+Produced = tuple[list[int], list[Any]]
 #: Carries one fused member's Outputs to the next member of its group
-#: (:mod:`stageflow.engine.group`): ``(owners, groups, sources, ids, pending) -> (owners,
+#: (:mod:`stageflow.engine.group`): ``(owners, produced, sources, ids, pending) -> (owners,
 #: items)``, the next stage's valid Inputs and the frame positions of their roots.
 Handoff = Callable[
-    [list[int], Groups, Sequence[Any], Sequence[int], "Pending"], tuple[list[int], list[Any]]
+    [list[int], Produced, Sequence[Any], Sequence[int], "Pending"], tuple[list[int], list[Any]]
 ]
 
 
@@ -172,16 +175,15 @@ def run_chain(
     Each stage runs over all the records the one before it produced (not one record
     through every stage): its loop stays hot and the bookkeeping is paid per stage rather
     than per call. The order of the outputs is the same either way. ``handoffs[k]`` carries
-    member k's Outputs to member k + 1.
+    member k's Outputs to member k + 1. The time spent in process() is left for
+    :meth:`StageRunner.account`, which the caller makes as often as it reports.
     """
     first = members[0]
     processed = pending.processed
     processed[first.stage_name] = processed.get(first.stage_name, 0) + len(records)
     owners, items, sources = first.admit(ids, records, pending)
-    groups = first.step(owners, items, sources, ids, pending)
-    flow(members, handoffs, 0, owners, groups, sources, ids, pending)
-    for member in members:
-        member.account(pending)
+    produced = first.step(owners, items, sources, ids, pending)
+    flow(members, handoffs, 0, owners, produced, sources, ids, pending)
 
 
 def flow(
@@ -189,17 +191,27 @@ def flow(
     handoffs: Sequence[Handoff],
     position: int,
     owners: list[int],
-    groups: Groups,
+    produced: Produced,
     sources: Sequence[Any],
     ids: Sequence[int],
     pending: Pending,
 ) -> None:
     """Carry what member ``position`` produced through the members after it, then out."""
     for handoff, member in zip(handoffs[position:], members[position + 1 :], strict=True):
-        owners, items = handoff(owners, groups, sources, ids, pending)
+        owners, items = handoff(owners, produced, sources, ids, pending)
         sources = items
-        groups = member.step(owners, items, items, ids, pending)
-    members[-1].emit(owners, groups, sources, ids, pending)
+        produced = member.step(owners, items, items, ids, pending)
+    members[-1].emit(owners, produced, sources, ids, pending)
+
+
+def by_item(produced: Produced) -> Iterator[tuple[int, list[Any]]]:
+    """``(position in the items, its Outputs)`` for each item that produced any."""
+    made, outputs = produced
+    start = 0
+    for index, run in groupby(made):
+        end = start + sum(1 for _ in run)
+        yield index, outputs[start:end]
+        start = end
 
 
 def dead_letter(
@@ -278,6 +290,13 @@ def _text(value: object) -> str:
         return f"<{type(value).__name__}; str() failed with {type(exc).__name__}>"
 
 
+def _nonstandard_words(records: Sequence[bytes]) -> bool:
+    """Whether any of ``records`` may hold NaN or Infinity (which only _parse tells apart)."""
+    # Joined, one search each for the whole slice; find, not `in`: see StageRunner.dump.
+    joined = b"\n".join(records)
+    return joined.find(b"NaN") >= 0 or joined.find(b"Infinity") >= 0
+
+
 def _on_alarm(signum: int, frame: Any) -> None:
     raise RecordTimeout
 
@@ -332,7 +351,8 @@ class StageRunner:
         self.stage.setup()
 
     def run_batch(self, ids: Sequence[int], records: Sequence[bytes], pending: Pending) -> None:
-        """Process one frame's records, appending what they produce to ``pending``.
+        """Process one frame's records, appending what they produce to ``pending``; the
+        time they spent in process() is added to it by :meth:`account`.
 
         Every record ends as outputs or as one dead letter, whatever its bytes: nothing
         raised for one record may cost the others of the frame their turn.
@@ -345,6 +365,13 @@ class StageRunner:
         """Validate a frame's records against the Input: (their positions, items, records)
         for those that pass; the others are dead-lettered."""
         items = self._validate_batch(records)
+        if items is None and not _nonstandard_words(records):
+            # Raw lines, the usual case: all valid, validated at C speed. The first that is
+            # not sends the whole slice down the path that names it.
+            try:
+                items = list(map(self._input.model_validate_json, records))
+            except Exception:  # noqa: BLE001 - every record is looked at again, one by one
+                items = None
         if items is not None:
             return list(range(len(records))), items, records
         owners: list[int] = []
@@ -371,20 +398,21 @@ class StageRunner:
         sources: Sequence[bytes | BaseModel],
         ids: Sequence[int],
         pending: Pending,
-    ) -> Groups:
-        """Run process() on each item: ``(position in items, its Outputs)`` for each one that
-        was not dead-lettered. ``owners[i]`` is the frame position of item i's root and
-        ``sources[i]`` what the item was validated from, for its dead letter.
+    ) -> Produced:
+        """Run process() on each item: the Outputs of those not dead-lettered, with the
+        item each came from (:data:`Produced`). ``owners[i]`` is the frame position of item
+        i's root and ``sources[i]`` what the item was validated from, for its dead letter.
         """
-        groups: Groups = []
-        keep = groups.append
+        made: list[int] = []
+        outs: list[Any] = []
         if self.timeout is not None:  # every call under its alarm: the general path
             for index, item in enumerate(items):
                 at = owners[index] * 3
                 outputs = self.process_item(ids[at], ids[at + 1], item, sources[index], pending)
-                if outputs is not None:
-                    keep((index, outputs))
-            return groups
+                if outputs:
+                    outs += outputs
+                    made += repeat(index, len(outputs))
+            return made, outs
         # The loop every record of every stage goes through, so what it calls is bound
         # once: the current-record file's writer, process(), the clock. The file names each
         # record as its call begins, and says idle once the loop is done: between two calls
@@ -392,6 +420,7 @@ class StageRunner:
         write, idle, member = self._write, self._idle, self._member
         process, output, outputs_of = self._stage_process, self._output, self._outputs
         spent = self._spent.append
+        mark, put = made.append, outs.append
         clock = perf_counter
         for index, item in enumerate(items):
             at = owners[index] * 3
@@ -400,7 +429,13 @@ class StageRunner:
                 write(ids[at], ids[at + 1], member, started)
             try:
                 result = process(item)
-                outputs = [result] if type(result) is output else outputs_of(result)
+                if type(result) is output:
+                    put(result)
+                    mark(index)
+                else:
+                    results = outputs_of(result)
+                    outs += results
+                    made += repeat(index, len(results))
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - retried, then dead-lettered
                 if idle is not None:
                     idle()
@@ -414,14 +449,14 @@ class StageRunner:
                     exc,
                     "" if isinstance(exc, InvalidOutput) else traceback.format_exc(),
                 )
-                if retried is not None:
-                    keep((index, retried))
+                if retried:
+                    outs += retried
+                    made += repeat(index, len(retried))
                 continue
             spent(clock() - started)
-            keep((index, outputs))
         if idle is not None:
             idle()
-        return groups
+        return made, outs
 
     def account(self, pending: Pending) -> None:
         """Add the time spent in process() since the last call to ``pending``, per bucket."""
@@ -443,9 +478,9 @@ class StageRunner:
         self.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 
-    def finish_outputs(self, pending: Pending) -> Groups:
-        """Call the stage's finish(): its Outputs, which belong to no input line, as the one
-        group of the (null) root 0, or none when finish() failed and was dead-lettered."""
+    def finish_outputs(self, pending: Pending) -> Produced:
+        """Call the stage's finish(): its Outputs, which belong to no input line, as made by
+        the one item of the (null) root 0; none when finish() failed and was dead-lettered."""
         try:
             outputs = [self._model(out) for out in iter_outputs(self.stage.finish())]
             for output in outputs:
@@ -465,8 +500,8 @@ class StageRunner:
                 detail=traceback.format_exc(),
             )
             pending.dead.append([0, 0, entry])
-            return []
-        return [(0, outputs)]
+            return [], []
+        return [0] * len(outputs), outputs
 
     def _parse(self, record: bytes) -> Any:
         """Validate one raw input line: strict JSON, then the stage's Input."""
@@ -580,12 +615,12 @@ class StageRunner:
     def emit(
         self,
         owners: list[int],
-        groups: Groups,
+        produced: Produced,
         sources: Sequence[bytes | BaseModel | None],
         ids: Sequence[int],
         pending: Pending,
     ) -> None:
-        """Serialise the Outputs in ``groups`` (as :meth:`step` returns them) into the outgoing
+        """Serialise the Outputs ``produced`` (as :meth:`step` returns them) into the outgoing
         frame, tag them, and acknowledge each root of the frame that left no output.
 
         The last output of each root takes the tag that makes its outputs' tags XOR to the
@@ -593,53 +628,78 @@ class StageRunner:
         to acknowledge (tracker.py). Only a root that left no output (filtered,
         dead-lettered) is acknowledged.
         """
-        serialize = self._serialize
-        floats = self._floats  # then a null in the JSON may be a nan written as null
+        made, outputs = produced
         limit = self.max_record_size
+        try:
+            data = list(map(self._serialize, outputs))
+        except Exception:  # noqa: BLE001 - _checked names the Output, and dead-letters its item
+            data = None
+        if (
+            data is None
+            # A null in the JSON may be a nan written as null. Records are JSON objects, so
+            # a null found in them joined is a null inside one.
+            or (self._floats and b"".join(data).find(b"null") >= 0)
+            or (limit is not None and data and max(map(len, data)) > limit)
+        ):
+            made, outputs, data = self._checked(owners, made, outputs, sources, ids, pending)
         tags = self._tags
         out_ids = pending.ids
-        out_records = pending.records
-        produced = bytearray(len(ids) // 3)  # 1 where the root at that position left output
+        has_output = bytearray(len(ids) // 3)  # 1 where the root at that position left output
         family = -1  # the root whose outputs are being tagged, and the XOR of their tags
-        xor = 0
-        size = 0
-        for index, outputs in groups:
-            owner = owners[index]
-            try:
-                data = [serialize(output) for output in outputs]
-                if floats and any(text.find(b"null") >= 0 for text in data):
-                    for output, text in zip(outputs, data, strict=True):
-                        self._refuse_nulled_floats(output, text)
-                length = sum(map(len, data))
-                if limit is not None and length > limit:
-                    self._check_sizes(data)
-            except Exception as exc:  # noqa: BLE001 - an Output that cannot be serialised is data
-                detail = "" if isinstance(exc, InvalidOutput) else traceback.format_exc()
-                at = owner * 3
-                self.fail(ids[at], ids[at + 1], exc, _text(exc), detail, sources[index], pending)
-                continue
-            if not data:
-                continue
-            if owner != family:  # groups come in frame order: the last family is complete
+        xor = root = attempt = 0
+        for owner in map(owners.__getitem__, made):
+            if owner != family:  # outputs come in frame order: the last family is complete
                 if family >= 0:
                     out_ids[-1] ^= ids[family * 3 + 2] ^ xor
                 family, xor = owner, 0
-                produced[owner] = 1
-            root, attempt = ids[owner * 3], ids[owner * 3 + 1]
-            for _ in data:
-                child = tags(63)
-                xor ^= child
-                out_ids += (root, attempt, child)
-            out_records += data
-            size += length
+                has_output[owner] = 1
+                root, attempt = ids[owner * 3], ids[owner * 3 + 1]
+            child = tags(63)
+            xor ^= child
+            out_ids += (root, attempt, child)
         if family >= 0:
             out_ids[-1] ^= ids[family * 3 + 2] ^ xor
-        pending.size += size
-        if produced.count(0):
+        pending.records += data
+        pending.size += sum(map(len, data))
+        if has_output.count(0):
             acks = pending.acks
-            for owner, made in enumerate(produced):
-                if not made:
+            for owner, made_any in enumerate(has_output):
+                if not made_any:
                     acks += ids[owner * 3 : owner * 3 + 3]
+
+    def _checked(
+        self,
+        owners: list[int],
+        made: list[int],
+        outputs: list[Any],
+        sources: Sequence[bytes | BaseModel | None],
+        ids: Sequence[int],
+        pending: Pending,
+    ) -> tuple[list[int], list[Any], list[bytes]]:
+        """Serialise ``outputs`` item by item, dead-lettering each item one of whose Outputs
+        cannot leave (it cannot be serialised, holds a nan or infinite float, or is over the
+        size limit); what is left, with its JSON."""
+        kept_made: list[int] = []
+        kept: list[Any] = []
+        data: list[bytes] = []
+        limit = self.max_record_size
+        for index, group in by_item((made, outputs)):
+            try:
+                texts = [self._serialize(output) for output in group]
+                if self._floats:
+                    for output, text in zip(group, texts, strict=True):
+                        self._refuse_nulled_floats(output, text)
+                if limit is not None and sum(map(len, texts)) > limit:
+                    self._check_sizes(texts)
+            except Exception as exc:  # noqa: BLE001 - an Output that cannot be serialised is data
+                detail = "" if isinstance(exc, InvalidOutput) else traceback.format_exc()
+                at = owners[index] * 3
+                self.fail(ids[at], ids[at + 1], exc, _text(exc), detail, sources[index], pending)
+                continue
+            kept_made += repeat(index, len(group))
+            kept += group
+            data += texts
+        return kept_made, kept, data
 
     def fail(
         self,

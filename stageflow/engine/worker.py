@@ -213,6 +213,7 @@ class Worker:
 
     def flush(self, frame: int, end: bool) -> None:
         self._last_flush = time.monotonic()
+        self.runner.account(self.pending)  # the time in process(), once per report
         batch = self.pending.take()
         frames = [
             wire.encode_batch(ids, records, self.secret)

@@ -234,6 +234,7 @@ class _LocalRun:
         runner = self.runners[index]
         pending = Pending()
         runner.run_batch(ids, records, pending)
+        runner.account(pending)
         # Counted as the coordinator counts a worker's ack; the one instance is worker #0.
         for name, count in pending.processed.items():
             times = pending.times.get(name, {})

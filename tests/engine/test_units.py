@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import zlib
@@ -191,6 +192,21 @@ def test_runner_dead_letters_bad_records_and_goes_on() -> None:
     assert entries[0]["record"] == "{oops" and entries[0]["error"] == "ValidationError"
     assert entries[1]["errors"][0]["loc"] == ["text"]
     assert pending.acks[0:3] == [1, 0, 1001] and pending.acks[3:6] == [2, 0, 1002]
+
+
+def test_one_bad_line_in_a_slice_costs_only_itself() -> None:
+    """A slice of raw lines is validated at once; one bad line (or a NaN word in a string,
+    which is no NaN) sends it down the line-by-line path, which keeps order and tags."""
+    lines = [b'{"id":"%d","text":"w%d"}' % (n, n) for n in range(16)]
+    lines[3] = b'{"id":"3","text":"NaN and Infinity"}'
+    lines[7] = b'{"id":"7","text":7}'
+    pending = _run(StageRunner(Split, "split", SplitConfig()), lines)
+    assert [json.loads(r)["id"] for r in pending.records] == [str(n) for n in range(16) if n != 7]
+    assert pending.ids[0::3] == [n + 1 for n in range(16) if n != 7]
+    assert pending.ids[2::3] == [1001 + n for n in range(16) if n != 7]  # one output: its tag
+    ((_, _, entry),) = pending.dead
+    assert entry["line"] == 8 and entry["errors"][0]["loc"] == ["text"]
+    assert pending.acks == [8, 0, 1008]
 
 
 def test_runner_retries_then_dead_letters() -> None:

@@ -142,7 +142,8 @@ def test_bad_metrics_address_is_one_sentence() -> None:
 
 
 def test_runner_times_each_process_call() -> None:
-    """The runner adds each process() call's seconds and time bucket to what it sends."""
+    """The runner adds each process() call's seconds and time bucket to what it sends, when
+    the worker accounts for them (once per report, not per slice of a frame)."""
     from stageflow.engine.runner import Pending, StageRunner
     from tests.engine.stages import Split, SplitConfig
 
@@ -150,6 +151,7 @@ def test_runner_times_each_process_call() -> None:
     pending = Pending()
     records = [b'{"id":"%d","text":"a b"}' % i for i in range(3)]
     runner.run_batch([n for i in range(3) for n in (i + 1, 0, 7)], records, pending)
+    runner.account(pending)
     # Counted by stage name: a fused group's worker reports each of its stages.
     assert 0.06 <= pending.busy["split"] < 1.0
     assert sum(pending.times["split"].values()) == 3
