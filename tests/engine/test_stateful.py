@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from hashlib import blake2b
@@ -36,6 +37,24 @@ def tally_pipeline(relay: dict[str, Any], tally: dict[str, Any]) -> Pipeline:
             {"name": "tally", "uses": Tally, "workers": 2, "key": "text", **tally},
         ],
     )
+
+
+class StormFeed:
+    """Records that keep coming until ``kills`` holds ``wanted`` pids (or a minute passed),
+    then ``after`` more: the storm happens while records flow, however fast the run is."""
+
+    def __init__(self, keys: int, kills: list[int], wanted: int, after: int = 5000) -> None:
+        self.keys, self.kills, self.wanted, self.after = keys, kills, wanted, after
+        self.count = 0  # how many it gave
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        end: int | None = None
+        give_up = time.monotonic() + 60
+        while end is None or self.count < end:
+            if end is None and (len(self.kills) >= self.wanted or time.monotonic() > give_up):
+                end = self.count + self.after
+            yield {"id": str(self.count), "text": f"k{self.count % self.keys}"}
+            self.count += 1
 
 
 def expected(n: int, keys: int) -> dict[str, int]:
@@ -85,10 +104,11 @@ def test_keyed_stage_sends_each_key_to_one_worker_and_cannot_be_scaled() -> None
 
 @pytest.mark.timeout(120)
 def test_upstream_kills_keep_every_per_key_count_exact() -> None:
-    """kill -9 of the upstream workers 4 times during 50k records: every count exact, ok."""
-    n, keys = 50_000, 101
-    run = tally_pipeline({}, {}).run(lines(n, keys))
+    """kill -9 of the upstream workers 4 times while records flow: every count exact, ok."""
+    keys = 101
     kills: list[int] = []
+    feed = StormFeed(keys, kills, 4)
+    run = tally_pipeline({}, {}).run(feed)
     done = threading.Event()
     killer = threading.Thread(target=kill_storm, args=(run, "relay", kills, 4, done))
     killer.start()
@@ -97,8 +117,8 @@ def test_upstream_kills_keep_every_per_key_count_exact() -> None:
     finally:
         done.set()
         killer.join()
-    assert len(kills) == 4, "the run ended before the storm did; make it longer"
-    assert totals(results) == expected(n, keys)
+    assert len(kills) == 4, "the storm did not end within a minute"
+    assert totals(results) == expected(feed.count, keys)
     report = run.report
     assert report.ok and report.finish_exact and report.worker_restarts == 4
     assert report.redeliveries > 0 and report.stateful_redelivered == 0
@@ -107,7 +127,9 @@ def test_upstream_kills_keep_every_per_key_count_exact() -> None:
 @pytest.mark.timeout(120)
 def test_killed_counting_workers_with_snapshots_keep_every_count_exact() -> None:
     """kill -9 of the keyed counting workers 3 times, with snapshot hooks: exact, ok."""
-    n, keys = 30_000, 53
+    keys = 53
+    kills: list[int] = []
+    feed = StormFeed(keys, kills, 3)
     pipeline = Pipeline(
         "snap",
         [
@@ -115,8 +137,7 @@ def test_killed_counting_workers_with_snapshots_keep_every_count_exact() -> None
             {"name": "tally", "uses": SnapTally, "workers": 2, "key": "text"},
         ],
     )
-    run = pipeline.run(lines(n, keys), snapshot_every=1000, snapshot_seconds=0.2)
-    kills: list[int] = []
+    run = pipeline.run(feed, snapshot_every=1000, snapshot_seconds=0.2)
     done = threading.Event()
     killer = threading.Thread(target=kill_storm, args=(run, "tally", kills, 3, done))
     killer.start()
@@ -125,8 +146,8 @@ def test_killed_counting_workers_with_snapshots_keep_every_count_exact() -> None
     finally:
         done.set()
         killer.join()
-    assert len(kills) == 3, "the run ended before the storm did; make it longer"
-    assert totals(results) == expected(n, keys)
+    assert len(kills) == 3, "the storm did not end within a minute"
+    assert totals(results) == expected(feed.count, keys)
     report = run.report
     assert report.ok and report.finish_exact, report.reason
     assert report.snapshots_taken > 0 and report.snapshots_restored > 0
