@@ -19,6 +19,8 @@ import stat
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
+from operator import itemgetter
 from typing import IO, Any, cast
 
 from stageflow.journal import SUFFIX, Fingerprint, Journal, JournalError, Resume, Skipper, load
@@ -263,13 +265,13 @@ class Outputs:
         for finish()'s), as :meth:`stageflow.Run.batches` yields them."""
         self.busy = True
         buffer = self.output.buffer
-        buffered = self._buffered
-        for seq, results in batch:
-            if results:
-                buffer += b"\n".join(results)
-                buffer += b"\n"
-            if seq > 0:
-                buffered.append(seq)
+        # Once per input line, so at C speed: every result line of the batch, joined.
+        lines = list(chain.from_iterable(map(itemgetter(1), batch)))
+        if lines:
+            buffer += b"\n".join(lines)
+            buffer += b"\n"
+        # Only a seq above 0 is an input line's (finish()'s outputs have none).
+        self._buffered += filter((0).__lt__, map(itemgetter(0), batch))
         dead = self.dead
         if dead is not None:
             self._dead_boundary = dead.written + len(dead.buffer)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import islice, repeat, takewhile
+from itertools import chain, islice, repeat, takewhile
+from operator import attrgetter
 from typing import Any
 
 from stageflow.engine.report import RunReport
@@ -31,6 +32,9 @@ WAIT = object()
 _FEED_FOR = 0.005
 #: Records read between two looks at that clock.
 _CLOCK_EVERY = 16
+#: A root's record, and its ids in a frame.
+_RECORD = attrgetter("record")
+_IDS = attrgetter("seq", "attempt", "tag")
 #: Records in a run's very first frame, sent ahead of the rest: the first results then come
 #: out after a few records' work through every stage, not after a whole frame's.
 FIRST_FRAME = 16
@@ -183,10 +187,16 @@ class Feeder:
         parts = max(1, min(self.workers(stage), len(roots))) if spread else 1
         size = min(-(-len(roots) // parts), self.batch_size)
         for start in range(0, len(roots), size):
+            frame = roots[start : start + size]
+            records = list(map(_RECORD, frame))
+            if sum(map(len, records)) + len(records) <= self.frame_bytes:
+                # The usual frame: under the byte limit, so made at C speed.
+                self.enter(stage, list(chain.from_iterable(map(_IDS, frame))), records)
+                continue
             ids: list[int] = []
-            records: list[bytes] = []
+            records = []
             used = 0
-            for root in roots[start : start + size]:
+            for root in frame:
                 if records and used + len(root.record) > self.frame_bytes:
                     self.enter(stage, ids, records)
                     ids, records, used = [], [], 0
