@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import select
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 import psutil
+import pytest
 
 from stageflow.cli import SHARED
 from tests.engine.conftest import wait_until
@@ -306,8 +308,9 @@ def test_the_fork_server_is_started_before_the_pipeline_is_read(tmp_path: Path) 
     parents = {json.loads(line)["ppid"] for line in out.read_text().splitlines()}
     assert len(out.read_text().splitlines()) == 20
     assert len(parents) == 1 and cli.pid not in parents  # one fork server, not the CLI itself
-    (cli_note,) = [note for note in map(json.loads, notes.read_text().splitlines())
-                   if note["pid"] == cli.pid]
+    (cli_note,) = [
+        note for note in map(json.loads, notes.read_text().splitlines()) if note["pid"] == cli.pid
+    ]
     assert parents <= set(cli_note["children"])
 
 
@@ -332,3 +335,29 @@ def test_the_cli_forks_its_server_holding_what_both_import_and_no_parser() -> No
     assert probe.returncode == 0, probe.stderr
     facts = json.loads(probe.stdout)
     assert facts == {"forked": True, "shared": list(SHARED), "argparse": False}
+
+
+def test_a_file_and_a_pipe_give_the_same_numbered_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Input lines are numbered as the file counts them, blank ones (empty, spaces, tabs,
+    CRLF) dropped and a BOM cut off the first, whether read a block at a time (a file, here
+    in blocks of a few lines) or line by line (a pipe)."""
+    from stageflow.cli import run
+
+    data = codecs.BOM_UTF8 + b"".join(
+        [b'{"n":1}\r\n', b"\n", b"  \t\r\n", b'{"n":4}\n', b" \x0b\x0c\n"] * 40 + [b'{"n":"end"}']
+    )
+    monkeypatch.setattr(run, "_BLOCK_BYTES", 30)  # blocks end inside the blank lines too
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(data)
+    with path.open("rb") as source:
+        from_file = list(run._lines(source, 0, None, None))
+    reader, writer = os.pipe()
+    os.write(writer, data)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        from_pipe = list(run._lines(pipe, 0, None, None))
+    assert from_file == from_pipe
+    assert from_file[:3] == [(1, b'{"n":1}'), (4, b'{"n":4}'), (6, b'{"n":1}')]
+    assert len(from_file) == 81 and from_file[-1] == (201, b'{"n":"end"}')
