@@ -282,3 +282,45 @@ def test_floats_in_lists_and_optional_fields_are_checked_inside_a_group() -> Non
         b'{"id":"4","values":[],"top":400.0}',
     ]
     assert _acks_balance(pending, 4)
+
+
+class Tagged(BaseModel):
+    id: str
+    weight: float = 1.0
+    metadata: dict[str, Any] = {}
+
+
+class Reweigh(stageflow.Stage):
+    """Scales ``weight`` and the floats in ``metadata``: 1e308 overflows to inf."""
+
+    name = "test-reweigh"
+    Input = Tagged
+    Output = Tagged
+
+    def process(self, item: Tagged) -> Tagged:
+        metadata = {k: v * 10 if isinstance(v, float) else v for k, v in item.metadata.items()}
+        return Tagged(id=item.id, weight=item.weight * 10, metadata=metadata)
+
+
+def test_a_float_in_a_dict_is_refused_where_it_was_made() -> None:
+    """Where no quick look can find the floats (a dict[str, Any]), a slice is written to JSON
+    at once and looked at for a null; a nan there, or an inf in ``weight``, is still refused
+    under the stage that made it, and a None in the dict goes through."""
+    group = GroupRunner([StageRunner(Reweigh, "reweigh"), StageRunner(Reweigh, "again")])
+    pending = _run(
+        group,
+        [
+            b'{"id":"1","metadata":{"w":1e308}}',
+            b'{"id":"2","weight":1e308}',
+            b'{"id":"3","metadata":{"w":2.5,"s":"kept","n":null}}',
+            b'{"id":"4","metadata":{"w":1.0}}',
+        ],
+    )
+    dead = sorted((entry["line"], entry["stage"]) for _, _, entry in pending.dead)
+    assert dead == [(1, "reweigh"), (2, "reweigh")]
+    assert all("written as null" in entry["message"] for _, _, entry in pending.dead)
+    assert pending.records == [
+        b'{"id":"3","weight":100.0,"metadata":{"w":250.0,"s":"kept","n":null}}',
+        b'{"id":"4","weight":100.0,"metadata":{"w":100.0}}',
+    ]
+    assert _acks_balance(pending, 4)
