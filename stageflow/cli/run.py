@@ -448,26 +448,28 @@ def _stream_lines(
             yield number, line
 
 
-#: About how many bytes of a regular input file are read into lines at once.
-_BLOCK_BYTES = 1 << 20
+#: About how many bytes of a regular input file are read into lines at once: little enough
+#: that the progress display, which asks the file how far it was read, moves smoothly.
+_BLOCK_BYTES = 1 << 16
 
 
 def _file_lines(source: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     """:func:`_lines` of a whole file, made a block of lines at a time and handed out at C
-    speed: a file is there to its end, so a block never waits to fill, as a pipe's could."""
+    speed: a file is there to its end, so a block never waits to fill, as a pipe's could.
+    Nothing is read before the first line is asked for."""
     numbers = count(1)
+    first = [True]
 
     def numbered(block: list[bytes]) -> Iterator[tuple[int, bytes]]:
+        if first:
+            block[0] = block[0].removeprefix(codecs.BOM_UTF8)
+            first.clear()
         lines = list(map(bytes.rstrip, block, repeat(b"\r\n")))
         # A line that strip() leaves empty is blank, and compress() drops it.
         pairs = zip(islice(numbers, len(lines)), lines, strict=True)
         return compress(pairs, map(bytes.strip, lines))
 
-    blocks = iter(partial(source.readlines, _BLOCK_BYTES), [])
-    first = next(blocks, [])
-    if first:
-        first[0] = first[0].removeprefix(codecs.BOM_UTF8)
-    return chain.from_iterable(map(numbered, chain([first], blocks)))
+    return chain.from_iterable(map(numbered, iter(partial(source.readlines, _BLOCK_BYTES), [])))
 
 
 def _is_regular_file(source: IO[bytes]) -> bool:

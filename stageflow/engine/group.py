@@ -16,7 +16,7 @@ stages ran in processes of their own.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import pairwise, repeat
+from itertools import pairwise
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -81,42 +81,24 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
     finite = finite_test(returned) if check is not None else None
     name = downstream.stage_name
 
-    def all_finite(outputs: list[Any]) -> bool:
+    def written(outputs: list[Any]) -> list[bytes] | None:
+        """The Outputs' JSON, written at C speed, where no quick look can find their floats;
+        None where there is a quick look, or when one cannot be written (the item-by-item
+        path meets that again)."""
+        if finite is not None:
+            return None
+        try:
+            return list(map(as_json, outputs))
+        except Exception:  # noqa: BLE001 - item by item, check() names it
+            return None
+
+    def all_finite(outputs: list[Any], texts: list[bytes] | None) -> bool:
         """True when no Output of the slice holds a nan or infinite float: by the quick test
-        where there is one, else by their JSON, written at C speed, holding no null (the
-        JSON of objects joined: a null found is a null inside one)."""
+        where there is one, else by their JSON holding no null (objects' JSON joined: a null
+        found is a null inside one)."""
         if finite is not None:
             return all(map(finite, outputs))
-        try:
-            return b"".join(map(as_json, outputs)).find(b"null") < 0
-        except Exception:  # noqa: BLE001 - refuse_non_finite meets it again, output by output
-            return False
-
-    def refuse_non_finite(
-        owners: list[int],
-        made: list[int],
-        outputs: list[Any],
-        sources: Sequence[Any],
-        ids: Sequence[int],
-        pending: Pending,
-    ) -> Produced:
-        """Dead-letter (under the upstream stage) each item with an Output JSON could not
-        hold; the Outputs of the others."""
-        assert check is not None
-        kept_made: list[int] = []
-        kept: list[Any] = []
-        for index, group in by_item((made, outputs)):
-            try:
-                for output in group:
-                    if finite is None or not finite(output):
-                        check(output)
-            except InvalidOutput as exc:
-                at = owners[index] * 3
-                upstream.fail(ids[at], ids[at + 1], exc, str(exc), "", sources[index], pending)
-                continue
-            kept_made += repeat(index, len(group))
-            kept += group
-        return kept_made, kept
+        return texts is not None and b"".join(texts).find(b"null") < 0
 
     def handoff(
         owners: list[int],
@@ -126,31 +108,65 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
         pending: Pending,
     ) -> tuple[list[int], list[Any]]:
         made, outputs = produced
-        if check is not None and not all_finite(outputs):
-            made, outputs = refuse_non_finite(owners, made, outputs, sources, ids, pending)
-        processed = pending.processed
-        processed[name] = processed.get(name, 0) + len(outputs)
-        next_owners = list(map(owners.__getitem__, made))
-        if not outputs or set(map(type, outputs)) == {expected}:
-            return next_owners, outputs  # the very instances: the usual case, at C speed
+        texts = written(outputs) if check is not None else None
+        refuse = check is not None and not all_finite(outputs, texts)
+        if not refuse and (not outputs or set(map(type, outputs)) == {expected}):
+            # The very instances, the usual case, at C speed.
+            processed = pending.processed
+            processed[name] = processed.get(name, 0) + len(outputs)
+            return list(map(owners.__getitem__, made)), outputs
+        return item_by_item(owners, made, outputs, texts, refuse, sources, ids, pending)
+
+    def item_by_item(
+        owners: list[int],
+        made: list[int],
+        outputs: list[Any],
+        texts: list[bytes] | None,
+        refuse: bool,
+        sources: Sequence[Any],
+        ids: Sequence[int],
+        pending: Pending,
+    ) -> tuple[list[int], list[Any]]:
+        """The hand-off one item at a time, in order: an item with an Output JSON could not
+        hold is dead-lettered under the upstream stage, and an Output the next Input refuses
+        under the downstream one."""
         kept_owners: list[int] = []
         items: list[Any] = []
-        for owner, output in zip(next_owners, outputs, strict=True):
-            if type(output) is expected:
-                item = output
-            else:
+        entered = 0
+        for index, start, end in by_item(made):
+            owner = owners[index]
+            at = owner * 3
+            if refuse:
                 try:
-                    item = validate(as_fields(output))
-                except ValidationError as exc:
-                    at = owner * 3
-                    downstream.reject(ids[at], ids[at + 1], as_json(output), exc, pending)
+                    for position in range(start, end):
+                        output = outputs[position]
+                        if texts is not None:
+                            upstream.refuse_nulled_floats(output, texts[position])
+                        elif finite is None or not finite(output):
+                            assert check is not None
+                            check(output)
+                except InvalidOutput as exc:
+                    upstream.fail(ids[at], ids[at + 1], exc, str(exc), "", sources[index], pending)
                     continue
-                except Exception as exc:  # noqa: BLE001 - engine_failure logs the traceback
-                    at = owner * 3
-                    downstream.engine_failure(ids[at], ids[at + 1], as_json(output), exc, pending)
-                    continue
-            items.append(item)
-            kept_owners.append(owner)
+            entered += end - start
+            for output in outputs[start:end]:
+                if type(output) is expected:
+                    item = output
+                else:
+                    try:
+                        item = validate(as_fields(output))
+                    except ValidationError as exc:
+                        downstream.reject(ids[at], ids[at + 1], as_json(output), exc, pending)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - engine_failure logs the traceback
+                        downstream.engine_failure(
+                            ids[at], ids[at + 1], as_json(output), exc, pending
+                        )
+                        continue
+                items.append(item)
+                kept_owners.append(owner)
+        processed = pending.processed
+        processed[name] = processed.get(name, 0) + entered
         return kept_owners, items
 
     return handoff

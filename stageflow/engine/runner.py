@@ -204,13 +204,13 @@ def flow(
     members[-1].emit(owners, produced, sources, ids, pending)
 
 
-def by_item(produced: Produced) -> Iterator[tuple[int, list[Any]]]:
-    """``(position in the items, its Outputs)`` for each item that produced any."""
-    made, outputs = produced
+def by_item(made: list[int]) -> Iterator[tuple[int, int, int]]:
+    """``(item, start, end)`` for each item that produced Outputs: they are
+    ``outputs[start:end]`` of the flat :data:`Produced` that ``made`` belongs to."""
     start = 0
     for index, run in groupby(made):
         end = start + sum(1 for _ in run)
-        yield index, outputs[start:end]
+        yield index, start, end
         start = end
 
 
@@ -365,31 +365,49 @@ class StageRunner:
         """Validate a frame's records against the Input: (their positions, items, records)
         for those that pass; the others are dead-lettered."""
         items = self._validate_batch(records)
-        if items is None and not _nonstandard_words(records):
-            # Raw lines, the usual case: all valid, validated at C speed. The first that is
-            # not sends the whole slice down the path that names it.
-            try:
-                items = list(map(self._input.model_validate_json, records))
-            except Exception:  # noqa: BLE001 - every record is looked at again, one by one
-                items = None
         if items is not None:
             return list(range(len(records))), items, records
         owners: list[int] = []
         valid: list[Any] = []
         sources: list[bytes] = []
-        for index, record in enumerate(records):
+        if _nonstandard_words(records):
+            start = 0  # NaN or Infinity in there: only _parse tells them from words in a string
+        else:
+            # Raw lines, the usual case, validated at C speed. extend() keeps what it took
+            # before a record that raises, so each record is validated once: the one that
+            # raised is dead-lettered with what it raised, and the rest go on one by one.
+            validate = self._input.model_validate_json
+            try:
+                valid.extend(map(validate, records))
+            except Exception as exc:  # noqa: BLE001 - the record's own failure, handled below
+                failed = len(valid)
+                owners += range(failed)
+                sources += records[:failed]
+                self._refuse(ids, failed, records[failed], exc, pending)
+                start = failed + 1
+            else:
+                return list(range(len(records))), valid, records
+        for index in range(start, len(records)):
+            record = records[index]
             try:
                 item = self._parse(record)
-            except ValidationError as exc:
-                self.reject(ids[index * 3], ids[index * 3 + 1], record, exc, pending)
-                continue
-            except Exception as exc:  # noqa: BLE001 - engine_failure logs it with its traceback
-                self.engine_failure(ids[index * 3], ids[index * 3 + 1], record, exc, pending)
+            except Exception as exc:  # noqa: BLE001 - _refuse tells a bad record from a bug
+                self._refuse(ids, index, record, exc, pending)
                 continue
             owners.append(index)
             valid.append(item)
             sources.append(record)
         return owners, valid, sources
+
+    def _refuse(
+        self, ids: Sequence[int], index: int, record: bytes, exc: Exception, pending: Pending
+    ) -> None:
+        """Dead-letter the record at frame position ``index``, which failed to validate."""
+        root, attempt = ids[index * 3], ids[index * 3 + 1]
+        if isinstance(exc, ValidationError):
+            self.reject(root, attempt, record, exc, pending)
+        else:
+            self.engine_failure(root, attempt, record, exc, pending)
 
     def step(
         self,
@@ -641,10 +659,18 @@ class StageRunner:
             or (self._floats and b"".join(data).find(b"null") >= 0)
             or (limit is not None and data and max(map(len, data)) > limit)
         ):
-            made, outputs, data = self._checked(owners, made, outputs, sources, ids, pending)
+            made, outputs, data = self._checked(owners, made, outputs, data, sources, ids, pending)
+        pending.records += data
+        pending.size += sum(map(len, data))
+        roots = len(ids) // 3
+        # One output for each root of the frame, in its order (a map or a check, all through
+        # the group): an only output takes its root's very tag, so its ids are the root's.
+        if len(made) == roots and list(map(owners.__getitem__, made)) == list(range(roots)):
+            pending.ids += ids
+            return
         tags = self._tags
         out_ids = pending.ids
-        has_output = bytearray(len(ids) // 3)  # 1 where the root at that position left output
+        has_output = bytearray(roots)  # 1 where the root at that position left output
         family = -1  # the root whose outputs are being tagged, and the XOR of their tags
         xor = root = attempt = 0
         for owner in map(owners.__getitem__, made):
@@ -659,8 +685,6 @@ class StageRunner:
             out_ids += (root, attempt, child)
         if family >= 0:
             out_ids[-1] ^= ids[family * 3 + 2] ^ xor
-        pending.records += data
-        pending.size += sum(map(len, data))
         if has_output.count(0):
             acks = pending.acks
             for owner, made_any in enumerate(has_output):
@@ -672,23 +696,26 @@ class StageRunner:
         owners: list[int],
         made: list[int],
         outputs: list[Any],
+        data: list[bytes] | None,
         sources: Sequence[bytes | BaseModel | None],
         ids: Sequence[int],
         pending: Pending,
     ) -> tuple[list[int], list[Any], list[bytes]]:
-        """Serialise ``outputs`` item by item, dead-lettering each item one of whose Outputs
-        cannot leave (it cannot be serialised, holds a nan or infinite float, or is over the
-        size limit); what is left, with its JSON."""
+        """Look at ``outputs`` item by item (serialising them, unless ``data`` holds their JSON
+        already), dead-lettering each item one of whose Outputs cannot leave (it cannot be
+        serialised, holds a nan or infinite float, or is over the size limit); what is left,
+        with its JSON."""
         kept_made: list[int] = []
         kept: list[Any] = []
-        data: list[bytes] = []
+        kept_data: list[bytes] = []
         limit = self.max_record_size
-        for index, group in by_item((made, outputs)):
+        for index, start, end in by_item(made):
+            group = outputs[start:end]
             try:
-                texts = [self._serialize(output) for output in group]
+                texts = data[start:end] if data is not None else list(map(self._serialize, group))
                 if self._floats:
                     for output, text in zip(group, texts, strict=True):
-                        self._refuse_nulled_floats(output, text)
+                        self.refuse_nulled_floats(output, text)
                 if limit is not None and sum(map(len, texts)) > limit:
                     self._check_sizes(texts)
             except Exception as exc:  # noqa: BLE001 - an Output that cannot be serialised is data
@@ -696,10 +723,10 @@ class StageRunner:
                 at = owners[index] * 3
                 self.fail(ids[at], ids[at + 1], exc, _text(exc), detail, sources[index], pending)
                 continue
-            kept_made += repeat(index, len(group))
+            kept_made += made[start:end]
             kept += group
-            data += texts
-        return kept_made, kept, data
+            kept_data += texts
+        return kept_made, kept, kept_data
 
     def fail(
         self,
@@ -759,10 +786,10 @@ class StageRunner:
         """An Output as JSON, refusing a nan or infinite float (JSON would write null)."""
         data = self._serialize(output)
         if self._floats:
-            self._refuse_nulled_floats(output, data)
+            self.refuse_nulled_floats(output, data)
         return data
 
-    def _refuse_nulled_floats(self, output: BaseModel, data: bytes) -> None:
+    def refuse_nulled_floats(self, output: BaseModel, data: bytes) -> None:
         """Raise InvalidOutput if ``data``, the JSON of ``output``, holds a nan or infinite
         float written as null."""
         # pydantic writes a nan or infinite float as null: look for one only where a null is.

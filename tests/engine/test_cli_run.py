@@ -352,7 +352,11 @@ def test_a_file_and_a_pipe_give_the_same_numbered_lines(
     path = tmp_path / "in.jsonl"
     path.write_bytes(data)
     with path.open("rb") as source:
-        from_file = list(run._lines(source, 0, None, None))
+        lines = run._lines(source, 0, None, None)
+        assert source.tell() == 0  # nothing read before a line is asked for
+        assert next(lines) == (1, b'{"n":1}')
+        assert source.tell() <= 64  # a block, not the file: the progress display reads tell()
+        from_file = [(1, b'{"n":1}'), *lines]
     reader, writer = os.pipe()
     os.write(writer, data)
     os.close(writer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import stageflow
 from stageflow.engine.group import GroupRunner
@@ -324,3 +324,67 @@ def test_a_float_in_a_dict_is_refused_where_it_was_made() -> None:
         b'{"id":"4","weight":100.0,"metadata":{"w":100.0}}',
     ]
     assert _acks_balance(pending, 4)
+
+
+class Batch(BaseModel):
+    id: str
+    n: int
+
+
+class Part(BaseModel):
+    id: str
+    k: int
+    x: float = 1.0
+
+
+class Checked(BaseModel):
+    id: str
+    k: int = Field(ge=0)
+    x: float
+
+
+class Parts(stageflow.Stage):
+    name = "test-parts"
+    Input = Batch
+    Output = Part
+
+    def process(self, item: Batch) -> list[Part]:
+        return [Part(id=item.id, k=k) for k in range(item.n)]
+
+
+class Spoil(stageflow.Stage):
+    """Part 0 gets a k the next Input refuses, part 1 a nan: two failures in one root."""
+
+    name = "test-spoil"
+    Input = Part
+    Output = Part
+
+    def process(self, item: Part) -> Part:
+        if item.k == 0:
+            return Part(id=item.id, k=-1)
+        return Part(id=item.id, k=item.k, x=float("nan") if item.k == 1 else 2.0)
+
+
+class Keep(stageflow.Stage):
+    name = "test-keep"
+    Input = Checked
+    Output = Checked
+
+    def process(self, item: Checked) -> Checked:
+        return item
+
+
+def test_a_roots_dead_letters_keep_the_order_of_its_items() -> None:
+    """One root's items failing two ways at one hop (an Output the next Input refuses, then
+    one with a nan) are dead-lettered in the order of the items, as unfused."""
+    group = GroupRunner(
+        [StageRunner(Parts, "parts"), StageRunner(Spoil, "spoil"), StageRunner(Keep, "keep")]
+    )
+    pending = _run(group, [b'{"id":"r1","n":3}'])
+    assert [(entry["stage"], entry["error"]) for _, _, entry in pending.dead] == [
+        ("keep", "ValidationError"),
+        ("spoil", "InvalidOutput"),
+    ]
+    assert pending.records == [b'{"id":"r1","k":2,"x":2.0}']
+    assert pending.processed == {"parts": 1, "spoil": 3, "keep": 2}
+    assert _acks_balance(pending, 1)

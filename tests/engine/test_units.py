@@ -8,6 +8,7 @@ import struct
 import zlib
 
 import pytest
+from pydantic import BaseModel, field_validator
 
 from stageflow.engine import wire
 from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
@@ -207,6 +208,40 @@ def test_one_bad_line_in_a_slice_costs_only_itself() -> None:
     ((_, _, entry),) = pending.dead
     assert entry["line"] == 8 and entry["errors"][0]["loc"] == ["text"]
     assert pending.acks == [8, 0, 1008]
+
+
+class Counted(BaseModel):
+    """An Input whose validator counts its calls."""
+
+    id: str
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _count(cls, value: str) -> str:
+        validated_texts.append(value)
+        return value
+
+
+validated_texts: list[str] = []
+
+
+class CountedSplit(Split):
+    Input = Counted
+
+
+@pytest.mark.parametrize("word", ["w4", "NaN"])  # NaN, a word: the slice goes one by one
+def test_each_record_of_a_slice_is_validated_once(word: str) -> None:
+    """A bad record in a slice costs no other record a second validation, before it or after."""
+    validated_texts.clear()
+    lines = [b'{"id":"%d","text":"w%d"}' % (n, n) for n in range(6)]
+    lines[2] = b'{"id":"2","text":["not text"]}'
+    lines[4] = b'{"id":"4","text":"%s"}' % word.encode()
+    pending = _run(StageRunner(CountedSplit, "split", SplitConfig()), lines)
+    assert validated_texts == ["w0", "w1", "w3", word, "w5"]
+    assert [json.loads(r)["id"] for r in pending.records] == ["0", "1", "3", "4", "5"]
+    ((_, _, entry),) = pending.dead
+    assert entry["line"] == 3 and entry["errors"][0]["loc"] == ["text"]
 
 
 def test_runner_retries_then_dead_letters() -> None:
