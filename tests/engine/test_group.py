@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import stageflow
@@ -261,29 +262,6 @@ class Stretch(stageflow.Stage):
         return Spread(id=item.id, values=[v * 10 for v in item.values], top=top)
 
 
-def test_floats_in_lists_and_optional_fields_are_checked_inside_a_group() -> None:
-    """The quick look at plain float fields (strict.finite_test) refuses an inf in a list or
-    in an optional field, and lets a None and finite values through."""
-    group = GroupRunner([StageRunner(Stretch, "stretch"), StageRunner(Stretch, "again")])
-    pending = _run(
-        group,
-        [
-            b'{"id":"1","values":[1.0,1e308]}',
-            b'{"id":"2","values":[2.0],"top":1e308}',
-            b'{"id":"3","values":[3.0],"top":null}',
-            b'{"id":"4","values":[],"top":4.0}',
-        ],
-    )
-    dead = sorted((entry["line"], entry["stage"]) for _, _, entry in pending.dead)
-    assert dead == [(1, "stretch"), (2, "stretch")]
-    assert all("written as null" in entry["message"] for _, _, entry in pending.dead)
-    assert pending.records == [
-        b'{"id":"3","values":[300.0],"top":null}',
-        b'{"id":"4","values":[],"top":400.0}',
-    ]
-    assert _acks_balance(pending, 4)
-
-
 class Tagged(BaseModel):
     id: str
     weight: float = 1.0
@@ -302,27 +280,49 @@ class Reweigh(stageflow.Stage):
         return Tagged(id=item.id, weight=item.weight * 10, metadata=metadata)
 
 
-def test_a_float_in_a_dict_is_refused_where_it_was_made() -> None:
-    """Where no quick look can find the floats (a dict[str, Any]), a slice is written to JSON
-    at once and looked at for a null; a nan there, or an inf in ``weight``, is still refused
-    under the stage that made it, and a None in the dict goes through."""
-    group = GroupRunner([StageRunner(Reweigh, "reweigh"), StageRunner(Reweigh, "again")])
-    pending = _run(
-        group,
-        [
-            b'{"id":"1","metadata":{"w":1e308}}',
-            b'{"id":"2","weight":1e308}',
-            b'{"id":"3","metadata":{"w":2.5,"s":"kept","n":null}}',
-            b'{"id":"4","metadata":{"w":1.0}}',
-        ],
-    )
+@pytest.mark.parametrize(
+    ("stage", "lines", "kept"),
+    [
+        # Plain float fields: the quick look (strict.finite_test) finds the inf in a list or
+        # in an optional field, and lets a None and finite values through.
+        (
+            Stretch,
+            [
+                b'{"id":"1","values":[1.0,1e308]}',
+                b'{"id":"2","values":[2.0],"top":1e308}',
+                b'{"id":"3","values":[3.0],"top":null}',
+                b'{"id":"4","values":[],"top":4.0}',
+            ],
+            [b'{"id":"3","values":[300.0],"top":null}', b'{"id":"4","values":[],"top":400.0}'],
+        ),
+        # A dict[str, Any], where no quick look can find the floats: the slice's JSON is
+        # written at once and searched for a null; a None in the dict goes through.
+        (
+            Reweigh,
+            [
+                b'{"id":"1","metadata":{"w":1e308}}',
+                b'{"id":"2","weight":1e308}',
+                b'{"id":"3","metadata":{"w":2.5,"s":"kept","n":null}}',
+                b'{"id":"4","metadata":{"w":1.0}}',
+            ],
+            [
+                b'{"id":"3","weight":100.0,"metadata":{"w":250.0,"s":"kept","n":null}}',
+                b'{"id":"4","weight":100.0,"metadata":{"w":100.0}}',
+            ],
+        ),
+    ],
+)
+def test_floats_json_cannot_hold_are_refused_inside_a_group_where_they_were_made(
+    stage: type[stageflow.Stage], lines: list[bytes], kept: list[bytes]
+) -> None:
+    """An inf made by the first of two fused stages is dead-lettered under it, as a hop
+    would refuse it; the others go on."""
+    group = GroupRunner([StageRunner(stage, "first"), StageRunner(stage, "again")])
+    pending = _run(group, lines)
     dead = sorted((entry["line"], entry["stage"]) for _, _, entry in pending.dead)
-    assert dead == [(1, "reweigh"), (2, "reweigh")]
+    assert dead == [(1, "first"), (2, "first")]
     assert all("written as null" in entry["message"] for _, _, entry in pending.dead)
-    assert pending.records == [
-        b'{"id":"3","weight":100.0,"metadata":{"w":250.0,"s":"kept","n":null}}',
-        b'{"id":"4","weight":100.0,"metadata":{"w":100.0}}',
-    ]
+    assert pending.records == kept
     assert _acks_balance(pending, 4)
 
 
