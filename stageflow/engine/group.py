@@ -31,7 +31,7 @@ from stageflow.engine.runner import (
     flow,
     run_chain,
 )
-from stageflow.engine.strict import finite_test, may_hold_floats
+from stageflow.engine.strict import finite_slice_test, finite_test, may_hold_floats
 from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage
 
@@ -79,6 +79,7 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
     # floats sit in plain fields, a look at them (finite) stands in for writing the JSON.
     check = upstream.dump if may_hold_floats(returned) else None
     finite = finite_test(returned) if check is not None else None
+    finite_slice = finite_slice_test(returned) if check is not None else None
     name = downstream.stage_name
 
     def written(outputs: list[Any]) -> list[bytes] | None:
@@ -96,8 +97,8 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
         """True when no Output of the slice holds a nan or infinite float: by the quick test
         where there is one, else by their JSON holding no null (objects' JSON joined: a null
         found is a null inside one)."""
-        if finite is not None:
-            return all(map(finite, outputs))
+        if finite_slice is not None:
+            return finite_slice(outputs)
         return texts is not None and b"".join(texts).find(b"null") < 0
 
     def handoff(

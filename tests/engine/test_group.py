@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -388,3 +389,36 @@ def test_a_roots_dead_letters_keep_the_order_of_its_items() -> None:
     assert pending.records == [b'{"id":"r1","k":2,"x":2.0}']
     assert pending.processed == {"parts": 1, "spoil": 3, "keep": 2}
     assert _acks_balance(pending, 1)
+
+
+class Only(BaseModel):
+    a: float
+    b: float | None = None
+
+
+class Lists(BaseModel):
+    values: list[float]
+    more: tuple[float, ...] = ()
+
+
+@pytest.mark.parametrize(
+    ("model", "finite", "not_finite"),
+    [
+        (Only, [Only(a=1.0), Only(a=2.0, b=None), Only(a=0.0, b=3.5)], Only(a=1.0, b=math.inf)),
+        (Lists, [Lists(values=[]), Lists(values=[1.0], more=(2.0,))], Lists(values=[math.nan])),
+        (Spread, [Spread(id="x", values=[1.0], top=2.0)], Spread(id="y", values=[], top=-math.inf)),
+    ],
+)
+def test_the_quick_look_takes_a_whole_slice(
+    model: type[BaseModel], finite: list[BaseModel], not_finite: BaseModel
+) -> None:
+    """strict.finite_slice_test says True for a slice of finite Outputs (whichever kinds of
+    plain float field the model has: then no JSON is written for it) and False as soon as one
+    holds a nan or an inf."""
+    from stageflow.engine.strict import finite_slice_test
+
+    test = finite_slice_test(model)
+    assert test is not None
+    assert test(finite)
+    assert not test([*finite, not_finite])
+    assert test([])
