@@ -31,7 +31,7 @@ from stageflow.engine.runner import (
     flow,
     run_chain,
 )
-from stageflow.engine.strict import finite_slice_test, finite_test, may_hold_floats
+from stageflow.engine.strict import finite_slice_test, holds_null, may_hold_floats
 from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage
 
@@ -78,8 +78,7 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
     # must be refused here too, or fusion would let through what a hop rejects. Where the
     # floats sit in plain fields, a look at them (finite) stands in for writing the JSON.
     check = upstream.dump if may_hold_floats(returned) else None
-    finite = finite_test(returned) if check is not None else None
-    finite_slice = finite_slice_test(returned) if check is not None else None
+    finite = finite_slice_test(returned) if check is not None else None
     name = downstream.stage_name
 
     def written(outputs: list[Any]) -> list[bytes] | None:
@@ -95,11 +94,10 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
 
     def all_finite(outputs: list[Any], texts: list[bytes] | None) -> bool:
         """True when no Output of the slice holds a nan or infinite float: by the quick test
-        where there is one, else by their JSON holding no null (objects' JSON joined: a null
-        found is a null inside one)."""
-        if finite_slice is not None:
-            return finite_slice(outputs)
-        return texts is not None and b"".join(texts).find(b"null") < 0
+        where there is one, else by their JSON holding no null."""
+        if finite is not None:
+            return finite(outputs)
+        return texts is not None and not holds_null(texts)
 
     def handoff(
         owners: list[int],
@@ -143,7 +141,7 @@ def _handoff(upstream: StageRunner, downstream: StageRunner) -> Handoff:
                         output = outputs[position]
                         if texts is not None:
                             upstream.refuse_nulled_floats(output, texts[position])
-                        elif finite is None or not finite(output):
+                        elif finite is None or not finite((output,)):
                             assert check is not None
                             check(output)
                 except InvalidOutput as exc:

@@ -28,7 +28,12 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, from_json
 
-from stageflow.engine.strict import may_hold_floats, non_finite_field, nonstandard_json
+from stageflow.engine.strict import (
+    holds_null,
+    may_hold_floats,
+    non_finite_field,
+    nonstandard_json,
+)
 from stageflow.engine.timing import count_buckets
 from stageflow.errors import InvalidOutput
 from stageflow.stage import Stage, iter_outputs
@@ -654,9 +659,7 @@ class StageRunner:
             data = None
         if (
             data is None
-            # A null in the JSON may be a nan written as null. Records are JSON objects, so
-            # a null found in them joined is a null inside one.
-            or (self._floats and b"".join(data).find(b"null") >= 0)
+            or (self._floats and holds_null(data))  # maybe a nan written as null
             or (limit is not None and data and max(map(len, data)) > limit)
         ):
             made, outputs, data = self._checked(owners, made, outputs, data, sources, ids, pending)

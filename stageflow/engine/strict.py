@@ -36,7 +36,7 @@ from pydantic_core import from_json
 
 __all__ = [
     "finite_slice_test",
-    "finite_test",
+    "holds_null",
     "may_hold_floats",
     "non_finite_field",
     "nonstandard_json",
@@ -99,27 +99,26 @@ def non_finite_field(value: Any, path: str = "") -> tuple[str, float] | None:
     return None
 
 
-def finite_test(model: type[BaseModel]) -> Callable[[BaseModel], bool] | None:
-    """A quick test that every float of an instance of ``model`` is finite, or None when the
-    model's floats are not all in plain fields (``float``, ``float | None``, a list or tuple
-    of floats) for such a test to find.
+def finite_slice_test(model: type[BaseModel]) -> Callable[[Sequence[BaseModel]], bool] | None:
+    """A quick test that every float of a slice of instances of ``model`` is finite, at C
+    speed (the values of their plain float fields gathered and looked at in one pass); None
+    when the model's floats are not all in plain fields (``float``, ``float | None``, a list
+    or tuple of floats) for such a test to find.
 
     Inside a fused group this spares serialising each Output to JSON only to look for a
     null; a False (or a value of another type) sends the caller to the full check, which
     names the field.
     """
     fields = _plain_float_fields(model)
-    if fields is None:
-        return None
-    test = _all_finite(*fields)
-    return lambda output: test((output,))
-
-
-def finite_slice_test(model: type[BaseModel]) -> Callable[[Sequence[BaseModel]], bool] | None:
-    """:func:`finite_test` for a whole slice of instances at once, at C speed: the values of
-    the plain float fields of all of them are gathered and looked at in one pass."""
-    fields = _plain_float_fields(model)
     return None if fields is None else _all_finite(*fields)
+
+
+def holds_null(texts: Sequence[bytes]) -> bool:
+    """Whether any of ``texts``, the JSON of objects, holds a null: where a nan or infinite
+    float may have been written (pydantic writes them as null)."""
+    # Joined, one search for them all: an object's JSON starts with { and ends with }, so a
+    # null found is a null inside one. find, not `in`: see StageRunner.refuse_nulled_floats.
+    return b"".join(texts).find(b"null") >= 0
 
 
 def _plain_float_fields(model: type[BaseModel]) -> tuple[list[str], list[str]] | None:

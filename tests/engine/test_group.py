@@ -284,7 +284,7 @@ class Reweigh(stageflow.Stage):
 @pytest.mark.parametrize(
     ("stage", "lines", "kept"),
     [
-        # Plain float fields: the quick look (strict.finite_test) finds the inf in a list or
+        # Plain float fields: the quick look (strict.finite_slice_test) finds the inf in a list or
         # in an optional field, and lets a None and finite values through.
         (
             Stretch,
