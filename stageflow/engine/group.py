@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from stageflow.engine.runner import (
+    FINISH_IDS,
     CurrentRecord,
     Handoff,
     Pending,
@@ -60,9 +61,10 @@ class GroupRunner:
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Finish the stages in flow order; each one's final Outputs go through the rest."""
         pending = Pending()
+        self.members[0].current.hold(FINISH_IDS)
         for position, member in enumerate(self.members):
             produced = member.finish_outputs(pending)
-            flow(self.members, self._handoffs, position, [0], produced, [None], (0, 0, 0), pending)
+            flow(self.members, self._handoffs, position, [0], produced, [None], FINISH_IDS, pending)
         self.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 

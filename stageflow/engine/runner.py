@@ -18,9 +18,9 @@ import random
 import signal
 import struct
 import traceback
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import groupby, repeat
 from time import perf_counter
 from typing import Any
@@ -52,11 +52,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: root, attempt, member, and perf_counter() when the call began (for the link's beats).
-_CURRENT = struct.Struct("<qqqd")
-_IDLE = (0, -1, 0, 0.0)
-#: The attempt field alone: -1 there says the worker is idle, whatever the other fields hold.
-_ATTEMPT = struct.Struct("<q")
+#: The roots whose ids the current-record file holds at once: the ids of the slice being run
+#: (run_chain cuts a longer one), so that naming a record costs one store per process() call.
+TABLE_ROOTS = 256
+_EXPLICIT = TABLE_ROOTS  # the entry set() fills, for a record named outside a slice
+_SLOTS = TABLE_ROOTS + 1
+#: ``where`` (-1 when idle, else member * _SLOTS + entry) and perf_counter() when the call
+#: began; then _SLOTS entries of a root's three ids (seq, attempt, tag).
+_HEAD = struct.Struct("<qd")
+_ENTRY = struct.Struct("<qqq")
+_SIZE = _HEAD.size + _SLOTS * _ENTRY.size
+#: The ids of finish()'s outputs: the one item of the null root 0.
+FINISH_IDS = (0, 0, 0)
 
 
 class RecordTimeout(BaseException):
@@ -73,36 +80,62 @@ class CurrentRecord:
     processed (and so may be poison) without a message per record. Inside a fused group it
     also says which ``member`` (the stage's position in the group) was running. The worker's
     link thread reads it too, for its beats: which record, and since when.
+
+    It holds the ids of the slice being run (:meth:`hold`, once per slice), and a word that
+    points into them (:attr:`where`, a one-item view stored once per process() call): an
+    8-byte store, atomic, where packing a record's ids per call cost more than many a
+    process() does. With no ``path`` the file is private memory, for a runner whose worker
+    keeps none: the runner's loop is the same either way.
     """
 
     member = 0
 
-    def __init__(self, path: str) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            os.ftruncate(fd, _CURRENT.size)
-            self._map = mmap.mmap(fd, _CURRENT.size)
-        finally:
-            os.close(fd)
-        #: ``write(root, attempt, member, started)``: one C call, as it runs twice per
-        #: process() call; an attempt of -1 says the worker is idle.
-        self.write: Callable[[int, int, int, float], None] = partial(
-            _CURRENT.pack_into, self._map, 0
-        )
-        #: ``idle()``: the worker left process(); as cheap as a call gets.
-        self.idle: Callable[[], None] = partial(_ATTEMPT.pack_into, self._map, 8, -1)
-        self.write(*_IDLE)
+    def __init__(self, path: str | None) -> None:
+        if path is None:
+            self._map = mmap.mmap(-1, _SIZE)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                os.ftruncate(fd, _SIZE)
+                self._map = mmap.mmap(fd, _SIZE)
+            finally:
+                os.close(fd)
+        view = memoryview(self._map)
+        #: ``where[0] = member * SLOTS + entry`` names a held record; -1 says idle.
+        self.where = view[:8].cast("q")
+        #: ``started[0]``: perf_counter() when the named record's call began.
+        self.started = view[8:16].cast("d")
+        self._ids = view[_HEAD.size :].cast("q")
+        self.where[0] = -1
+
+    @property
+    def base(self) -> int:
+        """What this member adds to a held record's entry to name it in :attr:`where`."""
+        return self.member * _SLOTS
+
+    def hold(self, ids: Sequence[int]) -> None:
+        """Keep the ids of a slice of at most TABLE_ROOTS roots (flat, three per root), for
+        :attr:`where` to point into; called while idle, so no reader sees them half made."""
+        self._ids[: len(ids)] = array("q", ids)
 
     def set(self, root: int, attempt: int, started: float = 0.0) -> None:
-        self.write(root, attempt, self.member, started)
+        """Name a record that is not in the held slice."""
+        at = _EXPLICIT * 3
+        self.where[0] = -1
+        self._ids[at : at + 3] = array("q", (root, attempt, 0))
+        self.started[0] = started
+        self.where[0] = self.base + _EXPLICIT
 
     def clear(self) -> None:
-        self.idle()
+        self.where[0] = -1
 
     def inside(self) -> tuple[int, int, float] | None:
         """The (root, attempt, start time) inside process() now, or None when idle."""
-        root, attempt, _, started = _CURRENT.unpack_from(self._map)
-        return None if attempt < 0 else (root, attempt, started)
+        where, started = _HEAD.unpack_from(self._map)
+        if where < 0:
+            return None
+        root, attempt, _ = _ENTRY.unpack_from(self._map, _HEAD.size + where % _SLOTS * _ENTRY.size)
+        return root, attempt, started
 
     def for_member(self, member: int) -> CurrentRecord:
         """The same file, written by the stage at position ``member`` of a fused group."""
@@ -115,13 +148,17 @@ class CurrentRecord:
         """The (root, attempt, member) a worker was processing, or None when it was idle."""
         try:
             with open(path, "rb") as handle:
-                data = handle.read(_CURRENT.size)
+                data = handle.read(_SIZE)
         except OSError:
             return None
-        if len(data) != _CURRENT.size:
+        if len(data) != _SIZE:
             return None
-        root, attempt, member, _ = _CURRENT.unpack(data)
-        return None if attempt < 0 else (root, attempt, member)
+        where, _ = _HEAD.unpack_from(data)
+        if where < 0:
+            return None
+        member, entry = divmod(where, _SLOTS)
+        root, attempt, _ = _ENTRY.unpack_from(data, _HEAD.size + entry * _ENTRY.size)
+        return root, attempt, member
 
 
 @dataclass
@@ -183,7 +220,13 @@ def run_chain(
     member k's Outputs to member k + 1. The time spent in process() is left for
     :meth:`StageRunner.account`, which the caller makes as often as it reports.
     """
+    if len(records) > TABLE_ROOTS:  # the current-record file holds this many roots' ids
+        for start in range(0, len(records), TABLE_ROOTS):
+            end = start + TABLE_ROOTS
+            run_chain(members, handoffs, ids[start * 3 : end * 3], records[start:end], pending)
+        return
     first = members[0]
+    first.current.hold(ids)
     processed = pending.processed
     processed[first.stage_name] = processed.get(first.stage_name, 0) + len(records)
     owners, items, sources = first.admit(ids, records, pending)
@@ -325,12 +368,8 @@ class StageRunner:
         self.stage_name = stage_name
         self.retries = retries
         self.timeout = timeout
-        self.current = current
-        # The current-record file's writer and this stage's position in it, called directly:
-        # a method call each side of every process() call costs more than process() may.
-        self._write = current.write if current is not None else None
-        self._idle = current.idle if current is not None else None
-        self._member = current.member if current is not None else 0
+        # Private memory when the worker keeps no file: the loop in step() is the same.
+        self.current = current if current is not None else CurrentRecord(None)
         self._attempts = range(retries + 1)
         # Seconds of each process() call since the last account(): appended per call, added
         # up and bucketed once per batch.
@@ -437,19 +476,19 @@ class StageRunner:
                     made += repeat(index, len(outputs))
             return made, outs
         # The loop every record of every stage goes through, so what it calls is bound
-        # once: the current-record file's writer, process(), the clock. The file names each
-        # record as its call begins, and says idle once the loop is done: between two calls
-        # it still names the one before, for the microseconds in between.
-        write, idle, member = self._write, self._idle, self._member
+        # once. Each call begins by pointing the current-record file at its root (the slice's
+        # ids are in it already), and one clock reading ends a call and begins the next.
+        current = self.current
+        where, when, base = current.where, current.started, current.base
         process, output, outputs_of = self._stage_process, self._output, self._outputs
         spent = self._spent.append
         mark, put = made.append, outs.append
         clock = perf_counter
+        started = clock()
         for index, item in enumerate(items):
-            at = owners[index] * 3
-            started = clock()
-            if write is not None:
-                write(ids[at], ids[at + 1], member, started)
+            owner = owners[index]
+            where[0] = base + owner
+            when[0] = started
             try:
                 result = process(item)
                 if type(result) is output:
@@ -460,11 +499,10 @@ class StageRunner:
                     outs += results
                     made += repeat(index, len(results))
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - retried, then dead-lettered
-                if idle is not None:
-                    idle()
+                current.clear()
                 retried = self.process_item(
-                    ids[at],
-                    ids[at + 1],
+                    ids[owner * 3],
+                    ids[owner * 3 + 1],
                     item,
                     sources[index],
                     pending,
@@ -475,10 +513,12 @@ class StageRunner:
                 if retried:
                     outs += retried
                     made += repeat(index, len(retried))
+                started = clock()
                 continue
-            spent(clock() - started)
-        if idle is not None:
-            idle()
+            now = clock()
+            spent(now - started)
+            started = now
+        current.clear()
         return made, outs
 
     def account(self, pending: Pending) -> None:
@@ -497,7 +537,8 @@ class StageRunner:
     def finish(self) -> tuple[list[bytes], list[dict[str, Any]]]:
         """Call the stage's finish() and return its serialised Outputs and any dead letter."""
         pending = Pending()
-        flow((self,), (), 0, [0], self.finish_outputs(pending), [None], (0, 0, 0), pending)
+        self.current.hold(FINISH_IDS)
+        flow((self,), (), 0, [0], self.finish_outputs(pending), [None], FINISH_IDS, pending)
         self.account(pending)
         return pending.records, [entry for _, _, entry in pending.dead]
 
@@ -598,12 +639,11 @@ class StageRunner:
             # InvalidOutput: the same record would only give the same output again.
             attempts = () if isinstance(failure, InvalidOutput) else range(self.retries)
         outputs: list[Any] = []
-        write, idle = self._write, self._idle
+        current = self.current
         if started is None:
             started = perf_counter()
         for _ in attempts:
-            if write is not None:
-                write(root, attempt, self._member, started)
+            current.set(root, attempt, started)
             try:
                 outputs = self._call(item)
                 failure = None
@@ -620,8 +660,7 @@ class StageRunner:
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code's errors are data
                 failure, detail = exc, traceback.format_exc()
             finally:
-                if idle is not None:
-                    idle()
+                current.clear()
         self._spent.append(perf_counter() - started)
         if failure is None:
             return outputs
