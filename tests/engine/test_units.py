@@ -302,6 +302,15 @@ def test_current_record_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     current.clear()
     assert CurrentRecord.read(path) is None
     assert current.inside() is None
+    # The runner's own way: a slice's ids held once, then one store per call into them.
+    second = current.for_member(1)
+    second.hold([7, 0, 11, 8, 2, 12])
+    second.where[0] = second.base + 1
+    second.started[0] = 3.5
+    assert CurrentRecord.read(path) == (8, 2, 1)
+    assert current.inside() == (8, 2, 3.5)
+    second.clear()
+    assert CurrentRecord.read(path) is None
 
 
 def test_output_frames_keep_to_the_record_and_byte_limits() -> None:
