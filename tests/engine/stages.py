@@ -312,9 +312,12 @@ class Tally(stageflow.Stage):
         self.counts[item.text] = self.counts.get(item.text, 0) + 1
         marker = self.config.crash_marker
         self.seen += 1
-        if marker and self.seen == self.config.crash_after and not os.path.exists(marker):
-            with open(marker, "w"):
-                pass
+        if marker and self.seen == self.config.crash_after:
+            # Made atomically: two workers that get here together must not both crash.
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
             os.kill(os.getpid(), signal.SIGKILL)
 
     def finish(self) -> Iterator[Total]:
