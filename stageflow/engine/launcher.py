@@ -504,23 +504,33 @@ class _Child:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self._exited = os.pidfd_open(pid)
+        # Readable once the child has ended; None where the kernel has no pidfd_open
+        # (Linux before 5.3, or under valgrind): wait() then looks with waitpid instead.
+        self._exited: int | None = None
+        with contextlib.suppress(OSError):
+            self._exited = os.pidfd_open(pid)
 
     def poll(self) -> int | None:
         if self.returncode is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
-                os.close(self._exited)
+                if self._exited is not None:
+                    os.close(self._exited)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
+        if self.returncode is None and self._exited is not None:
             readable, _, _ = select.select([self._exited], [], [], timeout)
             if not readable:
                 raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout or 0.0)
-        code = self.poll()
-        assert code is not None  # its descriptor is readable once it has ended
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while (code := self.poll()) is None:  # no pidfd: look again, less often each time
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout or 0.0)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
         return code
 
     def kill(self) -> None:

@@ -311,8 +311,9 @@ def test_modules_named_later_are_preloaded_and_spawn_all_forks_each(tmp_path: Pa
     with ForkServerLauncher(target=f"{TARGETS}:report") as launcher:
         launcher.prepare(["stageflow_seed.stages"])
         outs = [tmp_path / f"w{i}" for i in range(5)]
-        procs = launcher.spawn_all([{"out": str(out), "look_for": ["stageflow_seed.stages"]}
-                                    for out in outs])
+        procs = launcher.spawn_all(
+            [{"out": str(out), "look_for": ["stageflow_seed.stages"]} for out in outs]
+        )
         assert [proc.wait(DEADLINE) for proc in procs] == [0] * 5
         server = launcher.server_pid
     facts = [json.loads(out.read_text()) for out in outs]
@@ -378,3 +379,30 @@ def test_fork_makes_the_server_from_the_caller_when_it_is_safe(
     worker = json.loads(out.read_text())
     assert worker["ppid"] == facts["server"]
     assert worker["collecting"]
+
+
+def test_a_fork_server_is_waited_for_without_pidfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel has no pidfd_open (Linux before 5.3, valgrind), the fork server's
+    handle still times out while it runs and gives its exit status once it has ended."""
+    from stageflow.engine import launcher
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(launcher.os, "pidfd_open", no_pidfd)
+    release_r, release_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(release_w)
+        os.read(release_r, 1)  # until the test lets it end
+        os._exit(3)
+    os.close(release_r)
+    child = launcher._Child(pid)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(0.05)
+        assert child.poll() is None
+    finally:
+        os.close(release_w)
+    assert child.wait(DEADLINE) == 3
+    assert child.poll() == 3
