@@ -189,6 +189,7 @@ class Coordinator:
             "secret": self.secret.hex(),
             "stage": unit.name,
             "index": member.stage,
+            "final": member.stage == len(self.units) - 1,
             "slot": member.slot,
             # The stages it hosts, in flow order: more than one for a fused group.
             "stages": [

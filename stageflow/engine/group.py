@@ -180,13 +180,15 @@ def build_runner(
     trusted_input: bool,
     current: CurrentRecord | None,
     max_record_size: int | None,
+    final: bool = False,
 ) -> StageRunner | GroupRunner:
     """The runner of one plan unit: a StageRunner for one stage, a GroupRunner for several.
 
     ``stages`` holds one dict per stage (``stage``, ``uses`` and maybe the class by value,
     ``config`` as JSON, ``retries``, ``timeout``), as the coordinator puts them in the
     worker's settings; ``load`` turns one such dict into the stage class
-    (:func:`stageflow.engine.shipping.load_stage_class`).
+    (:func:`stageflow.engine.shipping.load_stage_class`). ``final``: the unit is the
+    pipeline's last, so what its last stage returns are the pipeline's results.
     """
     runners = []
     for position, spec in enumerate(stages):
@@ -205,6 +207,7 @@ def build_runner(
                 current=current.for_member(position) if current is not None else None,
                 # Only what leaves the group travels in a frame.
                 max_record_size=max_record_size if position == len(stages) - 1 else None,
+                final=final and position == len(stages) - 1,
             )
         )
     return runners[0] if len(runners) == 1 else GroupRunner(runners)

@@ -21,7 +21,8 @@ import traceback
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby, repeat
+from itertools import chain, compress, groupby, islice, repeat
+from operator import ne
 from time import perf_counter
 from typing import Any
 
@@ -363,8 +364,12 @@ class StageRunner:
         trusted_input: bool = False,
         current: CurrentRecord | None = None,
         max_record_size: int | None = None,
+        final: bool = False,
     ) -> None:
         self.stage = cls(config)
+        #: Whether this stage's Outputs are the pipeline's results, which only the
+        #: coordinator takes (the last stage of the last unit): they need no tags of their own.
+        self.final = final
         self.stage_name = stage_name
         self.retries = retries
         self.timeout = timeout
@@ -710,6 +715,9 @@ class StageRunner:
         if len(made) == roots and list(map(owners.__getitem__, made)) == list(range(roots)):
             pending.ids += ids
             return
+        if self.final:
+            self._tag_results(owners, made, ids, pending)
+            return
         tags = self._tags
         out_ids = pending.ids
         has_output = bytearray(roots)  # 1 where the root at that position left output
@@ -731,6 +739,33 @@ class StageRunner:
             acks = pending.acks
             for owner, made_any in enumerate(has_output):
                 if not made_any:
+                    acks += ids[owner * 3 : owner * 3 + 3]
+
+    def _tag_results(
+        self, owners: list[int], made: list[int], ids: Sequence[int], pending: Pending
+    ) -> None:
+        """:meth:`emit`'s ids for the pipeline's results, which nothing consumes after the
+        coordinator: each record's last result takes the record's own tag and the others
+        tag 0, so the coordinator's XOR for the root moves once per record, on its last
+        result (:meth:`stageflow.engine.tracker.Tracker.results`). Made at C speed, with a
+        step per record rather than per result; a record that left none is acknowledged."""
+        of = list(map(owners.__getitem__, made))  # each result's record, by frame position
+        count = len(of)
+        at = list(map((3).__mul__, of))
+        out = [0] * (3 * count)
+        out[0::3] = map(ids.__getitem__, at)
+        out[1::3] = map(ids.__getitem__, map((1).__add__, at))
+        # A record's results are consecutive: its last one is where the next record's begin.
+        ends = compress(range(count), map(ne, of, islice(of, 1, None)))
+        for last in chain(ends, (count - 1,) if count else ()):
+            out[3 * last + 2] = ids[at[last] + 2]
+        pending.ids += out
+        roots = len(ids) // 3
+        if len(set(of)) < roots:
+            left = set(of)
+            acks = pending.acks
+            for owner in range(roots):
+                if owner not in left:
                     acks += ids[owner * 3 : owner * 3 + 3]
 
     def _checked(

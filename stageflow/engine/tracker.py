@@ -15,6 +15,11 @@ its results. Each tag is still uniformly random, and the XOR of live descendants
 zero once none is left: a set of live records whose families are all complete XORs to their
 parents', and a set with an incomplete family includes a random tag that nothing cancels.
 
+The pipeline's results need no tags of their own: nothing consumes them after the tracker,
+which takes a message's results in order. So the last stage gives a record's last result the
+record's tag and the others 0; the root's value then moves once per record, on its last
+result, which is what XOR-ing random tags that cancel out would have done in more steps.
+
 A root that must be delivered again (its worker died) gets a new attempt with a fresh tag,
 while the older attempts stay tracked: whichever attempt completes first wins, its results
 are handed out once, and everything the others produce afterwards is ignored. So a redelivery
@@ -27,6 +32,7 @@ import os
 import random
 from collections import deque
 from collections.abc import Iterator
+from itertools import compress
 from typing import Any
 
 __all__ = ["Root", "Tracker"]
@@ -121,7 +127,44 @@ class Tracker:
                 self._ack_retry(root, attempt, xor, None)
 
     def results(self, ids: list[int], records: list[bytes]) -> None:
-        """Take the last stage's outputs; they count once their attempt completes."""
+        """Take the pipeline's results; they count once their attempt completes.
+
+        A record's results come together, and all but the last are tagged 0
+        (:meth:`stageflow.engine.runner.StageRunner._tag_results`): so the frame is taken a
+        record's results at a time, each run of them ending at a tag, and a root's value moves
+        once per record rather than once per result. Results a worker tagged one by one are
+        runs of one.
+        """
+        if len(ids) != 3 * len(records):
+            raise ValueError(f"{len(records)} results with {len(ids)} ids")
+        if any(ids[1::3]):  # some of a redelivered root's: one by one
+            self._results_one_by_one(ids, records)
+            return
+        roots, completed = self.roots, self.completed
+        seqs, tags = ids[0::3], ids[2::3]
+        start = 0
+        for end in compress(range(len(tags)), tags):
+            root = roots.get(seqs[end])
+            if root is not None:
+                if root.results is None:
+                    root.results = records[start : end + 1]
+                else:
+                    root.results += records[start : end + 1]
+                root.value ^= tags[end]
+                if not root.value:  # _complete, inlined: once per input record
+                    del roots[root.seq]
+                    root.retries = None
+                    completed.append(root)
+            start = end + 1
+        if start < len(tags):  # a record whose last results are in the message's next frame
+            root = roots.get(seqs[-1])
+            if root is not None:
+                if root.results is None:
+                    root.results = records[start:]
+                else:
+                    root.results += records[start:]
+
+    def _results_one_by_one(self, ids: list[int], records: list[bytes]) -> None:
         roots, completed = self.roots, self.completed
         for seq, attempt, tag, record in zip(ids[::3], ids[1::3], ids[2::3], records, strict=True):
             root = roots.get(seq)
@@ -133,7 +176,7 @@ class Tracker:
                 else:
                     root.results.append(record)
                 root.value ^= tag
-                if not root.value:  # _complete, inlined: once per input record
+                if not root.value:
                     del roots[seq]
                     root.retries = None
                     completed.append(root)

@@ -66,6 +66,7 @@ def make_runner(
         trusted_input=settings["index"] > 0,
         current=current,
         max_record_size=settings["frame_bytes"],
+        final=settings.get("final", False),
     )
 
 

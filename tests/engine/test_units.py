@@ -276,6 +276,38 @@ def test_runner_fan_out_and_trusted_batches() -> None:
     assert pending.acks == [2, 0, 1002]  # the record that fanned out to nothing
 
 
+def test_the_last_stage_tags_a_records_last_result_only() -> None:
+    """The pipeline's results need no random tags: a record's last result takes its tag,
+    the others 0, and a record that left none is acknowledged."""
+    runner = StageRunner(FanOut, "fan", trusted_input=True, final=True)
+    records = [
+        b'{"id":"1","words":["x","y","z"]}',
+        b'{"id":"2","words":[]}',
+        b'{"id":"3","words":["w"]}',
+    ]
+    pending = _run(runner, records)
+    assert pending.ids == [1, 0, 0, 1, 0, 0, 1, 0, 1001, 3, 0, 1003]
+    assert pending.acks == [2, 0, 1002]
+    tracker = Tracker()
+    roots = [tracker.add(seq, record) for seq, record in enumerate(records, 1)]
+    for root in roots:
+        root.tag = root.value = 1000 + root.seq
+    tracker.results(pending.ids, pending.records)
+    tracker.ack(pending.acks)
+    done = {root.seq: root.results for root in tracker.take_completed()}
+    assert done == {1: pending.records[:3], 2: None, 3: pending.records[3:]}
+
+
+def test_tracker_takes_a_records_results_across_two_frames() -> None:
+    """A record's results cut by a frame boundary: the root completes with the second."""
+    tracker = Tracker()
+    root = tracker.add(4, b"{}")
+    tracker.results([4, 0, 0, 4, 0, 0], [b"a", b"b"])
+    assert not list(tracker.take_completed())
+    tracker.results([4, 0, root.tag, 5, 0, 99], [b"c", b"other root's"])
+    assert [r.results for r in tracker.take_completed()] == [[b"a", b"b", b"c"]]
+
+
 def test_runner_rejects_wrong_output_type() -> None:
     """process() returning something other than its Output is a dead letter naming both."""
 
