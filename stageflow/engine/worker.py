@@ -19,6 +19,7 @@ Sockets, all but the link's on the reactor thread:
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import os
 import socket
@@ -51,6 +52,8 @@ STOP_DEADLINE = 3.0
 _CONTROL_LINGER = 1000
 #: Records processed between two looks at the clock.
 _SLICE = 16
+#: The collector's first threshold in a worker once its stage is set up (stdlib default 700).
+WORKER_GC_THRESHOLD = 100_000
 #: Exit status of a worker whose stage could not be imported or set up.
 EXIT_SETUP_FAILED = 3
 
@@ -347,6 +350,13 @@ def run_worker(settings: dict[str, Any], keys: Keys | None = None) -> int:
         worker.stop()
         worker.link.close(time.monotonic() + STOP_DEADLINE)
         return EXIT_SETUP_FAILED
+    # What the stage's setup() made lives as long as the worker: out of every collection from
+    # here on. A slice's records, a few objects each at every stage, are young and alive when
+    # the youngest generation is collected every 700 allocations, so each pass walked them to
+    # free nothing; this process is the engine's, so it collects rarely instead, as the CLI's
+    # does (callgrind, fused text path: 1.1% fewer instructions per document).
+    gc.freeze()
+    gc.set_threshold(WORKER_GC_THRESHOLD, *gc.get_threshold()[1:])
     worker.send({"t": "ready"})
     reactor.run(installSignalHandlers=False)  # type: ignore[misc, call-arg]  # the stub lacks it
     worker.link.close(time.monotonic() + STOP_DEADLINE)
