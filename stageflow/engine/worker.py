@@ -41,8 +41,9 @@ __all__ = ["make_runner", "run_worker"]
 
 log = logging.getLogger("stageflow.worker")
 
-#: Report progress on a frame once this many records are pending, even mid-frame.
-FLUSH_RECORDS = 512
+#: Report progress on a frame once this many records are pending, even mid-frame: enough
+#: that a 256-record frame fanning out two or three times goes in one report, not two.
+FLUSH_RECORDS = 1024
 #: ...or once this long (seconds) has passed since the last report, so a slow stage still
 #: streams its results instead of holding back a frame's worth.
 FLUSH_AFTER = 0.05
