@@ -8,10 +8,8 @@ the true value); bucket 0 also holds everything under one microsecond.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections import Counter
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
-from itertools import repeat
 
 __all__ = ["BUCKETS_PER_DOUBLING", "bucket_of", "count_buckets", "quantile"]
 
@@ -29,11 +27,20 @@ def bucket_of(seconds: float) -> int:
 
 def count_buckets(durations: Iterable[float], counts: dict[int, int]) -> None:
     """Add one to ``counts[bucket]`` for each of ``durations`` (seconds), as bucket_of says."""
-    # Once per process() call, so at C speed: the edges each duration lies above, counted;
-    # then a turn per bucket met, a dozen or so.
-    for above, number in Counter(map(bisect_right, repeat(_EDGES), durations)).items():
-        bucket = above - 1 if above else 0
-        counts[bucket] = counts.get(bucket, 0) + number
+    # Once per process() call, so not a search per duration (a bisect of 200 edges cost
+    # 0.2 us each, a fortieth of a small record's whole work): sorted at C speed (floats
+    # compare fast there), then a search per bucket the durations span, a dozen or so.
+    ordered = sorted(durations)
+    if not ordered:
+        return
+    start = 0
+    last = len(_EDGES) - 1
+    for bucket in range(bucket_of(ordered[0]), bucket_of(ordered[-1]) + 1):
+        # Those below the next bucket's lower edge are in this one (bucket 0: all below).
+        end = len(ordered) if bucket == last else bisect_left(ordered, _EDGES[bucket + 1], start)
+        if end > start:
+            counts[bucket] = counts.get(bucket, 0) + end - start
+            start = end
 
 
 def quantile(counts: Mapping[int, int], q: float) -> float | None:

@@ -44,7 +44,9 @@ def test_quantile_is_within_a_bucket_of_the_truth() -> None:
 
 def test_count_buckets_counts_as_bucket_of_says() -> None:
     """The batch counter (the worker's) puts every duration in bucket_of's bucket."""
-    times = [0.0, 1e-7, 1e-6, 3.3e-6, 0.000_010, 0.25, 7.0, 0.000_010]
+    edge = 2 ** (37 / 4) / 1e6  # the lower edge of bucket 37: in it, not below
+    times = [0.0, 1e-7, 1e-6, 3.3e-6, 0.000_010, 0.25, 7.0, 0.000_010, edge, edge * 0.999, 1e9]
+    times += [0.000_003 * (i + 1) for i in range(500)]
     counts: dict[int, int] = {bucket_of(0.25): 1}
     count_buckets(times, counts)
     expected: dict[int, int] = {bucket_of(0.25): 1}
