@@ -11,8 +11,9 @@ same count every time for the same input. Each program runs at two input sizes a
 are subtracted, so start-up cancels and what is left is the cost per input record:
 
     stageflow   the pipeline's fused unit, built as a worker builds it
-                (:func:`stageflow.engine.group.build_runner`), fed 16-record slices as a
-                worker feeds them, its results taken by the coordinator's tracker; no sockets
+                (:func:`stageflow.engine.group.build_runner`), fed 256-record frames in
+                16-record slices and collecting garbage as a worker does, its results
+                taken by the coordinator's tracker; no sockets
     pool        :func:`benchmarks.peer_models.chain` on each line, the results of 256 lines
                 joined, as ``peer_pool.py``'s workers do; no pipes
 
@@ -25,6 +26,8 @@ coordinator. Needs valgrind (Debian's package ``valgrind``).
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import re
 import shutil
 import subprocess
@@ -39,8 +42,10 @@ from benchmarks.peer_work import input_file
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = ("stageflow", "pool")
-#: Records per slice, as stageflow.engine.worker runs a frame; lines per chunk, as the Pool.
-_SLICE = 16
+#: Records per frame and per slice, as the coordinator and stageflow.engine.worker cut them;
+#: lines per chunk, as the Pool.
+_FRAME = 256
+_SLICE = 64  # where a worker's Slices settle for records of tens of µs
 _CHUNK = 256
 
 
@@ -50,6 +55,7 @@ def run_stageflow(pipeline: str, lines: list[bytes]) -> int:
     from stageflow.engine.group import build_runner
     from stageflow.engine.runner import Pending
     from stageflow.engine.tracker import Tracker
+    from stageflow.engine.worker import WORKER_GC_THRESHOLD
     from stageflow.pipeline import Pipeline
 
     (unit,) = Pipeline.from_file(HERE / f"peer_{pipeline}.yaml").plan(fuse=True).units
@@ -72,16 +78,19 @@ def run_stageflow(pipeline: str, lines: list[bytes]) -> int:
         final=True,
     )
     runner.setup()
+    gc.freeze()  # as stageflow.engine.worker.run_worker does once its stage is set up
+    gc.set_threshold(WORKER_GC_THRESHOLD, *gc.get_threshold()[1:])
     tracker = Tracker()
     results = 0
-    for start in range(0, len(lines), _SLICE):
-        block = lines[start : start + _SLICE]
+    for first in range(0, len(lines), _FRAME):
+        frame = lines[first : first + _FRAME]
         ids: list[int] = []
-        for seq, record in enumerate(block, start + 1):
-            root = tracker.add(seq, record)
-            ids += (seq, 0, root.tag)
-        pending = Pending()
-        runner.run_batch(ids, block, pending)
+        for seq, record in enumerate(frame, first + 1):
+            ids += (seq, 0, tracker.add(seq, record).tag)
+        pending = Pending()  # a worker's report: one per frame
+        for start in range(0, len(frame), _SLICE):
+            end = start + _SLICE
+            runner.run_batch(ids[start * 3 : end * 3], frame[start:end], pending)
         runner.account(pending)
         tracker.ack(pending.acks)
         tracker.results(pending.ids, pending.records)
@@ -128,7 +137,10 @@ def instructions(program: str, pipeline: str, source: Path, count: int, work: Pa
         "--count",
         str(count),
     ]
-    subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+    # A fixed hash seed: a random one lays sets and dicts out differently each run, which
+    # moves the count by about 1%.
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, env=environment)
     found = re.search(r"^summary: (\d+)", out.read_text(errors="replace"), re.MULTILINE)
     if found is None:
         raise SystemExit(f"callgrind wrote no summary to {out}")

@@ -489,6 +489,7 @@ class StageRunner:
         spent = self._spent.append
         mark, put = made.append, outs.append
         clock = perf_counter
+        lists = False  # whether a list was taken unchecked, to be checked once at the end
         started = clock()
         for index, item in enumerate(items):
             owner = owners[index]
@@ -499,6 +500,10 @@ class StageRunner:
                 if type(result) is output:
                     put(result)
                     mark(index)
+                elif type(result) is list:
+                    outs += result
+                    made += repeat(index, len(result))
+                    lists = True
                 else:
                     results = outputs_of(result)
                     outs += results
@@ -524,7 +529,35 @@ class StageRunner:
             spent(now - started)
             started = now
         current.clear()
+        if lists and not set(map(type, outs)) <= self._output_only:
+            return self._converted(owners, made, outs, sources, ids, pending)
         return made, outs
+
+    def _converted(
+        self,
+        owners: list[int],
+        made: list[int],
+        outs: list[Any],
+        sources: Sequence[bytes | BaseModel],
+        ids: Sequence[int],
+        pending: Pending,
+    ) -> Produced:
+        """:meth:`step`'s outputs once some list held something other than this stage's
+        Output, item by item: a dict valid as the Output becomes one, and an item with an
+        output that cannot is dead-lettered (as it would have been at once, had its list
+        been looked at in the loop; a record giving the same output again is not retried)."""
+        kept_made: list[int] = []
+        kept: list[Any] = []
+        for index, start, end in by_item(made):
+            try:
+                group = [self._model(output) for output in outs[start:end]]
+            except InvalidOutput as exc:
+                at = owners[index] * 3
+                self.fail(ids[at], ids[at + 1], exc, _text(exc), "", sources[index], pending)
+                continue
+            kept += group
+            kept_made += repeat(index, len(group))
+        return kept_made, kept
 
     def account(self, pending: Pending) -> None:
         """Add the time spent in process() since the last call to ``pending``, per bucket."""

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from stageflow.engine import control, shipping, wire
 from stageflow.engine.group import GroupRunner, build_runner
 from stageflow.engine.link import Link
-from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
+from stageflow.engine.runner import TABLE_ROOTS, CurrentRecord, Pending, StageRunner
 from stageflow.security import Gatekeeper, Keys
 from stageflow.stage import Stage
 
@@ -51,7 +51,7 @@ FLUSH_AFTER = 0.05
 STOP_DEADLINE = 3.0
 #: Milliseconds the control socket keeps delivering once closed (its last reports).
 _CONTROL_LINGER = 1000
-#: Records processed between two looks at the clock.
+#: Records processed between two looks at the clock, at first (:class:`Slices`).
 _SLICE = 16
 #: The collector's first threshold in a worker once its stage is set up (stdlib default 700).
 WORKER_GC_THRESHOLD = 100_000
@@ -72,6 +72,29 @@ def make_runner(
         max_record_size=settings["frame_bytes"],
         final=settings.get("final", False),
     )
+
+
+class Slices:
+    """How many records a worker hands its runner at once: about ``seconds``' worth.
+
+    A slice's bookkeeping (the current-record file's ids, each stage's loop set up, the
+    hand-offs) is then spread over many records when they are fast, while a slow stage is
+    still looked at often enough to report every FLUSH_AFTER. The size doubles after a slice
+    that took under half the aim and halves after one that took over twice it, from
+    ``size`` up to ``most`` (what the current-record file holds at once) and down to one.
+    """
+
+    def __init__(self, size: int = _SLICE, seconds: float = 0.005, most: int = TABLE_ROOTS):
+        self.size = size
+        self.seconds = seconds
+        self.most = most
+
+    def took(self, seconds: float) -> None:
+        """The last slice took ``seconds``: size the next one."""
+        if seconds < self.seconds / 2 and self.size < self.most:
+            self.size = min(self.size * 2, self.most)
+        elif seconds > self.seconds * 2 and self.size > 1:
+            self.size //= 2
 
 
 class Worker:
@@ -100,6 +123,7 @@ class Worker:
         self.rejected = wire.Rejections(log, "the inbox")  # the log's prefix names the worker
         self.pending = Pending()
         self._last_flush = time.monotonic()
+        self.slices = Slices()
         # A stateful stage with hooks snapshots itself after this many records or seconds.
         self.snapshots: bool = settings.get("snapshots", False)
         self._snapshot_every: int = settings.get("snapshot_every", 0)
@@ -182,15 +206,23 @@ class Worker:
         run_batch = self.runner.run_batch
         pending = self.pending
         clock = time.monotonic
-        for start in range(0, len(records), _SLICE):
-            end = start + _SLICE
+        slices = self.slices
+        start = 0
+        began = clock()
+        while start < len(records):
+            end = start + slices.size
             run_batch(ids[start * 3 : end * 3], records[start:end], pending)
+            start = end
+            now = clock()
+            slices.took(now - began)
+            began = now
             if end < len(records) and (
                 len(pending.records) >= FLUSH_RECORDS
                 or pending.size >= self.frame_bytes
-                or clock() - self._last_flush > FLUSH_AFTER
+                or now - self._last_flush > FLUSH_AFTER
             ):
                 self.flush(frame, end=False)
+                began = clock()
         # A frame's outputs leave with it: frames are big when the pipeline is busy and a
         # single record when it is idle, so batching follows the load with no timer.
         self.flush(frame, end=True)

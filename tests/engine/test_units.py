@@ -13,7 +13,7 @@ from pydantic import BaseModel, field_validator
 from stageflow.engine import wire
 from stageflow.engine.runner import CurrentRecord, Pending, StageRunner
 from stageflow.engine.tracker import Tracker
-from tests.engine.stages import CountWords, FanOut, Split, SplitConfig
+from tests.engine.stages import CountWords, FanOut, Line, Split, SplitConfig
 
 KEY = wire.new_key()
 
@@ -320,6 +320,33 @@ def test_runner_rejects_wrong_output_type() -> None:
     assert "returned int, expected Count" in entry["message"]
 
 
+def test_a_list_is_checked_item_by_item_when_it_holds_something_else() -> None:
+    """Lists of Outputs pass as they are; a list with a dict gets it validated as the Output,
+    and a list with anything else dead-letters its record alone, the others kept in order."""
+
+    class Lists(FanOut):
+        def process(self, item):  # type: ignore[no-untyped-def]
+            lines = [Line(id=f"{item.id}.{n}", text=word) for n, word in enumerate(item.words)]
+            if item.id == "2":
+                return [*lines, {"id": "2.x", "text": "from a dict"}]
+            if item.id == "3":
+                return [*lines, 42]
+            return lines
+
+    records = [
+        b'{"id":"1","words":["a","b"]}',
+        b'{"id":"2","words":["c"]}',
+        b'{"id":"3","words":["d"]}',
+        b'{"id":"4","words":["e"]}',
+    ]
+    pending = _run(StageRunner(Lists, "lists", final=True), records)
+    assert [json.loads(r)["id"] for r in pending.records] == ["1.0", "1.1", "2.0", "2.x", "4.0"]
+    assert pending.ids[0::3] == [1, 1, 2, 2, 4]
+    ((root, _, entry),) = pending.dead
+    assert root == 3 and "returned int, expected Line" in entry["message"]
+    assert entry["stage"] == "lists"
+
+
 def test_current_record_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The shared file tells which record, and which stage of a group, is inside process()."""
     path = str(tmp_path / "current")
@@ -360,3 +387,23 @@ def test_output_frames_keep_to_the_record_and_byte_limits() -> None:
             assert len(frame_ids) == 3 * len(frame) and 1 <= len(frame) <= 8
             assert len(frame) == 1 or sum(len(r) + 1 for r in frame) <= budget
     assert len(list(_frames(ids, records, 8, size + 50, size))) == 7
+
+
+def test_slices_follow_how_long_records_take() -> None:
+    """Fast records go in ever bigger slices, up to what the current-record file holds; slow
+    ones in smaller, down to one at a time; in between the size stays."""
+    from stageflow.engine.worker import Slices
+
+    slices = Slices(size=16, seconds=0.005, most=256)
+    sizes = []
+    for _ in range(6):
+        slices.took(0.0001)
+        sizes.append(slices.size)
+    assert sizes == [32, 64, 128, 256, 256, 256]
+    slices.took(0.005)
+    assert slices.size == 256
+    for _ in range(10):
+        slices.took(0.05)
+    assert slices.size == 1
+    slices.took(0.05)
+    assert slices.size == 1
