@@ -794,8 +794,8 @@ class StageRunner:
             out[3 * last + 2] = ids[at[last] + 2]
         pending.ids += out
         roots = len(ids) // 3
-        if len(set(of)) < roots:
-            left = set(of)
+        left = set(of)
+        if len(left) < roots:
             acks = pending.acks
             for owner in range(roots):
                 if owner not in left:

@@ -31,8 +31,8 @@ from __future__ import annotations
 import os
 import random
 from collections import deque
-from collections.abc import Iterator
-from itertools import compress
+from collections.abc import Iterable, Iterator
+from itertools import chain, compress
 from typing import Any
 
 __all__ = ["Root", "Tracker"]
@@ -142,8 +142,13 @@ class Tracker:
             return
         roots, completed = self.roots, self.completed
         seqs, tags = ids[0::3], ids[2::3]
+        ends: Iterable[int] = compress(range(len(tags)), tags)
+        if tags and not tags[-1]:
+            # A record whose last results are in the message's next frame: taken as a run
+            # ending in a 0, which leaves its root's value as it was.
+            ends = chain(ends, (len(tags) - 1,))
         start = 0
-        for end in compress(range(len(tags)), tags):
+        for end in ends:
             root = roots.get(seqs[end])
             if root is not None:
                 if root.results is None:
@@ -156,13 +161,6 @@ class Tracker:
                     root.retries = None
                     completed.append(root)
             start = end + 1
-        if start < len(tags):  # a record whose last results are in the message's next frame
-            root = roots.get(seqs[-1])
-            if root is not None:
-                if root.results is None:
-                    root.results = records[start:]
-                else:
-                    root.results += records[start:]
 
     def _results_one_by_one(self, ids: list[int], records: list[bytes]) -> None:
         roots, completed = self.roots, self.completed
