@@ -4,7 +4,8 @@
     python benchmarks/run_all.py --quick    # smoke check, ~1-2 minutes (figures are rough)
 
 From the repository root, in the venv with ``pip install -e '.[bench]' -e ./plugins/seed``
-(and ``pip install py-spy`` for the profile). The results replace the block between the
+(and ``pip install py-spy`` for the profile, Debian's ``valgrind`` for the
+instruction counts, section (l)). The results replace the block between the
 ``bench:results`` markers in benchmarks/README.md; the rest of the file is left alone.
 Benchmarks are on-demand tools, not tests: nothing here asserts on timings.
 """
@@ -25,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import (
+    instructions,
     joined,
     journal,
     latency,
@@ -237,6 +239,11 @@ def main() -> None:
                              settings["runs"] if args.quick else 3, directory)
         print("(k) joined hosts", flush=True)
         jo = joined.measure(*settings["joined"])
+        instr = None
+        if have("valgrind"):
+            print("(l) instructions per record", flush=True)
+            sizes = (200, 600) if args.quick else (1000, 3000)
+            instr = instructions.measure(["text", "numeric"], *sizes)
         prof = None
         if not args.no_profile and have("py-spy"):
             print("profile", flush=True)
@@ -262,6 +269,9 @@ def main() -> None:
     lines += section_journal(jour, settings["records"])
     lines += peers.section(peer, 1 if args.quick else 3)
     lines += section_joined(jo)
+    if instr is not None:
+        lines += ["### (l) Instructions per record, in-process, against the Pool's chain "
+                  "(`benchmarks/instructions.py`, callgrind)", "", instructions.table(instr), ""]
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]
