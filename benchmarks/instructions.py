@@ -42,16 +42,15 @@ from benchmarks.peer_work import input_file
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = ("stageflow", "pool")
-#: Records per frame and per slice, as the coordinator and stageflow.engine.worker cut them;
-#: lines per chunk, as the Pool.
+#: Records per frame and per slice, as the coordinator and stageflow.engine.worker cut them.
 _FRAME = 256
 _SLICE = 64  # where a worker's Slices settle for records of tens of µs
-_CHUNK = 256
 
 
 def run_stageflow(pipeline: str, lines: list[bytes]) -> int:
     """The fused path over ``lines``; returns the number of results."""
     from stageflow.engine import shipping
+    from stageflow.engine.coordinator import unit_settings
     from stageflow.engine.group import build_runner
     from stageflow.engine.runner import Pending
     from stageflow.engine.tracker import Tracker
@@ -59,18 +58,8 @@ def run_stageflow(pipeline: str, lines: list[bytes]) -> int:
     from stageflow.pipeline import Pipeline
 
     (unit,) = Pipeline.from_file(HERE / f"peer_{pipeline}.yaml").plan(fuse=True).units
-    specs = [
-        {
-            "stage": stage.name,
-            **shipping.stage_settings(stage.cls),
-            "config": stage.config_json(),
-            "retries": stage.spec.retries,
-            "timeout": stage.spec.timeout,
-        }
-        for stage in unit.stages
-    ]
     runner = build_runner(
-        specs,
+        unit_settings(unit),
         shipping.load_stage_class,
         trusted_input=False,
         current=None,
@@ -102,14 +91,14 @@ def run_stageflow(pipeline: str, lines: list[bytes]) -> int:
 
 
 def run_pool(pipeline: str, lines: list[bytes]) -> int:
-    """The validating Pool's chain over ``lines``; returns the number of results."""
-    from benchmarks.peer_models import chain
+    """The validating Pool's worker over ``lines``, a chunk at a time; returns the number of
+    results."""
+    from benchmarks import peer_pool
 
-    run = chain(pipeline)
+    peer_pool._start(pipeline, validate=True)
     results = 0
-    for start in range(0, len(lines), _CHUNK):
-        block = b"".join(out + b"\n" for line in lines[start : start + _CHUNK] for out in run(line))
-        results += block.count(b"\n")
+    for start in range(0, len(lines), peer_pool.CHUNK):
+        results += peer_pool._work(lines[start : start + peer_pool.CHUNK]).count(b"\n")
     return results
 
 

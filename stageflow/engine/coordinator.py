@@ -71,6 +71,21 @@ log = logging.getLogger("stageflow.engine")
 _WAITING_EVERY = 5.0
 
 
+def unit_settings(unit: Unit) -> list[dict[str, Any]]:
+    """The stages of ``unit`` as a worker's settings give them, in flow order, for
+    :func:`stageflow.engine.group.build_runner`."""
+    return [
+        {
+            "stage": stage.name,
+            **shipping.stage_settings(stage.cls),  # "uses", and the class by value
+            "config": stage.config_json(),
+            "retries": stage.spec.retries,
+            "timeout": stage.spec.timeout,
+        }
+        for stage in unit.stages
+    ]
+
+
 class Coordinator:
     """Runs one pipeline over one input stream; use :meth:`run` once, then :meth:`close`."""
 
@@ -192,16 +207,7 @@ class Coordinator:
             "final": member.stage == len(self.units) - 1,
             "slot": member.slot,
             # The stages it hosts, in flow order: more than one for a fused group.
-            "stages": [
-                {
-                    "stage": stage.name,
-                    **shipping.stage_settings(stage.cls),  # "uses", and the class by value
-                    "config": stage.config_json(),
-                    "retries": stage.spec.retries,
-                    "timeout": stage.spec.timeout,
-                }
-                for stage in unit.stages
-            ],
+            "stages": unit_settings(unit),
             "control": self._router.getsockopt_string(zmq.LAST_ENDPOINT),
             "heartbeat": self._pulse.address,
             "heartbeat_timeout": self.options.heartbeat_timeout,
