@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import (
+    cpu_split,
     instructions,
     joined,
     journal,
@@ -239,6 +240,10 @@ def main() -> None:
                              settings["runs"] if args.quick else 3, directory)
         print("(k) joined hosts", flush=True)
         jo = joined.measure(*settings["joined"])
+        print("(m) CPU by process", flush=True)
+        split_records = 20_000 if args.quick else 200_000
+        split = cpu_split.measure(["text", "numeric"], split_records, 1 if args.quick else 3,
+                                  directory)
         instr = None
         if have("valgrind"):
             print("(l) instructions per record", flush=True)
@@ -272,6 +277,7 @@ def main() -> None:
     if instr is not None:
         lines += ["### (l) Instructions per record, in-process, against the Pool's chain "
                   "(`benchmarks/instructions.py`, callgrind)", "", instructions.table(instr), ""]
+    lines += cpu_split.section(split, split_records, 1 if args.quick else 3)
     if prof is not None:
         lines += [f"### Profile tables (py-spy, 100 Hz, {settings['profile_records']:,} records)",
                   "", prof]
