@@ -65,6 +65,13 @@ _ENTRY = struct.Struct("<qqq")
 _SIZE = _HEAD.size + _SLOTS * _ENTRY.size
 #: The ids of finish()'s outputs: the one item of the null root 0.
 FINISH_IDS = (0, 0, 0)
+#: The roots run_chain takes through the stages at a time. Every stage runs over the whole
+#: slice before the next (its loop stays hot), so everything the slice becomes at every stage
+#: is alive at once: for 256 small text records (about 60 objects each) over a megabyte,
+#: more than a core's cache, and the fused text peer took 10-18% more time than in slices of
+#: 32, which run within it (benchmarks/README.md, seventh session). Below 16 the cost per
+#: slice shows.
+SLICE_ROOTS = 32
 
 
 class RecordTimeout(BaseException):
@@ -221,9 +228,9 @@ def run_chain(
     member k's Outputs to member k + 1. The time spent in process() is left for
     :meth:`StageRunner.account`, which the caller makes as often as it reports.
     """
-    if len(records) > TABLE_ROOTS:  # the current-record file holds this many roots' ids
-        for start in range(0, len(records), TABLE_ROOTS):
-            end = start + TABLE_ROOTS
+    if len(records) > SLICE_ROOTS:  # the current-record file holds at most TABLE_ROOTS
+        for start in range(0, len(records), SLICE_ROOTS):
+            end = start + SLICE_ROOTS
             run_chain(members, handoffs, ids[start * 3 : end * 3], records[start:end], pending)
         return
     first = members[0]

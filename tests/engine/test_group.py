@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import stageflow
 from stageflow.engine.group import GroupRunner
-from stageflow.engine.runner import Pending, StageRunner
+from stageflow.engine.runner import SLICE_ROOTS, Pending, StageRunner
 from tests.engine.stages import (
     CountWords,
     DropEmpty,
@@ -82,6 +82,22 @@ def test_group_gives_what_the_stages_give_apart() -> None:
     acked = [pending.acks[i] for i in range(0, len(pending.acks), 3)]
     assert sorted(acked) == sorted({1, 2, 3} - with_outputs) and acked
     assert _acks_balance(pending, 3)
+
+
+def test_a_frame_longer_than_a_slice_gives_what_one_slice_would() -> None:
+    """A frame of several slices (run_chain cuts it) comes out in order, every root
+    balanced, its dead letters under the right stage and line, its counts whole."""
+    count = 3 * SLICE_ROOTS + 5
+    records = [
+        b'{"id":"%d","text":"%s"}' % (n, b"boom" if n % 37 == 0 else b"w%d x" % n if n % 5 else b"")
+        for n in range(1, count + 1)
+    ]
+    pending = _run(_group(), records)
+    apart = [_run(_group(), [record]) for record in records]
+    assert pending.records == [out for one in apart for out in one.records]
+    assert [entry["line"] for _, _, entry in pending.dead] == [37, 74]
+    assert {entry["stage"] for _, _, entry in pending.dead} == {"split"}
+    assert pending.processed["split"] == count and _acks_balance(pending, count)
 
 
 def test_group_counts_each_stage_as_if_unfused() -> None:
