@@ -115,6 +115,14 @@ def register(subparsers: Any) -> None:
         help="run every stage in worker processes of its own, never fused with its neighbours",
     )
     parser.add_argument(
+        "--upstream-nice",
+        type=_niceness,
+        default=5,
+        metavar="N",
+        help="run the workers of every stage but the last N nicer, so that the stages near "
+        "the output get the CPU first when workers outnumber the cores; 0 for none (5)",
+    )
+    parser.add_argument(
         "--heartbeat-timeout",
         type=_positive_float,
         default=10.0,
@@ -194,6 +202,13 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+    return value
+
+
+def _niceness(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"{text} is not a niceness increment; give 0 to 19")
     return value
 
 
@@ -292,6 +307,7 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
         fuse=not args.no_fuse,
+        upstream_nice=args.upstream_nice,
         heartbeat_timeout=args.heartbeat_timeout,
         stuck_after=args.stuck_after,
         stop_timeout=args.stop_timeout,

@@ -220,6 +220,7 @@ class Coordinator:
             "snapshots": self._entries[member.stage].snapshots,
             "snapshot_every": self.options.snapshot_every,
             "snapshot_seconds": self.options.snapshot_seconds,
+            "nice": self.options.upstream_nice if member.stage < len(self.units) - 1 else 0,
         }
 
     def _remote_settings(self, member: Member) -> dict[str, Any]:
@@ -234,6 +235,7 @@ class Coordinator:
             "heartbeat": self.listener.pulse.address,
             "bind": None,
             "current_path": None,
+            "nice": 0,  # another host's CPU, shared with who knows what: left as it is
         }
 
     def command(self, member: Member, command: dict[str, Any]) -> None:

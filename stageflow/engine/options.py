@@ -44,3 +44,17 @@ class EngineOptions:
     keys: Keys | None = None
     #: Run consecutive stages in one process where nobody can tell (stageflow.plan).
     fuse: bool = True
+    #: How much nicer (``os.nice``) the local workers of every unit but the last run. When a
+    #: pipeline's processes outnumber the cores, the scheduler shares the CPU per process,
+    #: so a stage of few workers near the output (a collector, one stateful worker) gets a
+    #: share by its process count, not by its need, and stalls everything before it; from a
+    #: lower priority, upstream workers take what the downstream ones leave. They stay
+    #: work-conserving: a downstream worker runs only on what upstream sent it. 0 turns it off.
+    upstream_nice: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.upstream_nice <= 19:
+            raise ValueError(
+                f"upstream_nice is {self.upstream_nice}; give 0 to 19 (a niceness increment, "
+                "0 for none)"
+            )

@@ -70,7 +70,8 @@ class Run:
     ``latency``
         Measure each record's time from input to result for the report (on with metrics).
     ``batch_size``, ``max_in_flight``, ``max_deaths``, ``start_timeout``, ``stop_timeout``,
-    ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``, ``fuse``
+    ``heartbeat_timeout``, ``stuck_after``, ``credit``, ``launcher``, ``fuse``,
+    ``upstream_nice``
         See :class:`~stageflow.engine.options.EngineOptions`.
     ``listen``, ``keys``
         Also accept workers joining from other hosts (``stageflow worker --join``) on

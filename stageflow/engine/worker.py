@@ -351,6 +351,15 @@ def _chunks(records: Sequence[bytes], budget: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
+def _lower_priority(increment: int) -> None:
+    """Run ``increment`` nicer than the fork server (EngineOptions.upstream_nice)."""
+    if increment > 0:
+        try:
+            os.nice(increment)
+        except OSError as exc:  # a sandbox may forbid it; the run is only less well shared
+            log.debug("worker kept its priority: %s", exc)
+
+
 def run_worker(settings: dict[str, Any], keys: Keys | None = None) -> int:
     """Run one worker until the coordinator stops it; return the process's exit status.
 
@@ -368,6 +377,7 @@ def run_worker(settings: dict[str, Any], keys: Keys | None = None) -> int:
         epollreactor.install()  # type: ignore[no-untyped-call]
     from twisted.internet import reactor
 
+    _lower_priority(settings.get("nice", 0))
     worker = Worker(settings, reactor, keys)
     try:
         worker.load()
