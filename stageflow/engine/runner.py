@@ -68,8 +68,8 @@ FINISH_IDS = (0, 0, 0)
 #: The roots run_chain takes through the stages at a time. Every stage runs over the whole
 #: slice before the next (its loop stays hot), so everything the slice becomes at every stage
 #: is alive at once: for 256 small text records (about 60 objects each) over a megabyte,
-#: more than a core's cache, and the fused text peer took 10-18% more time than in slices of
-#: 32, which run within it (benchmarks/README.md, seventh session). Below 16 the cost per
+#: more than a core's cache: in-process, the fused text peer took 10-18% more time than in
+#: slices of 32, which fit (benchmarks/README.md, seventh session). Below 16 the cost per
 #: slice shows.
 SLICE_ROOTS = 32
 
