@@ -100,9 +100,10 @@ class RunReport:
         if not self.finished:
             return "the run did not reach the end of its input"
         if self.dead_lettered > self.max_errors:
+            count = self.dead_lettered
             return (
-                f"{self.dead_lettered} records were dead-lettered, more than the "
-                f"{self.max_errors} allowed"
+                f"{count} {'record was' if count == 1 else 'records were'} dead-lettered, "
+                f"more than the {self.max_errors} allowed"
             )
         return None
 

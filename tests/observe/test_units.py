@@ -128,6 +128,16 @@ def test_report_document_validates_and_counts() -> None:
     assert json.loads(stopped.to_json())["resume"] == {"skip": 7, "hint": "--skip 7"}
 
 
+def test_report_reason_says_record_for_one_dead_letter() -> None:
+    """The reason for too many dead letters is grammatical for one record and for several."""
+    report = RunReport("p", max_errors=0, records_in=2, records_done=2, results=1)
+    report.finished = True
+    report.add_dead_letter({"stage": "a", "error": "ValidationError"})
+    assert report.reason == "1 record was dead-lettered, more than the 0 allowed"
+    report.add_dead_letter({"stage": "a", "error": "ValidationError"})
+    assert report.reason == "2 records were dead-lettered, more than the 0 allowed"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("9464", ("127.0.0.1", 9464)), (":0", ("127.0.0.1", 0)), ("[::1]:80", ("::1", 80))],
