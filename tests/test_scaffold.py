@@ -138,6 +138,8 @@ def test_new_stage_registers_the_stage(tmp_path: Path) -> None:
     ("setup", "args", "message"),
     [
         ("none", ["new", "plugin", "Word Count"], "is not a usable name"),
+        ("none", ["new", "plugin", "stageflow-word-count"], "give 'word-count'"),
+        ("none", ["new", "plugin", "stageflow_word_count"], "give 'word_count'"),
         ("none", ["new", "stage", "extra"], "cannot read"),
         ("plugin", ["new", "stage", "word-count"], "already exists"),
         ("unmarked", ["new", "stage", "extra"], "lacks the marker comments"),

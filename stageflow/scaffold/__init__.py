@@ -54,6 +54,13 @@ def new_plugin(name: str, directory: str | Path = ".") -> list[Path]:
     from stageflow import __version__
 
     names = stage_names(name)
+    for prefix in ("stageflow-", "stageflow_"):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            raise ScaffoldError(
+                f"{name!r} would make the package stageflow-{name}; give "
+                f"{name.removeprefix(prefix)!r}: `stageflow new plugin` adds the 'stageflow-' "
+                "itself"
+            )
     root = Path(directory) / f"stageflow-{name}"
     if root.exists():
         raise ScaffoldError(
