@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 import stageflow.cli
 from stageflow.cli import build_parser
 from tests.helpers import REPO
@@ -20,3 +22,12 @@ def test_every_exit_status_is_in_the_readme_and_in_run_help() -> None:
     help_text = subparsers.choices["run"].format_help()  # type: ignore[attr-defined]
     listed = {int(code) for code in re.findall(r"^  (\d+)  ", help_text, re.M)}
     assert codes == documented == listed
+
+
+def test_run_help_fits_an_80_column_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The description and the statuses of `run --help` are wrapped, not one long line."""
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    help_text = subparsers.choices["run"].format_help()  # type: ignore[attr-defined]
+    assert [line for line in help_text.splitlines() if len(line) > 80] == []

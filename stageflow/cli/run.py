@@ -44,9 +44,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run a pipeline over JSON Lines",
-        description="Run PIPELINE over JSON Lines input (one record of the first stage's Input "
-        "per line) and write the last stage's Outputs as JSON Lines. Records that fail go to "
-        "the dead-letter output with their reason; the rest of the run goes on.",
+        description="Run PIPELINE over JSON Lines input (one record of the first stage's\n"
+        "Input per line) and write the last stage's Outputs as JSON Lines. Records that\n"
+        "fail go to the dead-letter output with their reason; the rest of the run goes\n"
+        "on.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -175,21 +176,21 @@ def register(subparsers: Any) -> None:
 
 EPILOG = f"""\
 Files: --output and --dead-letter are created or emptied only once the run has
-started (a worker of every stage is ready), so a run that fails to start changes no
-file. With a regular file as --output
-and as input, a journal OUTPUT{SUFFIX} records which input lines are complete;
-after any stop (signals, kill -9, a crash) the same command with --resume writes
-every result exactly once. A finished run removes its journal.
+started (a worker of every stage is ready), so a run that fails to start changes
+no file. With a regular file as --output and as input, a journal
+OUTPUT{SUFFIX} records which input lines are complete; after any
+stop (signals, kill -9, a crash) the same command with --resume writes every
+result exactly once. A finished run removes its journal.
 
 exit statuses:
   0    every input record was processed (dead letters within --max-errors)
   1    more records were dead-lettered than --max-errors allows
-  2    bad usage, an invalid pipeline, an input or output path that cannot be used,
-       a --resume the journal cannot serve, or a --cluster that cannot be used (no
-       stageflow[dask], no scheduler at ADDRESS)
+  2    bad usage, an invalid pipeline, an input or output path that cannot be
+       used, a --resume the journal cannot serve, or a --cluster that cannot be
+       used (no stageflow[dask], no scheduler at ADDRESS)
   3    the engine could not run: workers failed to start or kept dying
-  4    the output, dead-letter or journal file could not be written (disk full, I/O
-       error); stderr says how to resume. Also a complete run whose --report
+  4    the output, dead-letter or journal file could not be written (disk full,
+       I/O error); stderr says how to resume. Also a complete run whose --report
        could not be written
   5    a stateful stage without snapshot hooks lost a worker's state, so its
        finish() output would be wrong; stderr names the stage
