@@ -69,3 +69,14 @@ def test_a_missing_or_foreign_journal_is_refused_in_one_sentence(tmp_path: Path)
     (tmp_path / "other").write_text("hello\n")
     with pytest.raises(JournalError, match="is not a stageflow journal"):
         load(str(tmp_path / "other"))
+
+
+def test_a_changed_dead_letter_path_is_named_in_words() -> None:
+    """Adding, dropping or moving --dead-letter is explained without a Python None."""
+    journalled = Fingerprint("p", 1, "s", None)
+    added = journalled.mismatch(Fingerprint("p", 1, "s", "/d/dl.jsonl"))
+    assert added == "the dead-letter file differs (the journalled run had no --dead-letter)"
+    moved = Fingerprint("p", 1, "s", "/d/a.jsonl").mismatch(Fingerprint("p", 1, "s", "/d/b"))
+    assert moved == "the dead-letter file differs (the journalled run wrote /d/a.jsonl)"
+    dropped = Fingerprint("p", 1, "s", "/d/a.jsonl").mismatch(journalled)
+    assert dropped == "the dead-letter file differs (the journalled run wrote /d/a.jsonl)"
