@@ -211,3 +211,39 @@ def test_the_next_run_removes_the_folder_of_a_killed_one(tmp_path: Path) -> None
     assert left.exists()
     list(Pipeline("next", [{"name": "split", "uses": Split}]).run(lines(1)))
     assert not left.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_signal_during_the_workers_start_changes_no_file(tmp_path: Path) -> None:
+    """SIGINT while setup() runs: the run never began, so yesterday's output and dead letters
+    stay byte for byte, no journal is written, and the hint says no file was changed."""
+    marker = tmp_path / "setup"
+    pipe = write_pipeline(
+        tmp_path / "slow.yaml",
+        [
+            {
+                "name": "load",
+                "uses": "tests.engine.stages:SlowSetup",
+                "config": {"seconds": 40, "marker": str(marker)},
+            }
+        ],
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "1", "text": "a"}) + "\n")
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    out.write_bytes(b'{"id": "yesterday"}\n' * 10)
+    dead.write_bytes(b'{"line": 1}\n' * 3)
+    before = out.read_bytes(), dead.read_bytes()
+    proc, err = start_cli(
+        tmp_path, str(pipe), "-i", str(source), "-o", str(out), "--dead-letter", str(dead)
+    )
+    assert wait_until(lambda: list(tmp_path.glob("setup.*")), timeout=60), err.read_text()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    stderr = err.read_text()
+    assert proc.returncode == 130, stderr
+    assert (out.read_bytes(), dead.read_bytes()) == before, stderr
+    assert not list(tmp_path.glob("out.jsonl.stageflow-journal*")), stderr
+    assert stderr.strip().splitlines()[-1].endswith(
+        "no file was changed; run the same command again"
+    ), stderr
