@@ -244,8 +244,8 @@ def test_a_signal_during_the_workers_start_changes_no_file(tmp_path: Path) -> No
     assert proc.returncode == 130, stderr
     assert (out.read_bytes(), dead.read_bytes()) == before, stderr
     assert not list(tmp_path.glob("out.jsonl.stageflow-journal*")), stderr
-    assert stderr.strip().splitlines()[-1].endswith(
-        "no file was changed; run the same command again"
+    assert (
+        stderr.strip().splitlines()[-1].endswith("no file was changed; run the same command again")
     ), stderr
 
 
