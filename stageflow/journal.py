@@ -70,7 +70,9 @@ class Fingerprint:
         if other.input_sample != self.input_sample:
             return "the input differs (its first or last bytes changed)"
         if other.dead_letter != self.dead_letter:
-            return f"the dead-letter file differs (the journalled run wrote {self.dead_letter})"
+            if self.dead_letter is None:
+                return "the dead-letter file differs (the journalled run had no --dead-letter)"
+            return f"the dead-letter file differs (the journalled run wrote {self.dead_letter!r})"
         return None
 
 

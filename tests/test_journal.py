@@ -69,3 +69,21 @@ def test_a_missing_or_foreign_journal_is_refused_in_one_sentence(tmp_path: Path)
     (tmp_path / "other").write_text("hello\n")
     with pytest.raises(JournalError, match="is not a stageflow journal"):
         load(str(tmp_path / "other"))
+
+
+def test_a_dead_letter_path_added_on_resume_is_named_in_words(tmp_path: Path) -> None:
+    """A journal of a run without --dead-letter says so, rather than 'wrote None'."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: p\n")
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"id": 1}\n' * 10)
+    with open(source, "rb") as handle:
+        fd = handle.fileno()
+        without = Fingerprint.of(str(pipeline), fd, None)
+        added = Fingerprint.of(str(pipeline), fd, str(tmp_path / "dead.jsonl"))
+    assert without.mismatch(added) == (
+        "the dead-letter file differs (the journalled run had no --dead-letter)"
+    )
+    assert added.mismatch(without) == (
+        f"the dead-letter file differs (the journalled run wrote {str(tmp_path / 'dead.jsonl')!r})"
+    )
