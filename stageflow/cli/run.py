@@ -221,9 +221,13 @@ def _positive(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    from stageflow.engine.options import MAX_SECONDS  # the engine's own bound, when needed
+
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a number of seconds above 0 and at most {MAX_SECONDS:.0f}"
+        )
     return value
 
 

@@ -69,6 +69,10 @@ log = logging.getLogger("stageflow.engine")
 
 #: Seconds between two log lines while a run waits for a worker to join.
 _WAITING_EVERY = 5.0
+#: Seconds close() waits, in all, for the exit statuses of the workers it killed. A launcher
+#: that cannot report them (a fork server stopped with SIGSTOP) must not hold the run up for
+#: ever: whoever owns the launcher ends it, and the workers with it.
+_REAP_TIMEOUT = 5.0
 
 
 def unit_settings(unit: Unit) -> list[dict[str, Any]]:
@@ -715,9 +719,20 @@ class Coordinator:
                     member.process.kill()
             if self.options.launcher is None:
                 self._launcher.close()
+            reaped_by = time.monotonic() + _REAP_TIMEOUT
             for member in members:
                 if member.process is not None:
-                    log.debug("worker %s exited with status %s", member.name, member.process.wait())
+                    try:
+                        status = member.process.wait(max(0.0, reaped_by - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        log.warning(
+                            "worker %s: no exit status %.0fs after it was killed (its launcher "
+                            "does not answer); it ends with its launcher",
+                            member.name,
+                            _REAP_TIMEOUT,
+                        )
+                        continue
+                    log.debug("worker %s exited with status %s", member.name, status)
             self._rejected.flush()
             if self.listener is not None:
                 self.listener.close()

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from stageflow.engine.launcher import Launcher
 from stageflow.security import Keys
 
-__all__ = ["EngineOptions"]
+__all__ = ["MAX_SECONDS", "EngineOptions"]
 
 _LOOPBACK = "tcp://127.0.0.1:*"
+#: The longest timeout or period a run takes, in seconds (11.6 days: for ever, in practice).
+#: Longer ones (or inf) overflow the clocks of poll(), select() and lock waits.
+MAX_SECONDS = 1_000_000.0
+#: The fields that are seconds, each positive and finite.
+_SECONDS = ("start_timeout", "stop_timeout", "heartbeat_timeout", "stuck_after", "snapshot_seconds")
 
 
 @dataclass
@@ -53,6 +58,13 @@ class EngineOptions:
     upstream_nice: int = 5
 
     def __post_init__(self) -> None:
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if not 0 < value <= MAX_SECONDS:
+                raise ValueError(
+                    f"{name} is {value!r}; give a number of seconds above 0 and at most "
+                    f"{MAX_SECONDS:.0f}"
+                )
         if not 0 <= self.upstream_nice <= 19:
             raise ValueError(
                 f"upstream_nice is {self.upstream_nice}; give 0 to 19 (a niceness increment, "

@@ -379,6 +379,11 @@ class _Core:
             if self._placement is not None and coordinator.listener is not None:
                 self._placement.start(coordinator.listener.address, self.options)
             coordinator.start()
+            if coordinator.stopping:
+                # Stopped while the workers were starting: the run never began, so no file
+                # is opened (nor emptied) and no input is read; this only marks it stopped.
+                yield from coordinator.batches(iter(()))
+                return
             # Only now: a run that fails to start leaves an existing dead-letter file alone.
             sink, owned = self._open_sink()
             coordinator.sink = sink

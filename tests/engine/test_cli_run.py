@@ -365,3 +365,31 @@ def test_a_file_and_a_pipe_give_the_same_numbered_lines(
     assert from_file == from_pipe
     assert from_file[:3] == [(1, b'{"n":1}'), (4, b'{"n":4}'), (6, b'{"n":1}')]
     assert len(from_file) == 81 and from_file[-1] == (201, b'{"n":"end"}')
+
+
+@pytest.mark.parametrize("flag", ["--heartbeat-timeout", "--stop-timeout", "--stuck-after"])
+@pytest.mark.parametrize("value", ["inf", "1e300"])
+def test_seconds_beyond_any_clock_are_refused_in_one_line(
+    tmp_path: Path, flag: str, value: str
+) -> None:
+    """inf or 1e300 seconds would overflow poll() and lock waits: status 2, no traceback."""
+    source = write_lines(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out.jsonl"
+    done = run_stageflow(
+        "run", str(split_pipeline(tmp_path)), "-i", str(source), "-o", str(out), flag, value
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{value} is not a number of seconds above 0 and at most 1000000" in done.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["heartbeat_timeout", "stop_timeout", "stuck_after"])
+def test_run_refuses_seconds_beyond_any_clock(option: str) -> None:
+    """The embedding API says which option, before any worker starts."""
+    from stageflow import Pipeline
+    from tests.engine.stages import Split
+
+    pipeline = Pipeline("p", [{"name": "split", "uses": Split}])
+    with pytest.raises(ValueError, match=f"^{option} is inf; give a number of seconds"):
+        pipeline.run([], **{option: float("inf")})

@@ -211,3 +211,93 @@ def test_the_next_run_removes_the_folder_of_a_killed_one(tmp_path: Path) -> None
     assert left.exists()
     list(Pipeline("next", [{"name": "split", "uses": Split}]).run(lines(1)))
     assert not left.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_signal_during_the_workers_start_changes_no_file(tmp_path: Path) -> None:
+    """SIGINT while setup() runs: the run never began, so yesterday's output and dead letters
+    stay byte for byte, no journal is written, and the hint says no file was changed."""
+    marker = tmp_path / "setup"
+    pipe = write_pipeline(
+        tmp_path / "slow.yaml",
+        [
+            {
+                "name": "load",
+                "uses": "tests.engine.stages:SlowSetup",
+                "config": {"seconds": 40, "marker": str(marker)},
+            }
+        ],
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "1", "text": "a"}) + "\n")
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    out.write_bytes(b'{"id": "yesterday"}\n' * 10)
+    dead.write_bytes(b'{"line": 1}\n' * 3)
+    before = out.read_bytes(), dead.read_bytes()
+    proc, err = start_cli(
+        tmp_path, str(pipe), "-i", str(source), "-o", str(out), "--dead-letter", str(dead)
+    )
+    assert wait_until(lambda: list(tmp_path.glob("setup.*")), timeout=60), err.read_text()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    stderr = err.read_text()
+    assert proc.returncode == 130, stderr
+    assert (out.read_bytes(), dead.read_bytes()) == before, stderr
+    assert not list(tmp_path.glob("out.jsonl.stageflow-journal*")), stderr
+    assert (
+        stderr.strip().splitlines()[-1].endswith("no file was changed; run the same command again")
+    ), stderr
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.timeout(120)
+def test_a_sigstopped_fork_server_does_not_hold_up_the_end_of_a_run(tmp_path: Path) -> None:
+    """SIGSTOP of the fork server (its workers' parent, which reports their exits): the run
+    still finishes, exits 0 with every result written, and leaves no process behind."""
+    marker = tmp_path / "setup"
+    pipe = write_pipeline(
+        tmp_path / "p.yaml",
+        [
+            {
+                "name": "load",
+                "uses": "tests.engine.stages:SlowSetup",
+                "config": {"seconds": 0, "marker": str(marker)},
+            }
+        ],
+    )
+    out, err = tmp_path / "out.jsonl", tmp_path / "stderr.log"
+    with err.open("wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stageflow", "run", str(pipe), "-o", str(out)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stderr=handle,
+        )
+    server = 0
+    try:
+        assert wait_until(lambda: list(tmp_path.glob("setup.*")), timeout=60), err.read_text()
+        (started,) = tmp_path.glob("setup.*")
+        worker = int(started.suffix[1:])
+        server = _parent_of(worker)
+        assert server != proc.pid
+        assert proc.stdin is not None
+        proc.stdin.write(b"".join(b'{"id": "%d", "text": "a"}\n' % i for i in range(50)))
+        proc.stdin.flush()
+        assert wait_until(lambda: count_lines(out) == 50, timeout=60), err.read_text()
+        os.kill(server, signal.SIGSTOP)
+        proc.stdin.close()
+        proc.wait(timeout=40)
+        stderr = err.read_text()
+        assert proc.returncode == 0, stderr
+        assert count_lines(out) == 50, stderr
+        assert wait_until(lambda: not _alive(server) and not _alive(worker), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if server and _alive(server):
+            os.kill(server, signal.SIGKILL)
