@@ -130,22 +130,28 @@ def test_a_record_stuck_for_ever_is_reported_and_sigterm_still_ends_the_run(
     assert ids == Counter(str(i) for i in range(total) if i != stuck)
 
 
-@pytest.mark.timeout(120)
-def test_sigterm_during_a_slow_setup_ends_the_run_within_stop_timeout(tmp_path: Path) -> None:
-    """SIGTERM while a stage's setup() takes 40 s ends the run at once with status 130."""
-    marker = tmp_path / "setup"
+def _slow_setup_pipeline(tmp_path: Path) -> tuple[Path, Path]:
+    """A one-stage pipeline whose setup() takes 40 s (touching setup.* when it begins), and
+    a one-record input for it."""
     pipe = write_pipeline(
         tmp_path / "slow.yaml",
         [
             {
                 "name": "load",
                 "uses": "tests.engine.stages:SlowSetup",
-                "config": {"seconds": 40, "marker": str(marker)},
+                "config": {"seconds": 40, "marker": str(tmp_path / "setup")},
             }
         ],
     )
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"id": "1", "text": "a"}) + "\n")
+    return pipe, source
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_during_a_slow_setup_ends_the_run_within_stop_timeout(tmp_path: Path) -> None:
+    """SIGTERM while a stage's setup() takes 40 s ends the run at once with status 130."""
+    pipe, source = _slow_setup_pipeline(tmp_path)
     out = tmp_path / "out.jsonl"
     proc, err = start_cli(
         tmp_path, str(pipe), "-i", str(source), "-o", str(out), "--stop-timeout", "2"
@@ -217,19 +223,7 @@ def test_the_next_run_removes_the_folder_of_a_killed_one(tmp_path: Path) -> None
 def test_a_signal_during_the_workers_start_changes_no_file(tmp_path: Path) -> None:
     """SIGINT while setup() runs: the run never began, so yesterday's output and dead letters
     stay byte for byte, no journal is written, and the hint says no file was changed."""
-    marker = tmp_path / "setup"
-    pipe = write_pipeline(
-        tmp_path / "slow.yaml",
-        [
-            {
-                "name": "load",
-                "uses": "tests.engine.stages:SlowSetup",
-                "config": {"seconds": 40, "marker": str(marker)},
-            }
-        ],
-    )
-    source = tmp_path / "in.jsonl"
-    source.write_text(json.dumps({"id": "1", "text": "a"}) + "\n")
+    pipe, source = _slow_setup_pipeline(tmp_path)
     out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
     out.write_bytes(b'{"id": "yesterday"}\n' * 10)
     dead.write_bytes(b'{"line": 1}\n' * 3)
