@@ -59,6 +59,8 @@ class Target:
         self.fd = -1
         self.buffer = bytearray()
         self.written = 0  # bytes the OS holds, from the start of the file
+        self.lines = 0  # lines of this run the OS holds: results, or dead letters
+        self.buffered_lines = 0  # lines in the buffer
         self.regular = path != "-" and _regular_or_missing(path)
 
     @property
@@ -107,6 +109,7 @@ class Target:
     def write(self, text: str) -> int:
         """Take one dead letter from the engine; it reaches the file on the next drain."""
         self.buffer += text.encode()
+        self.buffered_lines += 1
         return len(text)
 
     def drain(self) -> None:
@@ -128,6 +131,8 @@ class Target:
             raise SinkFailed(self, exc) from exc
         self.written += len(buffer)
         buffer.clear()
+        self.lines += self.buffered_lines
+        self.buffered_lines = 0
 
     def sync(self) -> None:
         if self.regular:
@@ -270,6 +275,7 @@ class Outputs:
         if lines:
             buffer += b"\n".join(lines)
             buffer += b"\n"
+            self.output.buffered_lines += len(lines)
         # Only a seq above 0 is an input line's (finish()'s outputs have none).
         self._buffered += filter((0).__lt__, map(itemgetter(0), batch))
         dead = self.dead
@@ -386,22 +392,24 @@ class Outputs:
 
     # -- what to say after a stop ---------------------------------------------------------
 
-    def resume_hint(self, last_line_read: int) -> str:
-        """How to continue after an early stop so that every result is written exactly once."""
+    def resume_hint(self, last_line_read: int, failed: bool = False) -> str:
+        """How to continue after an early stop so that every result is written exactly once;
+        after a ``failed`` run (not one stopped by a signal), once its cause is fixed."""
+        then = "once the cause above is fixed, " if failed else ""
         if not self.opened:
-            return "no file was changed; run the same command again"
+            return f"no file was changed; {then}run the same command again"
         if self.journal is not None:
-            return f"resume with: {self.command('--resume')}"
+            return f"{then}resume with: {self.command('--resume')}"
         complete = min(self.in_flight) - 1 if self.in_flight else last_line_read
         if self.highest_done == 0:
-            return "nothing was written to the output; run the same command again"
+            return f"nothing was written to the output; {then}run the same command again"
         if self.highest_done > complete:
             return (
                 f"there is no exact resume point: lines up to {complete} are complete, but "
                 "later lines have results in the output too; give a regular file as --output "
                 "(and as input), whose journal makes any stop resumable with --resume"
             )
-        hint = f"resume with: {self.command('--skip', str(complete), '--append')}"
+        hint = f"{then}resume with: {self.command('--skip', str(complete), '--append')}"
         if self.output.path == "-":
             hint += ", appending its output to this run's"
         return hint

@@ -370,6 +370,9 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         status, error = EXIT_OUTPUT_FAILED, str(exc)
     except OutputClosed:
         status = EXIT_BROKEN_PIPE
+    # What the output holds, not what the engine handed over: after a failed write the two
+    # differ, and the summary and the report must not count the results that were lost.
+    report.results = outputs.output.lines
     if status == EXIT_BROKEN_PIPE:
         log.info("the reader of the output went away; stopped after %d results", report.results)
         return status
@@ -388,7 +391,9 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         return EXIT_STATE_LOST  # the engine logged the loss, one line per lost worker
     if status in (EXIT_OK, EXIT_RECORDS_FAILED):
         return status
-    hint = report.resume_hint = outputs.resume_hint(report.last_line_read)
+    hint = report.resume_hint = outputs.resume_hint(
+        report.last_line_read, failed=status != EXIT_INTERRUPTED
+    )
     fail(f"{error}; {hint}" if status == EXIT_INTERRUPTED else hint)
     return status
 
@@ -419,6 +424,13 @@ class _GracefulStop:
             self.run.stop()
             return
         self.run.abort()
+        if self.run.report.finished:
+            # Every result is out and only the workers' exit is awaited: the run succeeded,
+            # and the abort ends that wait at once.
+            log.warning(
+                "received %s again: stopping the workers at once", signal.Signals(signum).name
+            )
+            return
         if self.outputs.busy:
             self.outputs.interrupt_pending = True
             return

@@ -73,6 +73,8 @@ _WAITING_EVERY = 5.0
 #: that cannot report them (a fork server stopped with SIGSTOP) must not hold the run up for
 #: ever: whoever owns the launcher ends it, and the workers with it.
 _REAP_TIMEOUT = 5.0
+#: How often the wait for workers to exit after the stop looks whether it was aborted.
+_ABORT_CHECK = 0.1
 
 
 def unit_settings(unit: Unit) -> list[dict[str, Any]]:
@@ -709,9 +711,15 @@ class Coordinator:
                         member.process.kill()  # still in setup(): it holds nothing
                 deadline = time.monotonic() + self.options.stop_timeout
                 for member in members:
-                    if member.process is not None:
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            member.process.wait(max(0.0, deadline - time.monotonic()))
+                    # In short waits: an abort meanwhile (a second Ctrl-C) ends them at once.
+                    while member.process is not None and not self.aborting:
+                        left = deadline - time.monotonic()
+                        try:
+                            member.process.wait(max(0.0, min(left, _ABORT_CHECK)))
+                            break
+                        except subprocess.TimeoutExpired:
+                            if left <= _ABORT_CHECK:
+                                break
         finally:
             # Whatever happened above (even a second Ctrl-C), no worker outlives the run.
             for member in members:

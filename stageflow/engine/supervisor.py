@@ -183,8 +183,16 @@ class Supervisor:
         )
 
     def speculate(self, member: Member) -> int:
-        """Give the records queued behind ``member``'s current one to its peers."""
+        """Give the records queued behind ``member``'s current one to its peers.
+
+        Only to peers that could take them: a ready worker of the same stage that is not
+        stuck itself. Without one (a single worker, or a keyed stage, whose records may go
+        only to their slot's worker) the records stay where they are, not counted as
+        redelivered, and are looked at again when the member is next reported.
+        """
         co = self.co
+        if co.units[member.stage].stages[0].key is not None or not self._free_peers(member):
+            return 0
         stuck = member.current[0] if member.current is not None else None
         seqs: set[int] = set()
         for frame in co.dispatch.frames_of(member):
@@ -205,6 +213,18 @@ class Supervisor:
             co.report.redeliveries += len(roots)
             log.info("gave the %d records queued behind it to other workers", len(roots))
         return len(roots)
+
+    def _free_peers(self, member: Member) -> list[Member]:
+        """The ready workers of ``member``'s stage, other than it, not stuck themselves."""
+        threshold = self.options.stuck_after
+        return [
+            peer
+            for peer in self.co.membership.of_stage(member.stage)
+            if peer is not member
+            and peer.ready
+            and not peer.retiring
+            and (peer.current is None or peer.current_for < threshold)
+        ]
 
     # -- stop -----------------------------------------------------------------------------
 

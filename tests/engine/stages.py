@@ -249,10 +249,13 @@ class SecondPid(stageflow.Stage):
 class SlowSetupConfig(BaseModel):
     seconds: float = 40.0
     marker: str | None = Field(default=None, description="file created when setup() begins")
+    exit_seconds: float = Field(default=0.0, description="seconds the worker takes to exit")
+    exit_marker: str | None = Field(default=None, description="file created as it exits")
 
 
 class SlowSetup(stageflow.Stage):
-    """Line -> Line, with a setup() that takes ``seconds`` (loading a big model, say)."""
+    """Line -> Line, with a setup() that takes ``seconds`` (loading a big model, say), and a
+    worker that takes ``exit_seconds`` to exit once told to."""
 
     name = "test-slow-setup"
     Input = Line
@@ -264,6 +267,15 @@ class SlowSetup(stageflow.Stage):
             with open(f"{self.config.marker}.{os.getpid()}", "w"):
                 pass
         time.sleep(self.config.seconds)
+        if self.config.exit_seconds:
+            from twisted.internet import reactor
+
+            reactor.addSystemEventTrigger("before", "shutdown", self._exit_slowly)  # type: ignore[attr-defined]
+
+    def _exit_slowly(self) -> None:
+        if self.config.exit_marker:
+            Path(f"{self.config.exit_marker}.{os.getpid()}").touch()
+        time.sleep(self.config.exit_seconds)
 
     def process(self, item: Line) -> Line:
         return item

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import resource
 import shlex
 import signal
@@ -125,9 +126,12 @@ def test_full_disk_on_output_is_one_line_and_status_4(tmp_path: Path) -> None:
         "No space left on device (ENOSPC)"
     )
     assert errors[1:] == [
-        "stageflow: error: nothing was written to the output; run the same command again"
+        "stageflow: error: nothing was written to the output; once the cause above is fixed, "
+        "run the same command again"
     ]
-    assert done.stderr.splitlines()[-2].startswith("stageflow: pipeline ")  # the summary
+    summary = done.stderr.splitlines()[-2]
+    assert summary.startswith("stageflow: pipeline "), summary
+    assert written_in(summary) == 0, summary  # the results handed over but lost not counted
 
 
 def test_full_disk_on_dead_letters_is_one_line_and_status_4(tmp_path: Path) -> None:
@@ -145,6 +149,15 @@ def test_full_disk_on_dead_letters_is_one_line_and_status_4(tmp_path: Path) -> N
         "No space left on device (ENOSPC)"
     ) in done.stderr.splitlines()
     assert sum(ids_in(out).values()) == len(ids_in(out))  # no result written twice
+    (summary,) = [line for line in done.stderr.splitlines() if line.startswith("stageflow: pipe")]
+    assert written_in(summary) == sum(ids_in(out).values()), summary
+
+
+def written_in(summary: str) -> int:
+    """The count of results a run's summary line says it wrote."""
+    found = re.search(r"(\d+) results? written", summary)
+    assert found is not None, summary
+    return int(found.group(1))
 
 
 def test_a_run_that_fails_to_start_changes_no_file(tmp_path: Path) -> None:
@@ -161,7 +174,8 @@ def test_a_run_that_fails_to_start_changes_no_file(tmp_path: Path) -> None:
     done = run_stageflow("run", str(broken), "-i", str(source), *files)
     assert done.returncode == 3, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "stageflow: error: no file was changed; run the same command again"
+        "stageflow: error: no file was changed; once the cause above is fixed, "
+        "run the same command again"
     )
     bad_path = ("-o", str(out), "--dead-letter", str(tmp_path / "missing" / "dead.jsonl"))
     missing = run_stageflow("run", str(split_pipeline(tmp_path)), "-i", str(source), *bad_path)

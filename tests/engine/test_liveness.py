@@ -130,6 +130,48 @@ def test_a_record_stuck_for_ever_is_reported_and_sigterm_still_ends_the_run(
     assert ids == Counter(str(i) for i in range(total) if i != stuck)
 
 
+@pytest.mark.timeout(120)
+def test_a_stuck_record_with_no_peer_to_take_the_rest_is_not_handed_off(tmp_path: Path) -> None:
+    """One worker, stuck: the records behind it are not "given to other workers" there are
+    none of, again and again, and the report does not count them twice."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"id": str(i), "text": "zzz" if i == 3 else "a b"}) + "\n" for i in range(5)
+        )
+    )
+    pipe = write_pipeline(
+        tmp_path / "alone.yaml",
+        [{"name": "split", "uses": "tests.engine.stages:Split", "config": {"hang_on": "zzz"}}],
+    )
+    out, report = tmp_path / "out.jsonl", tmp_path / "report.json"
+    proc, err = start_cli(
+        tmp_path,
+        str(pipe),
+        *("-i", str(source), "-o", str(out), "--report", str(report)),
+        *("--stuck-after", "1", "--stop-timeout", "1", "--dead-letter", str(tmp_path / "d")),
+    )
+    # Reported twice: a second hand-off, had there been a first, would have happened by now.
+    said = "has been inside process() for"
+    assert wait_until(lambda: err.read_text().count(said) >= 2, timeout=60), err.read_text()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    stderr = err.read_text()
+    assert proc.returncode == 130, stderr
+    assert "gave the" not in stderr, stderr
+    # Only the kill after the stop sends records again: each of the other four at most once.
+    numbers = json.loads(report.read_text())
+    assert numbers["redeliveries"] <= 4, numbers
+    (stage,) = numbers["stages"]
+    assert stage["records_in"] <= 5, numbers
+    assert sorted(json.loads(text)["id"] for text in out.read_text().splitlines()) == [
+        "0",
+        "1",
+        "2",
+        "4",
+    ]
+
+
 def _slow_setup_pipeline(tmp_path: Path) -> tuple[Path, Path]:
     """A one-stage pipeline whose setup() takes 40 s (touching setup.* when it begins), and
     a one-record input for it."""
@@ -295,3 +337,40 @@ def test_a_sigstopped_fork_server_does_not_hold_up_the_end_of_a_run(tmp_path: Pa
             proc.wait()
         if server and _alive(server):
             os.kill(server, signal.SIGKILL)
+
+
+@pytest.mark.timeout(120)
+def test_signals_after_the_last_result_do_not_make_a_finished_run_a_stopped_one(
+    tmp_path: Path,
+) -> None:
+    """Both signals while the workers are exiting: exit 0, every result, no resume hint, and
+    the second one ends the wait for the workers at once."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": str(i), "text": "a"}) + "\n" for i in range(20)))
+    marker = tmp_path / "exiting"
+    pipe = write_pipeline(
+        tmp_path / "linger.yaml",
+        [
+            {
+                "name": "relay",
+                "uses": "tests.engine.stages:SlowSetup",
+                "config": {"seconds": 0, "exit_seconds": 90, "exit_marker": str(marker)},
+            }
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    proc, err = start_cli(
+        tmp_path, str(pipe), "-i", str(source), "-o", str(out), "--stop-timeout", "80"
+    )
+    assert wait_until(lambda: list(tmp_path.glob("exiting.*")), timeout=60), err.read_text()
+    proc.send_signal(signal.SIGINT)
+    assert wait_until(lambda: "received SIGINT" in err.read_text(), timeout=30), err.read_text()
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    stderr = err.read_text()
+    assert time.monotonic() - signalled < 20, stderr
+    assert proc.returncode == 0, stderr
+    assert "resume" not in stderr and "error" not in stderr, stderr
+    assert count_lines(out) == 20
+    assert not list(tmp_path.glob("out.jsonl.stageflow-journal*")), stderr
