@@ -65,6 +65,8 @@ log = logging.getLogger("stageflow.engine")
 DEFAULT_TARGET = "stageflow.engine.worker:run_worker"
 #: Seconds a fork server may take to import everything and answer.
 SERVER_START_TIMEOUT = 60.0
+#: Seconds a fork server may stay stopped (SIGSTOP) while we wait for it, before it is killed.
+STOPPED_GRACE = 1.0
 #: Seconds :meth:`ForkServerLauncher.close` waits for the server to report its last exits.
 CLOSE_TIMEOUT = 5.0
 
@@ -343,6 +345,8 @@ class _ForkServer:
         self.tainted: str | None = None
         self.closed = False
         self.lost = False
+        self._stopped_at: float | None = None  # when the server was first seen stopped
+        self._silent = False  # whether the last wait for replies ended with none
         self.preload(preload)
 
     @property
@@ -371,6 +375,7 @@ class _ForkServer:
             return False
         writers = [self.requests] if wait_for_write else []
         readable, _, _ = select.select([self.replies], writers, [], timeout)
+        self._silent = not readable
         if not readable:
             return True
         chunk = os.read(self.replies, 1 << 16)
@@ -409,14 +414,37 @@ class _ForkServer:
             self.proc.wait(CLOSE_TIMEOUT)
 
     def _wait_for(self, done: Callable[[], object], timeout: float | None) -> None:
-        """Handle replies until ``done()``, the server is gone, or ``timeout`` (0: one look)."""
+        """Handle replies until ``done()``, the server is gone, or ``timeout`` (0: one look).
+
+        A server stopped by SIGSTOP would never answer: seen stopped twice, ``STOPPED_GRACE``
+        apart, it is killed (its workers with it, whose records go to new ones) and so lost.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while not done() and not self.lost:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self._read(left)
-                if left == 0.0:
+                wait = STOPPED_GRACE if left is None else min(left, STOPPED_GRACE)
+                self._read(wait)
+                if deadline is not None and time.monotonic() >= deadline:
                     return
+                if wait == STOPPED_GRACE and self._silent:
+                    self._kill_if_stopped()
+
+    def _kill_if_stopped(self) -> None:
+        stopped = _is_stopped(self.proc.pid)
+        if not stopped:
+            self._stopped_at = None
+        elif self._stopped_at is None:
+            self._stopped_at = time.monotonic()
+        elif time.monotonic() - self._stopped_at >= STOPPED_GRACE:
+            log.warning(
+                "the fork server (pid %d) is stopped (SIGSTOP) and cannot start workers; "
+                "killing it, and its workers with it: their records go to new workers",
+                self.proc.pid,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self._on_lost()
 
     # -- what the launcher asks ------------------------------------------------------------
 
@@ -536,6 +564,15 @@ class _Child:
     def kill(self) -> None:
         if self.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (state T in /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"T"
+    except (OSError, IndexError):
+        return False
 
 
 def _caller_stderr() -> int:

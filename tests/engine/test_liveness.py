@@ -290,10 +290,9 @@ def _parent_of(pid: int) -> int:
         return int(handle.read().rsplit(")", 1)[1].split()[1])
 
 
-@pytest.mark.timeout(120)
-def test_a_sigstopped_fork_server_does_not_hold_up_the_end_of_a_run(tmp_path: Path) -> None:
-    """SIGSTOP of the fork server (its workers' parent, which reports their exits): the run
-    still finishes, exits 0 with every result written, and leaves no process behind."""
+def _start_from_stdin(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path, int]:
+    """`stageflow run` of a one-stage pipeline reading stdin; once its worker is up, the
+    process, its output and stderr files, and the worker's pid."""
     marker = tmp_path / "setup"
     pipe = write_pipeline(
         tmp_path / "p.yaml",
@@ -313,18 +312,39 @@ def test_a_sigstopped_fork_server_does_not_hold_up_the_end_of_a_run(tmp_path: Pa
             stdin=subprocess.PIPE,
             stderr=handle,
         )
+    assert wait_until(lambda: list(tmp_path.glob("setup.*")), timeout=60), err.read_text()
+    (started,) = tmp_path.glob("setup.*")
+    return proc, out, err, int(started.suffix[1:])
+
+
+def _kill_all(proc: subprocess.Popen[bytes], server: int) -> None:
+    """Whatever a test left running: the run and a fork server it stopped."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if server and _alive(server):
+        os.kill(server, signal.SIGKILL)
+
+
+def _feed(proc: subprocess.Popen[bytes], first: int, last: int) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(b"".join(b'{"id": "%d", "text": "a"}\n' % i for i in range(first, last)))
+    proc.stdin.flush()
+
+
+@pytest.mark.timeout(120)
+def test_a_sigstopped_fork_server_does_not_hold_up_the_end_of_a_run(tmp_path: Path) -> None:
+    """SIGSTOP of the fork server (its workers' parent, which reports their exits): the run
+    still finishes, exits 0 with every result written, and leaves no process behind."""
+    proc, out, err, worker = _start_from_stdin(tmp_path)
     server = 0
     try:
-        assert wait_until(lambda: list(tmp_path.glob("setup.*")), timeout=60), err.read_text()
-        (started,) = tmp_path.glob("setup.*")
-        worker = int(started.suffix[1:])
         server = _parent_of(worker)
         assert server != proc.pid
-        assert proc.stdin is not None
-        proc.stdin.write(b"".join(b'{"id": "%d", "text": "a"}\n' % i for i in range(50)))
-        proc.stdin.flush()
+        _feed(proc, 0, 50)
         assert wait_until(lambda: count_lines(out) == 50, timeout=60), err.read_text()
         os.kill(server, signal.SIGSTOP)
+        assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=40)
         stderr = err.read_text()
@@ -332,11 +352,33 @@ def test_a_sigstopped_fork_server_does_not_hold_up_the_end_of_a_run(tmp_path: Pa
         assert count_lines(out) == 50, stderr
         assert wait_until(lambda: not _alive(server) and not _alive(worker), timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if server and _alive(server):
-            os.kill(server, signal.SIGKILL)
+        _kill_all(proc, server)
+
+
+@pytest.mark.timeout(120)
+def test_a_fork_server_sigstopped_mid_run_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    """SIGSTOP of the fork server, then a worker lost: the stopped server, which could fork
+    no replacement, is killed and a new one started; every result comes out once."""
+    proc, out, err, worker = _start_from_stdin(tmp_path)
+    server = 0
+    try:
+        server = _parent_of(worker)
+        _feed(proc, 0, 50)
+        assert wait_until(lambda: count_lines(out) == 50, timeout=60), err.read_text()
+        os.kill(server, signal.SIGSTOP)
+        os.kill(worker, signal.SIGKILL)
+        _feed(proc, 50, 100)
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)  # not 60 s per worker it asks the stopped server for
+        stderr = err.read_text()
+        assert proc.returncode == 0, stderr
+        assert f"the fork server (pid {server}) is stopped" in stderr, stderr
+        ids = Counter(json.loads(line)["id"] for line in out.read_text().splitlines())
+        assert ids == Counter(str(i) for i in range(100)), stderr
+        assert wait_until(lambda: not _alive(server), timeout=10)
+    finally:
+        _kill_all(proc, server)
 
 
 @pytest.mark.timeout(120)
