@@ -104,6 +104,13 @@ def register(subparsers: Any) -> None:
         "--batch-size", type=_positive, default=256, metavar="N", help="records per frame (256)"
     )
     parser.add_argument(
+        "--max-message-size",
+        type=_mebibytes,
+        default=64,
+        metavar="MIB",
+        help="the largest message between processes, in MiB; one record may take half (64)",
+    )
+    parser.add_argument(
         "--max-in-flight",
         type=_positive,
         default=8192,
@@ -220,6 +227,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _mebibytes(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= _MOST_MIB:
+        raise argparse.ArgumentTypeError(f"{text} is not a size in MiB from 1 to {_MOST_MIB}")
+    return value
+
+
+#: The largest --max-message-size: a frame (half of it) must fit the int32 of a length.
+_MOST_MIB = 2047
+
+
 def _positive_float(text: str) -> float:
     from stageflow.engine.options import MAX_SECONDS  # the engine's own bound, when needed
 
@@ -311,6 +329,7 @@ def _run(args: argparse.Namespace, observation: observe.Observation) -> int:
         read_ahead=not _is_regular_file(source),
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
+        max_message_size=args.max_message_size << 20,
         fuse=not args.no_fuse,
         upstream_nice=args.upstream_nice,
         heartbeat_timeout=args.heartbeat_timeout,

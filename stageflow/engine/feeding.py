@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 from stageflow.engine.report import RunReport
-from stageflow.engine.runner import dead_letter
+from stageflow.engine.runner import RAISE_LIMIT, dead_letter
 from stageflow.engine.tracker import Root, Tracker
 from stageflow.observe.latency import LatencyRecorder
 from stageflow.pipeline import Pipeline
@@ -176,7 +176,7 @@ class Feeder:
             self.pipeline.stages[0].name,
             "RecordTooLarge",
             f"the record is {len(record)} bytes, more than the {self.frame_bytes}-byte limit "
-            "of one frame; raise max_message_size",
+            f"of one frame; raise {RAISE_LIMIT}",
             record,
         )
 

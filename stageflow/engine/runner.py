@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: The roots whose ids the current-record file holds at once: the ids of the slice being run
 #: (run_chain cuts a longer one), so that naming a record costs one store per process() call.
+#: How to let larger records through, for the sentence that refuses one.
+RAISE_LIMIT = "--max-message-size (stageflow run) or max_message_size= (Pipeline.run)"
 TABLE_ROOTS = 256
 _EXPLICIT = TABLE_ROOTS  # the entry set() fills, for a record named outside a slice
 _SLOTS = TABLE_ROOTS + 1
@@ -877,7 +879,7 @@ class StageRunner:
             if len(output) > limit:
                 raise InvalidOutput(
                     f"process() returned an output of {len(output)} bytes, more than the "
-                    f"{limit}-byte limit of one frame; raise max_message_size or emit smaller "
+                    f"{limit}-byte limit of one frame; raise {RAISE_LIMIT} or emit smaller "
                     "records"
                 )
 

@@ -167,6 +167,28 @@ def test_oversized_records_and_lone_surrogates_from_python_are_dead_lettered() -
     assert raw.decode("utf-8", "surrogatepass") == items[12]
 
 
+def test_the_cli_sets_the_message_size_and_the_refusal_names_its_option(tmp_path: Path) -> None:
+    """A 1 MiB record is refused under --max-message-size 1, with the option to raise in the
+    dead letter, and passes under --max-message-size 8."""
+    source = tmp_path / "in.jsonl"
+    big = json.dumps({"id": "big", "text": "x " * (1 << 19)}).encode()
+    source.write_bytes(b"\n".join([good(0), big, good(1)]) + b"\n")
+    pipe = write_pipeline(tmp_path / "p.yaml", SPLIT)
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    files = ("-i", str(source), "-o", str(out), "--dead-letter", str(dead), "--max-errors", "1")
+    small = run_stageflow("run", str(pipe), *files, "--max-message-size", "1")
+    assert small.returncode == 0, small.stderr
+    (entry,) = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert entry["error"] == "RecordTooLarge" and entry["line"] == 2
+    assert "raise --max-message-size" in entry["message"], entry
+    assert len(out.read_text().splitlines()) == 2
+    roomy = run_stageflow("run", str(pipe), *files, "--max-message-size", "8")
+    assert roomy.returncode == 0, roomy.stderr
+    assert dead.read_text() == "" and len(out.read_text().splitlines()) == 3
+    wrong = run_stageflow("run", str(pipe), *files, "--max-message-size", "0")
+    assert wrong.returncode == 2 and "from 1 to 2047" in wrong.stderr, wrong.stderr
+
+
 # -- the runner alone: no failure while dead-lettering costs a frame its other records --------
 
 
