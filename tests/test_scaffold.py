@@ -141,6 +141,7 @@ def test_new_stage_registers_the_stage(tmp_path: Path) -> None:
         ("none", ["new", "plugin", "stageflow-word-count"], "give 'word-count'"),
         ("none", ["new", "plugin", "stageflow_word_count"], "give 'word_count'"),
         ("none", ["new", "stage", "extra"], "cannot read"),
+        ("none", ["new", "plugin", "x", "--dir", "missing/d"], "'missing/d' is not a directory"),
         ("plugin", ["new", "stage", "word-count"], "already exists"),
         ("unmarked", ["new", "stage", "extra"], "lacks the marker comments"),
     ],

@@ -61,6 +61,10 @@ def new_plugin(name: str, directory: str | Path = ".") -> list[Path]:
                 f"{name.removeprefix(prefix)!r}: `stageflow new plugin` adds the 'stageflow-' "
                 "itself"
             )
+    if not Path(directory).is_dir():
+        raise ScaffoldError(
+            f"{str(directory)!r} is not a directory; create it first, or give another --dir"
+        )
     root = Path(directory) / f"stageflow-{name}"
     if root.exists():
         raise ScaffoldError(

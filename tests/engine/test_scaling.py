@@ -83,4 +83,5 @@ def test_the_seed_pool_names_and_unknown_stages() -> None:
         run.scale("nope", 2)
     ids = [result.id for result in run]
     assert sorted(ids, key=int) == [str(i) for i in range(2000)]
-    assert set(run.report.per_worker) == {"split#0", "split#1", "count#0", "count#1"}
+    # The counts the run started with; which of those workers got work is up to timing.
+    assert run.report.stage_workers == {"split": 2, "count": 2}
